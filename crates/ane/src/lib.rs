@@ -1,0 +1,1 @@
+//! The ANE device layer: Device trait, simulator, private-API device (macOS), kernels, backend.

@@ -1,0 +1,1 @@
+//! MIL language: builder, printer, parser, weight blob format and ANE rule validator.

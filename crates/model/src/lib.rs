@@ -1,0 +1,18 @@
+//! Model files and everything needed to turn bytes on disk into a runnable description of a model.
+//!
+//! This crate owns: the GGUF container (our own reader and writer: no maintained Rust crate reads
+//! GGUF v2/v3 memory-mapped with every quantized type we need), the quantized block formats and
+//! their dequantization ([`quant`]), the Llama-family configuration read from metadata
+//! ([`config`]), the weight map that names each layer's tensors ([`weights`]), the tokenizer built
+//! from the GGUF vocabulary ([`tokenizer`]) and the model's own chat template ([`chat`]).
+//! Weights stay quantized and memory-mapped; nothing here expands a model to f32 at load.
+
+pub mod config;
+pub mod gguf;
+pub mod quant;
+pub mod weights;
+
+pub use config::LlamaConfig;
+pub use gguf::{GgufError, GgufFile, MetaValue, TensorInfo};
+pub use quant::GgmlType;
+pub use weights::{LayerWeights, LlamaWeights, Tensor};
