@@ -7,9 +7,11 @@
 //! from the GGUF vocabulary ([`tokenizer`]) and the model's own chat template ([`chat`]).
 //! Weights stay quantized and memory-mapped; nothing here expands a model to f32 at load.
 
+pub mod cache;
 pub mod config;
 pub mod gguf;
 pub mod quant;
+pub mod synthetic;
 pub mod weights;
 
 pub use config::LlamaConfig;
