@@ -1,1 +1,431 @@
-fn main() {}
+//! `espresso`: generate text, chat, tokenize, benchmark and inspect MIL programs.
+
+mod load;
+mod progress;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use engine::{GenerateOptions, SamplerConfig};
+use load::{BackendChoice, Loaded};
+use model::chat::ChatMessage;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "espresso",
+    version,
+    about = "Run transformer language models on the CPU and the Apple Neural Engine",
+    long_about = "Run transformer language models on the CPU and the Apple Neural Engine.\n\n\
+                  With no -m, the default model (SmolLM2-135M-Instruct, Q4_1) is downloaded \
+                  into the cache on first use (`espresso pull`). The cache is \
+                  $ESPRESSO_HOME, else ~/.cache/espresso."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Continue a prompt (streams the continuation to stdout).
+    Generate(GenerateArgs),
+    /// Interactive chat with the model's own chat template (keeps history, streams replies).
+    Chat(ChatArgs),
+    /// Print the token ids of TEXT (no BOS is added).
+    Tokenize(TokenizeArgs),
+    /// Download the default model into the cache and verify it.
+    Pull(PullArgs),
+    /// Measure decode latency and prefill throughput.
+    Bench(BenchArgs),
+    /// Write the deterministic synthetic model of `bench --synthetic SEED` as a GGUF file.
+    ExportSynthetic(ExportArgs),
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// A local GGUF model file (default: the pulled SmolLM2-135M-Instruct).
+    #[arg(short = 'm', long = "model", value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    backend: BackendChoice,
+    /// CPU: dequantize weights on the fly and compute in f32 (the reference path; slower).
+    #[arg(long)]
+    exact: bool,
+    /// CPU worker threads (default: all cores).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Args, Clone)]
+struct SamplingArgs {
+    /// Maximum number of tokens to generate.
+    #[arg(
+        short = 'n',
+        long = "max-tokens",
+        value_name = "N",
+        default_value_t = 128
+    )]
+    max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample only among the K most likely tokens (0 = all).
+    #[arg(long = "top-k", value_name = "K", default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling: smallest set of tokens with probability mass P.
+    #[arg(long = "top-p", value_name = "P", default_value_t = 1.0)]
+    top_p: f32,
+    /// Random seed (same seed, same output).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// Stop when the output contains STR (repeatable); STR itself is not printed.
+    #[arg(long, value_name = "STR")]
+    stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens: self.max_tokens,
+            sampler: SamplerConfig {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+            stop: self.stop.clone(),
+            cached_prefix: 0,
+        }
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Wrap PROMPT as one user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Print one JSON object (prompt_tokens, tokens, text, timings) instead of streaming.
+    #[arg(long)]
+    json: bool,
+    /// The text to continue.
+    prompt: String,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// A system prompt (default: whatever the model's template inserts).
+    #[arg(long)]
+    system: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    #[arg(short = 'm', long = "model", value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Parse special-token text such as <|im_start|> into the special token.
+    #[arg(long)]
+    special: bool,
+    /// Print a JSON array instead of space-separated ids.
+    #[arg(long)]
+    json: bool,
+    text: String,
+}
+
+#[derive(Args)]
+struct PullArgs {
+    /// Re-verify (and re-download if needed) even when the model is already cached.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(
+        short = 'm',
+        long = "model",
+        value_name = "PATH",
+        conflicts_with = "synthetic"
+    )]
+    model: Option<PathBuf>,
+    /// Benchmark a deterministic random-weight model of the reference shape (6 layers, dim 768,
+    /// 12 heads, ffn 2048, vocab 32000, f32) built from SEED.
+    #[arg(long, value_name = "SEED")]
+    synthetic: Option<u64>,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    backend: BackendChoice,
+    /// CPU: use the exact (dequantize-on-the-fly, f32) path.
+    #[arg(long)]
+    exact: bool,
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    #[arg(long = "prompt-tokens", value_name = "N", default_value_t = 64)]
+    prompt_tokens: usize,
+    #[arg(long = "gen-tokens", value_name = "N", default_value_t = 32)]
+    gen_tokens: usize,
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    repeats: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportDtype {
+    F32,
+    F16,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Seed of the synthetic model (same as `bench --synthetic SEED`).
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = ExportDtype::F32)]
+    dtype: ExportDtype,
+    /// Output GGUF path.
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(a) => cmd_generate(a),
+        Command::Chat(a) => cmd_chat(a),
+        Command::Tokenize(a) => cmd_tokenize(a),
+        Command::Pull(a) => {
+            let path = model::cache::pull(a.force, &mut progress::Bars::default())?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Bench(a) => cmd_bench(a),
+        Command::ExportSynthetic(a) => {
+            let ty = match a.dtype {
+                ExportDtype::F32 => model::GgmlType::F32,
+                ExportDtype::F16 => model::GgmlType::F16,
+            };
+            let m =
+                model::synthetic::SyntheticModel::new(model::LlamaConfig::synthetic(), a.seed, ty);
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(&a.out)
+                    .with_context(|| format!("cannot create {}", a.out.display()))?,
+            );
+            m.write_gguf(&mut f)
+                .and_then(|_| f.flush())
+                .with_context(|| format!("cannot write {}", a.out.display()))?;
+            eprintln!("wrote {}", a.out.display());
+            Ok(())
+        }
+    }
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    if a.prompt.is_empty() {
+        bail!("the prompt is empty: give some text to continue");
+    }
+    let loaded = Loaded::open(a.model.model.as_deref())?;
+    let (text, special) = if a.chat {
+        (
+            loaded.render_chat(&[ChatMessage::user(a.prompt.clone())])?,
+            true,
+        )
+    } else {
+        (a.prompt.clone(), false)
+    };
+    let prompt = loaded.tokenizer.encode(&text, special)?;
+    let mut backend = loaded.backend(a.model.backend, a.model.exact, a.model.threads)?;
+    let opts = a.sampling.options();
+    let stdout = std::io::stdout();
+    let json = a.json;
+    let gen = engine::generate(
+        backend.as_mut(),
+        &loaded.tokenizer,
+        &prompt,
+        &opts,
+        &mut |s| {
+            if !json {
+                let mut out = stdout.lock();
+                let _ = out.write_all(s.as_bytes());
+                let _ = out.flush();
+            }
+        },
+    )?;
+    if json {
+        let v = serde_json::json!({
+            "prompt_tokens": gen.prompt_tokens,
+            "tokens": gen.tokens,
+            "text": gen.text,
+            "stop_reason": gen.stop_reason,
+            "backend": backend.name(),
+            "timings": gen.timings,
+        });
+        println!("{v}");
+    } else {
+        println!();
+    }
+    Ok(())
+}
+
+fn cmd_chat(a: ChatArgs) -> Result<()> {
+    let loaded = Loaded::open(a.model.model.as_deref())?;
+    let mut backend = loaded.backend(a.model.backend, a.model.exact, a.model.threads)?;
+    let mut history: Vec<ChatMessage> = a.system.into_iter().map(ChatMessage::system).collect();
+    // Token ids the backend's KV cache holds, to reuse the conversation so far.
+    let mut cached: Vec<u32> = Vec::new();
+    eprintln!(
+        "chat with {} ({}); /reset clears the history, /exit or Ctrl-D quits",
+        loaded.name,
+        backend.name()
+    );
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        eprint!("> ");
+        line.clear();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            eprintln!();
+            return Ok(());
+        }
+        let msg = line.trim_end_matches(['\n', '\r']);
+        match msg.trim() {
+            "" => continue,
+            "/exit" | "/quit" => return Ok(()),
+            "/reset" => {
+                history.retain(|m| m.role == "system");
+                cached.clear();
+                continue;
+            }
+            _ => {}
+        }
+        history.push(ChatMessage::user(msg));
+        let prompt = loaded
+            .tokenizer
+            .encode(&loaded.render_chat(&history)?, true)?;
+        let mut opts = a.sampling.options();
+        opts.cached_prefix = cached
+            .iter()
+            .zip(&prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let stdout = std::io::stdout();
+        let gen = match engine::generate(
+            backend.as_mut(),
+            &loaded.tokenizer,
+            &prompt,
+            &opts,
+            &mut |s| {
+                let mut out = stdout.lock();
+                let _ = out.write_all(s.as_bytes());
+                let _ = out.flush();
+            },
+        ) {
+            Ok(g) => g,
+            Err(e @ engine::GenerateError::PromptTooLong { .. }) => {
+                eprintln!("\nerror: {e}; use /reset to start over");
+                history.pop();
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        println!();
+        // Every generated token but the last was fed back through the backend.
+        cached = prompt;
+        cached.extend(&gen.tokens[..gen.tokens.len().saturating_sub(1)]);
+        history.push(ChatMessage::assistant(gen.text.trim().to_string()));
+    }
+}
+
+fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {
+    let loaded = Loaded::open(a.model.as_deref())?;
+    let ids = loaded.tokenizer.encode(&a.text, a.special)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&ids)?);
+    } else {
+        let s: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        println!("{}", s.join(" "));
+    }
+    Ok(())
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    let opts = engine::bench::BenchOptions {
+        prompt_tokens: a.prompt_tokens,
+        gen_tokens: a.gen_tokens,
+        warmup: a.warmup,
+        repeats: a.repeats,
+    };
+    if opts.prompt_tokens == 0 || opts.repeats == 0 {
+        bail!("--prompt-tokens and --repeats must be at least 1");
+    }
+    let threads = load::resolve_threads(a.threads);
+    let report = if let Some(seed) = a.synthetic {
+        let cfg = model::LlamaConfig::synthetic();
+        let synth = model::synthetic::SyntheticModel::new(cfg.clone(), seed, model::GgmlType::F32);
+        let weights = model::LlamaWeights::from_source(&synth, cfg)?;
+        let mut backend = load::make_backend(weights, a.backend, a.exact, threads)?;
+        engine::bench::run_bench(
+            backend.as_mut(),
+            &format!("synthetic:{seed}"),
+            threads,
+            &opts,
+        )?
+    } else {
+        let loaded = Loaded::open(a.model.as_deref())?;
+        let mut backend = loaded.backend(a.backend, a.exact, threads)?;
+        engine::bench::run_bench(backend.as_mut(), &loaded.name, threads, &opts)?
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("model            {}", report.model);
+        println!(
+            "backend          {} ({} threads)",
+            report.backend, report.threads
+        );
+        println!(
+            "decode           {:.2} ms/token median (min {:.2}, max {:.2}) over {} repeats of {} tokens",
+            report.decode_ms_per_token,
+            report.decode_ms_per_token_min,
+            report.decode_ms_per_token_max,
+            report.repeats,
+            report.gen_tokens
+        );
+        println!(
+            "prefill          {:.1} tokens/s ({} tokens)",
+            report.prefill_tokens_per_s, report.prompt_tokens
+        );
+        if let Some(r) = report.peak_rss_mb {
+            println!("peak RSS         {r:.1} MiB");
+        }
+        if let Some(d) = report.dispatches_per_token {
+            println!("dispatches/token {d:.2}");
+        }
+        if let Some(p) = report.predicted_ane_ms_per_token {
+            println!(
+                "predicted ANE    {p:.3} ms/token (cost-model prediction for {}, not a measurement)",
+                report.chip_profile.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,17 @@
 //! Fast CPU kernels and the CPU backend.
+//!
+//! This crate owns the Llama forward pass on the CPU: the f32 building blocks ([`ops`]: RMSNorm,
+//! RoPE, softmax, SwiGLU, GQA attention), 8-bit activation quantization ([`quant`]), dot
+//! products on weights in their stored types with AVX2 and portable versions ([`dot`]), the
+//! multi-threaded (batched) matrix products built on them ([`matmul`]), and [`CpuBackend`], the
+//! [`engine::Backend`] that runs a model with either the fast quantized path or the exact
+//! (dequantize-on-the-fly, f32) reference path.
+
+pub mod backend;
+pub mod dot;
+pub mod matmul;
+pub mod ops;
+pub mod quant;
+
+pub use backend::{CpuBackend, CpuError, CpuOptions, PREFILL_CHUNK};
+pub use matmul::Precision;

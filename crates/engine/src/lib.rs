@@ -1,7 +1,13 @@
 //! Everything between a loaded model and a stream of text: the [`Backend`] trait that CPU and
-//! ANE backends implement, sampling, the generation loop with stop conditions and streaming
-//! detokenization, and the benchmark harness behind `espresso bench`.
+//! ANE backends implement, sampling ([`sampler`]), the generation loop with stop conditions and
+//! streaming detokenization ([`generate`]), and the benchmark harness behind `espresso bench`
+//! ([`bench`]).
 
 pub mod backend;
+pub mod bench;
+pub mod generate;
+pub mod sampler;
 
 pub use backend::{Backend, BackendError, BackendStats};
+pub use generate::{generate, GenerateError, GenerateOptions, Generation, StopReason};
+pub use sampler::{argmax, Sampler, SamplerConfig};

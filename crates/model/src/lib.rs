@@ -8,13 +8,17 @@
 //! Weights stay quantized and memory-mapped; nothing here expands a model to f32 at load.
 
 pub mod cache;
+pub mod chat;
 pub mod config;
 pub mod gguf;
 pub mod quant;
 pub mod synthetic;
+pub mod tokenizer;
 pub mod weights;
 
+pub use chat::{ChatError, ChatMessage, ChatTemplate};
 pub use config::LlamaConfig;
 pub use gguf::{GgufError, GgufFile, MetaValue, TensorInfo};
 pub use quant::GgmlType;
+pub use tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
 pub use weights::{LayerWeights, LlamaWeights, Tensor};

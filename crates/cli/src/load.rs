@@ -1,0 +1,104 @@
+//! Opening a model file and putting it on a backend.
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use engine::Backend;
+use model::chat::{ChatMessage, ChatTemplate};
+use model::tokenizer::Tokenizer;
+use model::{GgufFile, LlamaWeights};
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// The CPU backend (quantized kernels; `--exact` for the f32 reference path).
+    Cpu,
+}
+
+/// A model file with its tokenizer and chat template.
+pub struct Loaded {
+    pub gguf: GgufFile,
+    pub tokenizer: Tokenizer,
+    pub chat: Option<ChatTemplate>,
+    /// File name for messages and reports.
+    pub name: String,
+}
+
+impl Loaded {
+    /// Open `path`, or the default model (pulled into the cache on first use).
+    pub fn open(path: Option<&Path>) -> Result<Self> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = model::cache::default_model_location()?;
+                if !p.is_file() {
+                    eprintln!(
+                        "the default model is not in the cache yet; pulling it into {}",
+                        p.display()
+                    );
+                    model::cache::pull(false, &mut crate::progress::Bars::default())?;
+                }
+                p
+            }
+        };
+        let gguf = GgufFile::open(&path)?;
+        // Fail early, with the model's own words, on a non-llama or incomplete file.
+        LlamaWeights::from_gguf(&gguf).with_context(|| format!("cannot use {}", path.display()))?;
+        let tokenizer = Tokenizer::from_gguf(&gguf)
+            .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+        let chat = ChatTemplate::from_gguf(&gguf).ok();
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Ok(Self {
+            gguf,
+            tokenizer,
+            chat,
+            name,
+        })
+    }
+
+    /// Render a conversation with the model's chat template, ready for the assistant's turn.
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
+        let t = self.chat.as_ref().with_context(|| {
+            format!(
+                "{} has no usable chat template (tokenizer.chat_template)",
+                self.name
+            )
+        })?;
+        Ok(t.render(messages, true)?)
+    }
+
+    pub fn backend(
+        &self,
+        choice: BackendChoice,
+        exact: bool,
+        threads: usize,
+    ) -> Result<Box<dyn Backend + '_>> {
+        let weights = LlamaWeights::from_gguf(&self.gguf)?;
+        make_backend(weights, choice, exact, resolve_threads(threads))
+    }
+}
+
+/// `0` means one thread per available core.
+pub fn resolve_threads(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
+}
+
+pub fn make_backend<'a>(
+    weights: LlamaWeights<'a>,
+    choice: BackendChoice,
+    exact: bool,
+    threads: usize,
+) -> Result<Box<dyn Backend + 'a>> {
+    match choice {
+        BackendChoice::Cpu => Ok(Box::new(cpu::CpuBackend::new(
+            weights,
+            cpu::CpuOptions { exact, threads },
+        )?)),
+    }
+}

@@ -1,0 +1,132 @@
+//! The benchmark harness behind `espresso bench`: prefill throughput and decode latency
+//! (min/median/max over repeats, after warmup) on any [`Backend`], plus peak memory.
+
+use crate::backend::{Backend, BackendError};
+use crate::sampler::argmax;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    pub warmup: usize,
+    pub repeats: usize,
+}
+
+/// One benchmark result; field names are the `espresso bench --json` keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub backend: String,
+    pub threads: usize,
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    pub repeats: usize,
+    /// Median over repeats of the mean decode step time.
+    pub decode_ms_per_token: f64,
+    pub decode_ms_per_token_min: f64,
+    pub decode_ms_per_token_max: f64,
+    pub prefill_tokens_per_s: f64,
+    pub peak_rss_mb: Option<f64>,
+    /// Device dispatches per decode token (ANE backends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispatches_per_token: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compiles: Option<u64>,
+    /// Cost-model PREDICTION of ANE time per decode token (not a measurement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_ane_ms_per_token: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chip_profile: Option<String>,
+}
+
+/// Deterministic prompt ids spread over the vocabulary (never id 0).
+pub fn bench_prompt(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| (1 + (i as u64 * 2_654_435_761 % (vocab as u64 - 1))) as u32)
+        .collect()
+}
+
+/// Peak resident set size of this process in MiB, where the OS tells it.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Run the benchmark. `model` and `threads` are only reported.
+pub fn run_bench(
+    backend: &mut dyn Backend,
+    model: &str,
+    threads: usize,
+    opts: &BenchOptions,
+) -> Result<BenchReport, BackendError> {
+    let cfg = backend.config().clone();
+    let need = opts.prompt_tokens + opts.gen_tokens;
+    if opts.prompt_tokens == 0 || need > cfg.context_length {
+        return Err(BackendError::ContextFull {
+            pos: need,
+            ctx: cfg.context_length,
+        });
+    }
+    let prompt = bench_prompt(opts.prompt_tokens, cfg.vocab_size);
+    let mut decode = Vec::new();
+    let mut prefill = Vec::new();
+    let mut dispatches = 0u64;
+    let mut decode_steps = 0u64;
+    let mut predicted_ms = 0.0;
+    for rep in 0..opts.warmup + opts.repeats.max(1) {
+        let t = Instant::now();
+        let mut logits = backend.forward(&prompt, 0)?;
+        let prefill_s = t.elapsed().as_secs_f64();
+        let before = backend.stats();
+        let t = Instant::now();
+        for i in 0..opts.gen_tokens {
+            let next = argmax(&logits);
+            logits = backend.forward(&[next], opts.prompt_tokens + i)?;
+        }
+        let step_ms = t.elapsed().as_secs_f64() * 1e3 / opts.gen_tokens.max(1) as f64;
+        let after = backend.stats();
+        if rep >= opts.warmup {
+            decode.push(step_ms);
+            prefill.push(opts.prompt_tokens as f64 / prefill_s);
+            dispatches += after.dispatches - before.dispatches;
+            decode_steps += opts.gen_tokens as u64;
+            if let (Some(a), Some(b)) = (after.predicted_device_ms, before.predicted_device_ms) {
+                predicted_ms += a - b;
+            }
+        }
+    }
+    let stats = backend.stats();
+    let device = stats.compiles > 0 || stats.dispatches > 0;
+    let per_token = |x: f64| x / decode_steps.max(1) as f64;
+    Ok(BenchReport {
+        model: model.to_string(),
+        backend: backend.name(),
+        threads,
+        prompt_tokens: opts.prompt_tokens,
+        gen_tokens: opts.gen_tokens,
+        repeats: decode.len(),
+        decode_ms_per_token_min: decode.iter().cloned().fold(f64::INFINITY, f64::min),
+        decode_ms_per_token_max: decode.iter().cloned().fold(0.0, f64::max),
+        decode_ms_per_token: median(&mut decode),
+        prefill_tokens_per_s: median(&mut prefill),
+        peak_rss_mb: peak_rss_mb(),
+        dispatches_per_token: device.then(|| per_token(dispatches as f64)),
+        compiles: device.then_some(stats.compiles),
+        predicted_ane_ms_per_token: stats.predicted_device_ms.map(|_| per_token(predicted_ms)),
+        chip_profile: stats.chip_profile,
+    })
+}

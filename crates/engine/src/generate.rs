@@ -1,0 +1,243 @@
+//! The generation loop: prefill the prompt, then sample, stream and decode one token at a time
+//! until EOS, a stop string, the token limit or the end of the context.
+
+use crate::backend::{Backend, BackendError};
+use crate::sampler::{Sampler, SamplerConfig, SamplerError};
+use model::tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("the prompt is empty: give some text to continue")]
+    EmptyPrompt,
+    #[error("the prompt is {prompt} tokens long but the model's context holds {ctx}; shorten the prompt")]
+    PromptTooLong { prompt: usize, ctx: usize },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GenerateOptions {
+    /// Maximum number of tokens to generate.
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Generation stops when the text contains any of these; the stop string is not emitted.
+    pub stop: Vec<String>,
+    /// How many leading prompt tokens the backend's cache already holds from an earlier call
+    /// (interactive chat reuses the conversation so far); 0 for a fresh prompt.
+    pub cached_prefix: usize,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    EndOfGeneration,
+    StopString,
+    MaxTokens,
+    ContextFull,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Timings {
+    pub prefill_ms: f64,
+    /// Mean wall time of one decode step (forward of one token), over the steps taken.
+    pub decode_ms_per_token: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    pub prompt_tokens: Vec<u32>,
+    /// Generated token ids only (an end-of-generation token is not included).
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub stop_reason: StopReason,
+    pub timings: Timings,
+}
+
+/// Holds back streamed text that might be the beginning of a stop string.
+struct StopFilter<'a> {
+    stops: &'a [String],
+    text: String,
+    emitted: usize,
+}
+
+impl<'a> StopFilter<'a> {
+    /// Add text; returns (text safe to emit now, whether a stop string was hit).
+    fn push(&mut self, s: &str) -> (String, bool) {
+        self.text.push_str(s);
+        let hit = self
+            .stops
+            .iter()
+            .filter(|st| !st.is_empty())
+            .filter_map(|st| {
+                self.text[self.emitted..]
+                    .find(st.as_str())
+                    .map(|i| self.emitted + i)
+            })
+            .min();
+        if let Some(end) = hit {
+            self.text.truncate(end);
+            let out = self.text[self.emitted..].to_string();
+            self.emitted = end;
+            return (out, true);
+        }
+        // Longest suffix of the unemitted text that is a proper prefix of a stop string.
+        let pending = &self.text[self.emitted..];
+        let hold = self
+            .stops
+            .iter()
+            .flat_map(|st| {
+                (1..st.len().min(pending.len() + 1))
+                    .filter(|&k| st.is_char_boundary(k) && pending.ends_with(&st[..k]))
+            })
+            .max()
+            .unwrap_or(0);
+        let end = self.text.len() - hold;
+        let out = self.text[self.emitted..end].to_string();
+        self.emitted = end;
+        (out, false)
+    }
+
+    fn finish(&mut self) -> String {
+        let out = self.text[self.emitted..].to_string();
+        self.emitted = self.text.len();
+        out
+    }
+}
+
+/// Generate a continuation of `prompt` (token ids), calling `on_text` with each piece of
+/// text as soon as it is complete.
+pub fn generate(
+    backend: &mut dyn Backend,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation, GenerateError> {
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    let ctx = backend.config().context_length;
+    if prompt.len() > ctx {
+        return Err(GenerateError::PromptTooLong {
+            prompt: prompt.len(),
+            ctx,
+        });
+    }
+    let mut sampler = Sampler::new(opts.sampler.clone())?;
+    let mut decoder = StreamDecoder::skipping_control(tokenizer);
+    let mut stop = StopFilter {
+        stops: &opts.stop,
+        text: String::new(),
+        emitted: 0,
+    };
+
+    // At least the last prompt token must run to produce logits.
+    let start = opts.cached_prefix.min(prompt.len() - 1);
+    let t0 = Instant::now();
+    let mut logits = backend.forward(&prompt[start..], start)?;
+    let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+
+    let mut tokens = Vec::new();
+    let mut decode_s = 0.0;
+    let mut steps = 0usize;
+    let mut pos = prompt.len();
+    let reason = loop {
+        if tokens.len() >= opts.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        let next = sampler.sample(&logits);
+        if tokenizer.is_end_of_generation(next) {
+            break StopReason::EndOfGeneration;
+        }
+        tokens.push(next);
+        let (out, hit) = stop.push(&decoder.push(next)?);
+        if !out.is_empty() {
+            on_text(&out);
+        }
+        if hit {
+            break StopReason::StopString;
+        }
+        if tokens.len() >= opts.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        if pos >= ctx {
+            break StopReason::ContextFull;
+        }
+        let t = Instant::now();
+        logits = backend.forward(&[next], pos)?;
+        decode_s += t.elapsed().as_secs_f64();
+        steps += 1;
+        pos += 1;
+    };
+    if reason != StopReason::StopString {
+        let (out, hit) = stop.push(&decoder.finish());
+        let rest = if hit { out } else { out + &stop.finish() };
+        if !rest.is_empty() {
+            on_text(&rest);
+        }
+    }
+    Ok(Generation {
+        prompt_tokens: prompt.to_vec(),
+        tokens,
+        text: stop.text,
+        stop_reason: reason,
+        timings: Timings {
+            prefill_ms,
+            decode_ms_per_token: if steps > 0 {
+                decode_s * 1e3 / steps as f64
+            } else {
+                0.0
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut f = StopFilter {
+            stops: &stops,
+            text: String::new(),
+            emitted: 0,
+        };
+        let mut out = String::new();
+        for p in pieces {
+            let (o, hit) = f.push(p);
+            out += &o;
+            if hit {
+                return (out, true);
+            }
+        }
+        out += &f.finish();
+        (out, false)
+    }
+
+    #[test]
+    fn stop_string_split_across_pieces_is_not_emitted() {
+        assert_eq!(
+            run(&["\n\n"], &["Hello", "\n", "\nmore"]),
+            ("Hello".into(), true)
+        );
+        assert_eq!(
+            run(&["END"], &["abc E", "N", "D tail"]),
+            ("abc ".into(), true)
+        );
+    }
+
+    #[test]
+    fn held_back_prefix_is_released_when_it_does_not_match() {
+        assert_eq!(run(&["END"], &["abc E", "x"]), ("abc Ex".into(), false));
+        assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));
+        assert_eq!(run(&["é!"], &["caf", "é", "?"]), ("café?".into(), false));
+    }
+}
