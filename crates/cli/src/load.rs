@@ -14,6 +14,33 @@ pub enum BackendChoice {
     Cpu,
 }
 
+/// Open and check a model file: `path`, or the default model (pulled on first use).
+/// Returns the file and a short name for messages.
+pub fn open_model_file(path: Option<&Path>) -> Result<(GgufFile, String)> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = model::cache::default_model_location()?;
+            if !p.is_file() {
+                eprintln!(
+                    "the default model is not in the cache yet; pulling it into {}",
+                    p.display()
+                );
+                model::cache::pull(false, &mut crate::progress::Bars::default())?;
+            }
+            p
+        }
+    };
+    let gguf = GgufFile::open(&path)?;
+    // Fail early, with the model's own words, on a non-llama or incomplete file.
+    LlamaWeights::from_gguf(&gguf).with_context(|| format!("cannot use {}", path.display()))?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok((gguf, name))
+}
+
 /// A model file with its tokenizer and chat template.
 pub struct Loaded {
     pub gguf: GgufFile,
@@ -26,30 +53,10 @@ pub struct Loaded {
 impl Loaded {
     /// Open `path`, or the default model (pulled into the cache on first use).
     pub fn open(path: Option<&Path>) -> Result<Self> {
-        let path = match path {
-            Some(p) => p.to_path_buf(),
-            None => {
-                let p = model::cache::default_model_location()?;
-                if !p.is_file() {
-                    eprintln!(
-                        "the default model is not in the cache yet; pulling it into {}",
-                        p.display()
-                    );
-                    model::cache::pull(false, &mut crate::progress::Bars::default())?;
-                }
-                p
-            }
-        };
-        let gguf = GgufFile::open(&path)?;
-        // Fail early, with the model's own words, on a non-llama or incomplete file.
-        LlamaWeights::from_gguf(&gguf).with_context(|| format!("cannot use {}", path.display()))?;
+        let (gguf, name) = open_model_file(path)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)
-            .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+            .with_context(|| format!("cannot build the tokenizer of {name}"))?;
         let chat = ChatTemplate::from_gguf(&gguf).ok();
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
         Ok(Self {
             gguf,
             tokenizer,
@@ -75,8 +82,12 @@ impl Loaded {
         exact: bool,
         threads: usize,
     ) -> Result<Box<dyn Backend + '_>> {
-        let weights = LlamaWeights::from_gguf(&self.gguf)?;
-        make_backend(weights, choice, exact, resolve_threads(threads))
+        make_backend(
+            LlamaWeights::from_gguf(&self.gguf)?,
+            choice,
+            exact,
+            resolve_threads(threads),
+        )
     }
 }
 

@@ -390,9 +390,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             &opts,
         )?
     } else {
-        let loaded = Loaded::open(a.model.as_deref())?;
-        let mut backend = loaded.backend(a.backend, a.exact, threads)?;
-        engine::bench::run_bench(backend.as_mut(), &loaded.name, threads, &opts)?
+        let (gguf, name) = load::open_model_file(a.model.as_deref())?;
+        let weights = model::LlamaWeights::from_gguf(&gguf)?;
+        let mut backend = load::make_backend(weights, a.backend, a.exact, threads)?;
+        engine::bench::run_bench(backend.as_mut(), &name, threads, &opts)?
     };
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
