@@ -45,7 +45,7 @@ pub fn open_model_file(path: Option<&Path>) -> Result<(GgufFile, String)> {
 pub struct Loaded {
     pub gguf: GgufFile,
     pub tokenizer: Tokenizer,
-    pub chat: Option<ChatTemplate>,
+    pub chat: Result<ChatTemplate, String>,
     /// File name for messages and reports.
     pub name: String,
 }
@@ -56,7 +56,9 @@ impl Loaded {
         let (gguf, name) = open_model_file(path)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)
             .with_context(|| format!("cannot build the tokenizer of {name}"))?;
-        let chat = ChatTemplate::from_gguf(&gguf).ok();
+        // A model without a template can still generate; a broken template is reported
+        // when chat is actually requested.
+        let chat = ChatTemplate::from_gguf(&gguf).map_err(|e| format!("{e}"));
         Ok(Self {
             gguf,
             tokenizer,
@@ -67,12 +69,10 @@ impl Loaded {
 
     /// Render a conversation with the model's chat template, ready for the assistant's turn.
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
-        let t = self.chat.as_ref().with_context(|| {
-            format!(
-                "{} has no usable chat template (tokenizer.chat_template)",
-                self.name
-            )
-        })?;
+        let t = self
+            .chat
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{} has no usable chat template: {e}", self.name))?;
         Ok(t.render(messages, true)?)
     }
 

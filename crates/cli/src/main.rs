@@ -252,7 +252,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     } else {
         (a.prompt.clone(), false)
     };
-    let prompt = loaded.tokenizer.encode(&text, special)?;
+    let prompt = loaded.tokenizer.encode_with_bos(&text, special)?;
     let mut backend = loaded.backend(a.model.backend, a.model.exact, a.model.threads)?;
     let opts = a.sampling.options();
     let stdout = std::io::stdout();
@@ -320,7 +320,7 @@ fn cmd_chat(a: ChatArgs) -> Result<()> {
         history.push(ChatMessage::user(msg));
         let prompt = loaded
             .tokenizer
-            .encode(&loaded.render_chat(&history)?, true)?;
+            .encode_with_bos(&loaded.render_chat(&history)?, true)?;
         let mut opts = a.sampling.options();
         opts.cached_prefix = cached
             .iter()

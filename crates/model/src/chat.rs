@@ -77,9 +77,7 @@ impl std::fmt::Debug for ChatTemplate {
 /// Text of the token whose id is stored under `key`, or "" when there is none.
 fn special_token_text(gguf: &GgufFile, key: &str) -> String {
     let id = gguf.get(key).and_then(|v| v.as_u64());
-    let tokens = gguf
-        .get("tokenizer.ggml.tokens")
-        .and_then(|v| v.as_array());
+    let tokens = gguf.get("tokenizer.ggml.tokens").and_then(|v| v.as_array());
     match (id, tokens) {
         (Some(id), Some(tokens)) => tokens
             .get(id as usize)
@@ -427,9 +425,13 @@ mod tests {
 
     #[test]
     fn raise_exception_becomes_a_named_error() {
-        let src = "{% if messages[0].role != 'system' %}{{ raise_exception('system first') }}{% endif %}";
+        let src =
+            "{% if messages[0].role != 'system' %}{{ raise_exception('system first') }}{% endif %}";
         let err = render_src(src, &[ChatMessage::user("x")]).unwrap_err();
-        assert!(matches!(&err, ChatError::Raised(m) if m == "system first"), "{err}");
+        assert!(
+            matches!(&err, ChatError::Raised(m) if m == "system first"),
+            "{err}"
+        );
     }
 
     #[test]

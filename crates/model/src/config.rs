@@ -59,13 +59,19 @@ impl LlamaConfig {
         if self.n_layers == 0 || self.dim == 0 || self.ffn_dim == 0 || self.vocab_size == 0 {
             return bad(format!("zero-sized dimension in {self:?}"));
         }
-        if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_heads == 0
+            || self.n_kv_heads == 0
+            || !self.n_heads.is_multiple_of(self.n_kv_heads)
+        {
             return bad(format!(
                 "{} heads is not a multiple of {} KV heads",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 || self.n_heads * self.head_dim != self.dim {
+        if self.head_dim == 0
+            || !self.head_dim.is_multiple_of(2)
+            || self.n_heads * self.head_dim != self.dim
+        {
             return bad(format!(
                 "head_dim {} x {} heads does not give dim {} (or is odd)",
                 self.head_dim, self.n_heads, self.dim
@@ -102,7 +108,7 @@ impl LlamaConfig {
         let dim = int("embedding_length")?;
         let n_heads = int("attention.head_count")?;
         let n_kv_heads = int("attention.head_count_kv").unwrap_or(n_heads);
-        let head_dim = if n_heads > 0 { dim / n_heads } else { 0 };
+        let head_dim = dim.checked_div(n_heads).unwrap_or(0);
         let vocab_size = match int("vocab_size") {
             Ok(v) => v,
             Err(_) => f

@@ -278,7 +278,9 @@ impl GgufFile {
             Some(v) => v
                 .as_u64()
                 .filter(|a| *a > 0 && a.is_power_of_two())
-                .ok_or_else(|| c.corrupt(format!("general.alignment {v:?} is not a power of two")))?,
+                .ok_or_else(|| {
+                    c.corrupt(format!("general.alignment {v:?} is not a power of two"))
+                })?,
             None => DEFAULT_ALIGNMENT,
         };
         let mut raw = Vec::with_capacity(n_tensors as usize);
@@ -438,7 +440,10 @@ pub fn write_gguf(
         w.extend(offset.to_le_bytes());
         offset = (offset + t.data.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
     }
-    w.resize(w.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize, 0);
+    w.resize(
+        w.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize,
+        0,
+    );
     out.write_all(&w)?;
     for t in tensors {
         out.write_all(&t.data)?;
@@ -456,7 +461,10 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let meta = vec![
-            ("general.architecture".to_string(), MetaValue::Str("llama".into())),
+            (
+                "general.architecture".to_string(),
+                MetaValue::Str("llama".into()),
+            ),
             ("a.u32".to_string(), MetaValue::U32(7)),
             ("a.f32".to_string(), MetaValue::F32(0.5)),
             ("a.bool".to_string(), MetaValue::Bool(true)),
@@ -470,7 +478,10 @@ mod tests {
             ("a.u64".to_string(), MetaValue::U64(1 << 40)),
             (
                 "a.arr".to_string(),
-                MetaValue::Array(vec![MetaValue::Str("x".into()), MetaValue::Str("yz".into())]),
+                MetaValue::Array(vec![
+                    MetaValue::Str("x".into()),
+                    MetaValue::Str("yz".into()),
+                ]),
             ),
         ];
         let vals: Vec<f32> = (0..64).map(|i| i as f32 / 8.0 - 4.0).collect();
@@ -507,7 +518,10 @@ mod tests {
         assert_eq!(f.get("a.u32"), Some(&MetaValue::U32(7)));
         assert_eq!(f.get("a.i64"), Some(&MetaValue::I64(-3)));
         assert_eq!(f.get("a.f64").and_then(|v| v.as_f64()), Some(2.25));
-        assert_eq!(f.get("a.arr").and_then(|v| v.as_array()).map(|a| a.len()), Some(2));
+        assert_eq!(
+            f.get("a.arr").and_then(|v| v.as_array()).map(|a| a.len()),
+            Some(2)
+        );
         let q = f.tensor_info("q").unwrap();
         assert_eq!(q.ty, GgmlType::Q4_1);
         assert_eq!(q.offset % 32, 0);
@@ -545,7 +559,11 @@ mod tests {
     fn unknown_tensor_type_is_named() {
         let mut b = sample();
         // The first tensor info's type field: find "q" name then skip dims.
-        let pos = b.windows(9).position(|w| w == b"\x01\0\0\0\0\0\0\0q").unwrap() + 9;
+        let pos = b
+            .windows(9)
+            .position(|w| w == b"\x01\0\0\0\0\0\0\0q")
+            .unwrap()
+            + 9;
         let ty_pos = pos + 4 + 16;
         b[ty_pos..ty_pos + 4].copy_from_slice(&12u32.to_le_bytes());
         let e = open_bytes(&b).unwrap_err().to_string();

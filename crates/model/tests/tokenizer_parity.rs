@@ -109,6 +109,33 @@ fn token_ids_are_identical_to_llama_cpp_on_every_string() {
 }
 
 #[test]
+fn seeded_random_strings_tokenize_identically_to_llama_cpp() {
+    let tok = &loaded().tokenizer;
+    let random = fixture()["random_cases"].as_array().expect("random_cases");
+    assert!(
+        random.len() >= 300,
+        "fixture has {} random strings",
+        random.len()
+    );
+    let mut mismatches = Vec::new();
+    for case in random {
+        let text = case["text"].as_str().unwrap();
+        for (special, key) in [(false, "ids_plain"), (true, "ids_special")] {
+            if tok.encode(text, special).expect("encode") != ids(&case[key]) {
+                mismatches.push(format!("{text:?} special={special}"));
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} tokenizations differ from llama.cpp:\n{}",
+        mismatches.len(),
+        2 * random.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[test]
 fn special_token_text_is_parsed_only_with_parse_special() {
     let tok = &loaded().tokenizer;
     let im_start = tok.token_id("<|im_start|>").unwrap();
@@ -194,7 +221,10 @@ fn default_system_prompt_is_inserted_only_without_a_system_message() {
         format!("{default_system}<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
     );
     let own = template
-        .render(&[ChatMessage::system("Be brief."), ChatMessage::user("Hi")], false)
+        .render(
+            &[ChatMessage::system("Be brief."), ChatMessage::user("Hi")],
+            false,
+        )
         .unwrap();
     assert_eq!(
         own,
@@ -234,7 +264,10 @@ fn stream_decoder_emits_emoji_whole_when_split_across_tokens() {
         .iter()
         .any(|&i| std::str::from_utf8(tok.token_to_bytes(i)).is_err()));
     let (outs, tail) = stream(tok, &ids);
-    assert!(outs.iter().any(String::is_empty), "some pushes must hold bytes back");
+    assert!(
+        outs.iter().any(String::is_empty),
+        "some pushes must hold bytes back"
+    );
     for out in &outs {
         // Every emitted chunk is a run of whole characters of the original.
         assert!(family.contains(out.as_str()), "{out:?}");
