@@ -1,6 +1,8 @@
 //! `espresso`: generate text, chat, tokenize, benchmark and inspect MIL programs.
 
+mod doctor;
 mod load;
+mod mil_cmd;
 mod progress;
 
 use anyhow::{bail, Context, Result};
@@ -41,6 +43,11 @@ enum Command {
     Bench(BenchArgs),
     /// Write the deterministic synthetic model of `bench --synthetic SEED` as a GGUF file.
     ExportSynthetic(ExportArgs),
+    /// Check or run MIL programs (the ANE's program format) on the simulator.
+    #[command(subcommand)]
+    Mil(mil_cmd::MilCommand),
+    /// What this machine offers: OS, CPU, the ANE framework, device probes, what `auto` picks.
+    Doctor,
 }
 
 #[derive(Args, Clone)]
@@ -219,6 +226,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => cmd_bench(a),
+        Command::Mil(c) => mil_cmd::run(c),
+        Command::Doctor => doctor::run(),
         Command::ExportSynthetic(a) => {
             let ty = match a.dtype {
                 ExportDtype::F32 => model::GgmlType::F32,

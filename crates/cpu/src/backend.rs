@@ -1,6 +1,6 @@
 //! [`CpuBackend`]: the Llama forward pass on the CPU, over weights kept in their stored types.
 
-use crate::matmul::{matmul, Precision};
+use crate::matmul::{matmul, matmuls, Precision};
 use crate::ops::{attention_head, rms_norm, rope_angles, rope_apply, swiglu};
 use engine::{Backend, BackendError};
 use model::{LlamaConfig, LlamaWeights, Tensor};
@@ -19,21 +19,12 @@ pub enum CpuError {
 }
 
 /// Options of the CPU backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuOptions {
     /// Dequantize weights on the fly and keep activations in f32 (the reference path).
     pub exact: bool,
     /// Worker threads (0: one per available core).
     pub threads: usize,
-}
-
-impl Default for CpuOptions {
-    fn default() -> Self {
-        Self {
-            exact: false,
-            threads: 0,
-        }
-    }
 }
 
 /// The per-layer key/value cache, f32, grown as positions are used.
@@ -113,7 +104,7 @@ impl<'a> CpuBackend<'a> {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
             return Err(BackendError::BadToken(bad));
         }
-        let last = pos + tokens.len() - 1;
+        let last = pos.saturating_add(tokens.len() - 1);
         if last >= cfg.context_length {
             return Err(BackendError::ContextFull {
                 pos: last,
@@ -125,6 +116,11 @@ impl<'a> CpuBackend<'a> {
 
     fn mm(&self, w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) {
         matmul(&self.pool, w, x, n, self.precision, out);
+    }
+
+    /// Products sharing the input `x` (Q/K/V, gate/up) in one parallel region.
+    fn mm3(&self, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32], n: usize) {
+        matmuls(&self.pool, jobs, x, n, self.precision);
     }
 
     /// Run one chunk through all layers; returns the final hidden states `[n][dim]` after the
@@ -157,9 +153,11 @@ impl<'a> CpuBackend<'a> {
             for (o_t, x_t) in xb.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
                 rms_norm(o_t, x_t, attn_norm, cfg.rms_eps);
             }
-            self.mm(&lw.wq, &xb, n, &mut q);
-            self.mm(&lw.wk, &xb, n, &mut k);
-            self.mm(&lw.wv, &xb, n, &mut v);
+            self.mm3(
+                &mut [(&lw.wq, &mut q), (&lw.wk, &mut k), (&lw.wv, &mut v)],
+                &xb,
+                n,
+            );
             for (t, (c, s)) in angles.iter().enumerate() {
                 rope_apply(&mut q[t * d..(t + 1) * d], c, s);
                 rope_apply(&mut k[t * kv..(t + 1) * kv], c, s);
@@ -190,8 +188,7 @@ impl<'a> CpuBackend<'a> {
             for (o_t, x_t) in xb.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
                 rms_norm(o_t, x_t, ffn_norm, cfg.rms_eps);
             }
-            self.mm(&lw.w_gate, &xb, n, &mut gate);
-            self.mm(&lw.w_up, &xb, n, &mut up);
+            self.mm3(&mut [(&lw.w_gate, &mut gate), (&lw.w_up, &mut up)], &xb, n);
             swiglu(&mut gate, &up);
             self.mm(&lw.w_down, &gate, n, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);

@@ -7,6 +7,8 @@
 //! - `Q4_0`: `sum_b d_w d_x (sum_i n[i] q_x[i] - 8 sum_i q_x[i])`
 //! - `Q4_1`: `sum_b (d_w d_x sum_i n[i] q_x[i] + m d_x sum_i q_x[i])`
 //!
+//! i.e. exactly `sum_i w[i] x_q[i]` with the dequantized weights and rounded activations.
+//!
 //! Float rows (`F32`, `F16`, `BF16`) are dotted with f32 activations.
 //!
 //! Each product has a portable version ([`portable`]) and, on x86_64 with AVX2+FMA detected at
@@ -16,11 +18,13 @@ use crate::quant::BlockQ8;
 use model::quant::QK;
 use model::GgmlType;
 
-/// True when the AVX2 kernels can run on this CPU.
+/// True when the AVX2 kernels (AVX2 + FMA + F16C) can run on this CPU.
 pub fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -33,10 +37,14 @@ pub fn simd_available() -> bool {
 /// Panics when `ty` is a float type or `row` does not hold `x.len()` blocks.
 #[inline]
 pub fn dot_q(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
-    assert_eq!(row.len(), x.len() * ty.block_bytes(), "dot_q: row/activation length");
+    assert_eq!(
+        row.len(),
+        x.len() * ty.block_bytes(),
+        "dot_q: row/activation length"
+    );
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
-        // SAFETY: AVX2 and FMA were detected above; lengths were checked above.
+        // SAFETY: AVX2, FMA and F16C were detected above; lengths were checked above.
         unsafe {
             return match ty {
                 GgmlType::Q4_0 => avx2::dot_q4_0(row, x),
@@ -52,14 +60,21 @@ pub fn dot_q(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
 /// Dot of a float row (`ty` in `F32 | F16 | BF16`, stored bytes) with f32 activations.
 #[inline]
 pub fn dot_float_row(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
-    assert_eq!(row.len(), x.len() * ty.block_bytes(), "dot_float_row: length");
-    if ty == GgmlType::F32 {
-        #[cfg(target_arch = "x86_64")]
-        if simd_available() {
-            // SAFETY: AVX2/FMA detected; `row` holds `x.len()` f32 (checked above).
-            unsafe {
-                return avx2::dot_f32_bytes(row, x);
-            }
+    assert_eq!(
+        row.len(),
+        x.len() * ty.block_bytes(),
+        "dot_float_row: length"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: AVX2/FMA/F16C detected; `row` holds `x.len()` elements (checked above).
+        unsafe {
+            return match ty {
+                GgmlType::F32 => avx2::dot_f32_bytes(row, x),
+                GgmlType::F16 => avx2::dot_f16_bytes(row, x),
+                GgmlType::BF16 => avx2::dot_bf16_bytes(row, x),
+                _ => panic!("dot_float_row: {} is a block type", ty.name()),
+            };
         }
     }
     portable::dot_float_row(ty, row, x)
@@ -71,7 +86,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f32: length");
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
-        // SAFETY: AVX2/FMA detected; equal lengths checked above.
+        // SAFETY: AVX2/FMA/F16C detected; equal lengths checked above.
         unsafe {
             return avx2::dot_f32(a, b);
         }
@@ -110,8 +125,8 @@ pub mod portable {
         let mut acc = 0f32;
         for (b, a) in row.chunks_exact(18).zip(x) {
             let d = f16_at(b, 0);
-            let isum = nibble_dot(&b[2..18], &a.qs) - 8 * a.sum;
-            acc += d * a.d * isum as f32;
+            let isum = nibble_dot(&b[2..18], &a.qs);
+            acc += d * a.d * isum as f32 - 8.0 * d * a.s;
         }
         acc
     }
@@ -121,7 +136,7 @@ pub mod portable {
         for (b, a) in row.chunks_exact(20).zip(x) {
             let (d, m) = (f16_at(b, 0), f16_at(b, 2));
             let isum = nibble_dot(&b[4..20], &a.qs);
-            acc += d * a.d * isum as f32 + m * a.d * a.sum as f32;
+            acc += d * a.d * isum as f32 + m * a.s;
         }
         acc
     }
@@ -186,7 +201,6 @@ pub mod portable {
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
     use super::*;
-    use crate::quant::f16_at;
     use std::arch::x86_64::*;
 
     #[inline]
@@ -216,58 +230,102 @@ pub mod avx2 {
         _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
     }
 
+    /// The f16 at `p` (unaligned, little-endian), converted by the F16C unit.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_ptr(p: *const u8) -> f32 {
+        // SAFETY (caller): `p` points at 2 readable bytes.
+        let bits = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+
+    /// `d * sum_i n[i] q[i]` for one 4-bit block at `qs` (nibbles) and activation block `a`,
+    /// as eight f32 lanes added to `acc`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_block(qs: *const u8, a: &BlockQ8, d: f32, acc: __m256) -> __m256 {
+        let n = unpack_nibbles(qs);
+        let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
+        let p = _mm256_cvtepi32_ps(dot_u8_i8(n, q));
+        _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc)
+    }
+
     /// # Safety
-    /// AVX2/FMA available; `row.len() == 18 * x.len()`.
-    #[target_feature(enable = "avx2,fma")]
+    /// AVX2/FMA/F16C available; `row.len() == 18 * x.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_0(row: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut bias = 0f32;
-        for (i, a) in x.iter().enumerate() {
-            let b = row.as_ptr().add(i * 18);
-            let d = f16_at(row, i * 18) * a.d;
-            let n = unpack_nibbles(b.add(2));
-            let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-            let p = _mm256_cvtepi32_ps(dot_u8_i8(n, q));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc);
-            bias += d * (8 * a.sum) as f32;
+        let p = row.as_ptr();
+        let mut i = 0;
+        while i + 2 <= x.len() {
+            let (b0, b1) = (p.add(i * 18), p.add(i * 18 + 18));
+            let (d0, d1) = (f16_ptr(b0) * x[i].d, f16_ptr(b1) * x[i + 1].d);
+            acc0 = q4_block(b0.add(2), &x[i], d0, acc0);
+            acc1 = q4_block(b1.add(2), &x[i + 1], d1, acc1);
+            bias += 8.0 * (f16_ptr(b0) * x[i].s + f16_ptr(b1) * x[i + 1].s);
+            i += 2;
         }
-        hsum(acc) - bias
+        if i < x.len() {
+            let b = p.add(i * 18);
+            acc0 = q4_block(b.add(2), &x[i], f16_ptr(b) * x[i].d, acc0);
+            bias += 8.0 * f16_ptr(b) * x[i].s;
+        }
+        hsum(_mm256_add_ps(acc0, acc1)) - bias
     }
 
     /// # Safety
-    /// AVX2/FMA available; `row.len() == 20 * x.len()`.
-    #[target_feature(enable = "avx2,fma")]
+    /// AVX2/FMA/F16C available; `row.len() == 20 * x.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_1(row: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut offset = 0f32;
-        for (i, a) in x.iter().enumerate() {
-            let b = row.as_ptr().add(i * 20);
-            let d = f16_at(row, i * 20) * a.d;
-            let m = f16_at(row, i * 20 + 2);
-            let n = unpack_nibbles(b.add(4));
-            let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-            let p = _mm256_cvtepi32_ps(dot_u8_i8(n, q));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc);
-            offset += m * a.d * a.sum as f32;
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut off0, mut off1) = (0f32, 0f32);
+        let p = row.as_ptr();
+        let mut i = 0;
+        while i + 2 <= x.len() {
+            let (b0, b1) = (p.add(i * 20), p.add(i * 20 + 20));
+            acc0 = q4_block(b0.add(4), &x[i], f16_ptr(b0) * x[i].d, acc0);
+            acc1 = q4_block(b1.add(4), &x[i + 1], f16_ptr(b1) * x[i + 1].d, acc1);
+            off0 += f16_ptr(b0.add(2)) * x[i].s;
+            off1 += f16_ptr(b1.add(2)) * x[i + 1].s;
+            i += 2;
         }
-        hsum(acc) + offset
+        if i < x.len() {
+            let b = p.add(i * 20);
+            acc0 = q4_block(b.add(4), &x[i], f16_ptr(b) * x[i].d, acc0);
+            off0 += f16_ptr(b.add(2)) * x[i].s;
+        }
+        hsum(_mm256_add_ps(acc0, acc1)) + off0 + off1
+    }
+
+    /// `d * sum_i w[i] q[i]` for one Q8_0 block at `b`, as eight lanes added to `acc`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_block(b: *const u8, a: &BlockQ8, acc: __m256) -> __m256 {
+        let d = f16_ptr(b) * a.d;
+        let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+        let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
+        // |w| * (q * sign(w)) = w * q, with |w| unsigned as maddubs wants.
+        let p = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
+        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc)
     }
 
     /// # Safety
-    /// AVX2/FMA available; `row.len() == 34 * x.len()`.
-    #[target_feature(enable = "avx2,fma")]
+    /// AVX2/FMA/F16C available; `row.len() == 34 * x.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0(row: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (i, a) in x.iter().enumerate() {
-            let b = row.as_ptr().add(i * 34);
-            let d = f16_at(row, i * 34) * a.d;
-            let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
-            let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-            // |w| * (q * sign(w)) = w * q, with |w| unsigned as maddubs wants.
-            let p = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let p = row.as_ptr();
+        let mut i = 0;
+        while i + 2 <= x.len() {
+            acc0 = q8_block(p.add(i * 34), &x[i], acc0);
+            acc1 = q8_block(p.add(i * 34 + 34), &x[i + 1], acc1);
+            i += 2;
         }
-        hsum(acc)
+        if i < x.len() {
+            acc0 = q8_block(p.add(i * 34), &x[i], acc0);
+        }
+        hsum(_mm256_add_ps(acc0, acc1))
     }
 
     /// # Safety
@@ -316,5 +374,156 @@ pub mod avx2 {
             i += 1;
         }
         s
+    }
+
+    /// Dot of little-endian f16 bytes with `x` (F16C conversion, 8 at a time).
+    ///
+    /// # Safety
+    /// AVX2/FMA/F16C available; `row.len() == 2 * x.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16_bytes(row: &[u8], x: &[f32]) -> f32 {
+        let n = x.len();
+        let (pr, px) = (row.as_ptr(), x.as_ptr());
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            let w = _mm256_cvtph_ps(_mm_loadu_si128(pr.add(2 * i) as *const __m128i));
+            acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(px.add(i)), acc);
+            i += 8;
+        }
+        let mut s = hsum(acc);
+        while i < n {
+            s += f16_ptr(pr.add(2 * i)) * x[i];
+            i += 1;
+        }
+        s
+    }
+
+    /// Dot of little-endian bf16 bytes with `x` (bf16 is the top half of an f32).
+    ///
+    /// # Safety
+    /// AVX2/FMA available; `row.len() == 2 * x.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_bf16_bytes(row: &[u8], x: &[f32]) -> f32 {
+        let n = x.len();
+        let (pr, px) = (row.as_ptr(), x.as_ptr());
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(pr.add(2 * i) as *const __m128i));
+            let w = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+            acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(px.add(i)), acc);
+            i += 8;
+        }
+        let mut s = hsum(acc);
+        while i < n {
+            let bits = (pr.add(2 * i) as *const u16).read_unaligned();
+            s += f32::from_bits((bits as u32) << 16) * x[i];
+            i += 1;
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize_q8_vec;
+    use model::quant::{dequantize, quantize};
+
+    fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                ((s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// Every block type: the portable integer dot equals, up to f32 rounding, the f64 dot of
+    /// the dequantized row with the dequantized activations, and it is within the 8-bit
+    /// activation rounding bound `sum |w| d_x / 2` of the dot with the unrounded `x`.
+    #[test]
+    fn quantized_dots_match_dequantized_f32() {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            for (seed, n) in [(1u32, 32usize), (2, 64), (3, 576), (4, 1536)] {
+                let w = quantize(ty, &values(n, seed, 0.5));
+                let x = values(n, seed + 100, 3.0);
+                let xq = quantize_q8_vec(&x);
+                let mut wd = vec![0f32; n];
+                dequantize(ty, &w, &mut wd);
+                let xd: Vec<f32> = xq
+                    .iter()
+                    .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+                    .collect();
+                let got = portable::dot_q(ty, &w, &xq);
+                let want_q: f64 = wd.iter().zip(&xd).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let mag: f64 = wd
+                    .iter()
+                    .zip(&xd)
+                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                    .sum();
+                assert!(
+                    (got as f64 - want_q).abs() <= 1e-5 * mag + 1e-5,
+                    "{ty:?} n={n}: {got} vs {want_q}"
+                );
+                let want: f32 = wd.iter().zip(&x).map(|(a, b)| a * b).sum();
+                let bound: f32 = wd
+                    .chunks(QK)
+                    .zip(&xq)
+                    .map(|(wb, b)| wb.iter().map(|v| v.abs()).sum::<f32>() * b.d * 0.5)
+                    .sum();
+                assert!(
+                    (got - want).abs() <= bound + 1e-4,
+                    "{ty:?}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// The dispatching (SIMD when available) kernels agree with the portable ones.
+    #[test]
+    fn simd_matches_portable() {
+        if !simd_available() {
+            eprintln!(
+                "no AVX2/FMA on this CPU: dispatch runs the portable kernels, compared anyway"
+            );
+        }
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            for (seed, n) in [(5u32, 32usize), (6, 576), (7, 1536)] {
+                let w = quantize(ty, &values(n, seed, 1.0));
+                let xq = quantize_q8_vec(&values(n, seed + 7, 2.0));
+                let (a, b) = (dot_q(ty, &w, &xq), portable::dot_q(ty, &w, &xq));
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{ty:?} n={n}: {a} vs {b}"
+                );
+            }
+        }
+        // A Q8_0 weight of -128 (legal in the format) and activations of +-127.
+        let mut w = vec![0u8; 34];
+        w[..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+        for j in 0..32 {
+            w[2 + j] = if j % 2 == 0 { 0x80 } else { 127 };
+        }
+        let x: Vec<f32> = (0..32)
+            .map(|j| if j % 3 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        let xq = quantize_q8_vec(&x);
+        assert_eq!(dot_q(GgmlType::Q8_0, &w, &xq), portable::dot_q8_0(&w, &xq));
+        for n in [1usize, 7, 16, 33, 200] {
+            let (a, b) = (values(n, 9, 1.0), values(n, 10, 1.0));
+            let (s, p) = (dot_f32(&a, &b), portable::dot_f32(&a, &b));
+            assert!((s - p).abs() <= 1e-5 * n as f32, "f32 n={n}: {s} vs {p}");
+            let bytes: Vec<u8> = a.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let r = dot_float_row(GgmlType::F32, &bytes, &b);
+            assert!(
+                (r - p).abs() <= 1e-5 * n as f32,
+                "f32 row n={n}: {r} vs {p}"
+            );
+        }
     }
 }

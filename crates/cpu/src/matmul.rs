@@ -43,70 +43,114 @@ pub fn matmul(
     precision: Precision,
     out: &mut [f32],
 ) {
-    let (rows, cols) = (w.rows, w.cols);
-    assert_eq!(x.len(), n_tok * cols, "matmul {}: input shape", w.name);
-    assert_eq!(out.len(), n_tok * rows, "matmul {}: output shape", w.name);
-    // Results are produced row-major over weight rows: `rt: [rows][n_tok]`.
-    let mut rt_buf = Vec::new();
-    let rt: &mut [f32] = if n_tok == 1 {
-        out
-    } else {
-        rt_buf.resize(rows * n_tok, 0f32);
-        &mut rt_buf
+    matmuls(pool, &mut [(w, out)], x, n_tok, precision);
+}
+
+/// Several products sharing the input `x` (e.g. Q, K, V), computed in one parallel region so
+/// that the activations are quantized once and the pool is woken once.
+pub fn matmuls(
+    pool: &ThreadPool,
+    jobs: &mut [(&Tensor, &mut [f32])],
+    x: &[f32],
+    n_tok: usize,
+    precision: Precision,
+) {
+    let Some(cols) = jobs.first().map(|(w, _)| w.cols) else {
+        return;
     };
-    let chunk = rows_per_task(rows, pool.current_num_threads());
+    for (w, out) in jobs.iter() {
+        assert_eq!(w.cols, cols, "matmuls {}: inputs differ", w.name);
+        assert_eq!(x.len(), n_tok * cols, "matmul {}: input shape", w.name);
+        assert_eq!(out.len(), n_tok * w.rows, "matmul {}: output shape", w.name);
+    }
+    // xq: [n_tok][cols / 32], when some weight is block-quantized and we are on the fast path.
+    let nb = cols / QK;
+    let mut xq = Vec::new();
+    if precision == Precision::Fast && jobs.iter().any(|(w, _)| is_block_type(w)) {
+        xq.resize(n_tok * nb, BlockQ8::default());
+        for (xs, qs) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
+            quantize_q8(xs, qs);
+        }
+    }
+    // Results are produced row-major over weight rows, `rt: [rows][n_tok]`, then transposed;
+    // with one token that is already the output layout.
+    let mut rts: Vec<Vec<f32>> = if n_tok == 1 {
+        Vec::new()
+    } else {
+        jobs.iter()
+            .map(|(w, _)| vec![0f32; w.rows * n_tok])
+            .collect()
+    };
+    let threads = pool.current_num_threads();
+    let mut tasks: Vec<(&Tensor, usize, &mut [f32])> = Vec::new();
+    if n_tok == 1 {
+        for (w, out) in jobs.iter_mut() {
+            let chunk = rows_per_task(w.rows, threads);
+            for (ci, rt_c) in out.chunks_mut(chunk).enumerate() {
+                tasks.push((*w, ci * chunk, rt_c));
+            }
+        }
+    } else {
+        for ((w, _), rt) in jobs.iter().zip(rts.iter_mut()) {
+            let chunk = rows_per_task(w.rows, threads);
+            for (ci, rt_c) in rt.chunks_mut(chunk * n_tok).enumerate() {
+                tasks.push((*w, ci * chunk, rt_c));
+            }
+        }
+    }
+    let (x, xq) = (x, &xq[..]);
+    pool.install(|| {
+        tasks
+            .into_par_iter()
+            .for_each(|(w, r0, rt_c)| row_block(w, r0, rt_c, x, xq, n_tok, precision))
+    });
+    for ((w, out), rt) in jobs.iter_mut().zip(&rts) {
+        // transpose [rows][n_tok] -> [n_tok][rows]
+        for (r, vals) in rt.chunks_exact(n_tok).enumerate() {
+            for (t, &v) in vals.iter().enumerate() {
+                out[t * w.rows + r] = v;
+            }
+        }
+    }
+}
+
+/// Rows `r0..r0 + rt.len() / n_tok` of `W x^T` into `rt: [rows][n_tok]`; each weight row is
+/// read once and dotted with every token.
+fn row_block(
+    w: &Tensor,
+    r0: usize,
+    rt: &mut [f32],
+    x: &[f32],
+    xq: &[BlockQ8],
+    n_tok: usize,
+    precision: Precision,
+) {
+    let cols = w.cols;
+    let nb = cols / QK;
     match precision {
         Precision::Fast if is_block_type(w) => {
-            // xq: [n_tok][cols / 32]
-            let nb = cols / QK;
-            let mut xq = vec![BlockQ8::default(); n_tok * nb];
-            for (xs, qs) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
-                quantize_q8(xs, qs);
+            for (i, o) in rt.chunks_exact_mut(n_tok).enumerate() {
+                let row = w.row_data(r0 + i);
+                for (t, o_t) in o.iter_mut().enumerate() {
+                    *o_t = dot_q(w.ty, row, &xq[t * nb..(t + 1) * nb]);
+                }
             }
-            pool.install(|| {
-                rt.par_chunks_mut(chunk * n_tok)
-                    .enumerate()
-                    .for_each(|(ci, rt_c)| {
-                        for (i, o) in rt_c.chunks_exact_mut(n_tok).enumerate() {
-                            let row = w.row_data(ci * chunk + i);
-                            for (t, o_t) in o.iter_mut().enumerate() {
-                                *o_t = dot_q(w.ty, row, &xq[t * nb..(t + 1) * nb]);
-                            }
-                        }
-                    })
-            });
         }
-        Precision::Fast => pool.install(|| {
-            rt.par_chunks_mut(chunk * n_tok)
-                .enumerate()
-                .for_each(|(ci, rt_c)| {
-                    for (i, o) in rt_c.chunks_exact_mut(n_tok).enumerate() {
-                        let row = w.row_data(ci * chunk + i);
-                        for (t, o_t) in o.iter_mut().enumerate() {
-                            *o_t = dot_float_row(w.ty, row, &x[t * cols..(t + 1) * cols]);
-                        }
-                    }
-                })
-        }),
-        Precision::Exact => pool.install(|| {
-            rt.par_chunks_mut(chunk * n_tok)
-                .enumerate()
-                .for_each(|(ci, rt_c)| {
-                    let mut wrow = vec![0f32; cols];
-                    for (i, o) in rt_c.chunks_exact_mut(n_tok).enumerate() {
-                        w.dequantize_row(ci * chunk + i, &mut wrow);
-                        for (t, o_t) in o.iter_mut().enumerate() {
-                            *o_t = dot_f32(&wrow, &x[t * cols..(t + 1) * cols]);
-                        }
-                    }
-                })
-        }),
-    }
-    if n_tok > 1 {
-        // transpose [rows][n_tok] -> [n_tok][rows]
-        for (r, vals) in rt_buf.chunks_exact(n_tok).enumerate() {
-            for (t, &v) in vals.iter().enumerate() {
-                out[t * rows + r] = v;
+        Precision::Fast => {
+            for (i, o) in rt.chunks_exact_mut(n_tok).enumerate() {
+                let row = w.row_data(r0 + i);
+                for (t, o_t) in o.iter_mut().enumerate() {
+                    *o_t = dot_float_row(w.ty, row, &x[t * cols..(t + 1) * cols]);
+                }
+            }
+        }
+        Precision::Exact => {
+            let mut wrow = vec![0f32; cols];
+            for (i, o) in rt.chunks_exact_mut(n_tok).enumerate() {
+                w.dequantize_row(r0 + i, &mut wrow);
+                for (t, o_t) in o.iter_mut().enumerate() {
+                    *o_t = dot_f32(&wrow, &x[t * cols..(t + 1) * cols]);
+                }
             }
         }
     }
@@ -126,7 +170,9 @@ mod tests {
     }
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
                 s = s
@@ -197,6 +243,41 @@ mod tests {
                     matmul(&p, &w, xt, 1, Precision::Fast, &mut single);
                     assert_eq!(&single[..], &fast[t * rows..(t + 1) * rows]);
                 }
+            }
+        }
+    }
+
+    /// Fused products (shared input, mixed types) equal the separate ones.
+    #[test]
+    fn fused_matmuls_equal_separate() {
+        let (cols, n_tok) = (64, 3);
+        let x = values(n_tok * cols, 9);
+        let a = quantize(GgmlType::Q4_1, &values(20 * cols, 10));
+        let b = quantize(GgmlType::F32, &values(7 * cols, 11));
+        let wa = Tensor {
+            name: "a",
+            ty: GgmlType::Q4_1,
+            rows: 20,
+            cols,
+            data: &a,
+        };
+        let wb = Tensor {
+            name: "b",
+            ty: GgmlType::F32,
+            rows: 7,
+            cols,
+            data: &b,
+        };
+        let p = pool(2);
+        for prec in [Precision::Fast, Precision::Exact] {
+            for n in [1, n_tok] {
+                let xs = &x[..n * cols];
+                let (mut oa, mut ob) = (vec![0f32; n * 20], vec![0f32; n * 7]);
+                matmuls(&p, &mut [(&wa, &mut oa), (&wb, &mut ob)], xs, n, prec);
+                let (mut sa, mut sb) = (vec![0f32; n * 20], vec![0f32; n * 7]);
+                matmul(&p, &wa, xs, n, prec, &mut sa);
+                matmul(&p, &wb, xs, n, prec, &mut sb);
+                assert_eq!((oa, ob), (sa, sb));
             }
         }
     }

@@ -1,0 +1,303 @@
+//! f32 GEMM for the simulator: `C[m,n] = A[m,k] · B[k,n]` with arbitrary strides, fp32
+//! accumulation, split over rows of `C` with rayon.
+//!
+//! Two kernels: `matrixmultiply`'s cache-blocked SIMD GEMM in general, and for the ANE's
+//! typical 1×1 conv over few lanes (n ≤ 64: decode steps, classifier heads) a streaming
+//! kernel that reads each weight row once and keeps the lanes in registers — there the
+//! blocked GEMM spends most of its time packing the big weight matrix.
+
+use rayon::prelude::*;
+
+/// A strided read-only matrix view: element (i, j) is `data[i·row_stride + j·col_stride]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Row-major `[rows, cols]`.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose view (no copy).
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    /// Largest element index the view can touch, or `None` for an empty view.
+    fn max_index(&self) -> Option<usize> {
+        if self.rows == 0 || self.cols == 0 {
+            return None;
+        }
+        Some((self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride)
+    }
+
+    fn fits(&self) -> bool {
+        match self.max_index() {
+            None => true,
+            Some(i) => i < self.data.len(),
+        }
+    }
+}
+
+/// Work (m·n·k) below which one thread is used.
+const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+/// `c` (row-major `[a.rows, b.cols]`) = `a · b`.
+///
+/// Panics if the shapes disagree or a view reaches outside its slice (programming errors:
+/// the interpreter checks shapes at compile time).
+pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32]) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "gemm inner dimensions differ");
+    assert_eq!(c.len(), m * n, "gemm output size");
+    assert!(a.fits() && b.fits(), "gemm view outside its data");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let streaming = n <= SMALL_N
+        && a.col_stride == 1
+        && b.col_stride == 1
+        && b.row_stride == n
+        && a.row_stride >= k;
+    let block = |r0: usize, rows: usize, c_blk: &mut [f32]| {
+        if streaming {
+            small_n_rows(a, r0, rows, b.data, n, c_blk);
+        } else {
+            gemm_block(a, r0, rows, b, c_blk);
+        }
+    };
+    if m * n * k < PARALLEL_MIN_WORK || threads == 1 || m < 2 {
+        block(0, m, c);
+        return;
+    }
+    // Row blocks of C: a few per thread for balance, at least 16 rows each.
+    let rows_per = m.div_ceil(threads * 2).max(16);
+    c.par_chunks_mut(rows_per * n)
+        .enumerate()
+        .for_each(|(blk, c_blk)| {
+            let r0 = blk * rows_per;
+            let rows = c_blk.len() / n;
+            block(r0, rows, c_blk);
+        });
+}
+
+/// Widest `n` handled by the streaming kernel.
+const SMALL_N: usize = 64;
+
+/// Rows `r0 .. r0 + rows` of `a · x` for a row-major `x` `[k, n]` with n ≤ [`SMALL_N`].
+fn small_n_rows(a: MatRef<'_>, r0: usize, rows: usize, x: &[f32], n: usize, c: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above); the function only
+            // uses safe slice indexing inside.
+            unsafe { small_n_rows_avx2(a, r0, rows, x, n, c) };
+            return;
+        }
+        stream_rows::<false>(a, r0, rows, x, n, c);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    stream_rows::<true>(a, r0, rows, x, n, c); // aarch64: FMA is baseline
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn small_n_rows_avx2(
+    a: MatRef<'_>,
+    r0: usize,
+    rows: usize,
+    x: &[f32],
+    n: usize,
+    c: &mut [f32],
+) {
+    stream_rows::<true>(a, r0, rows, x, n, c);
+}
+
+#[inline(always)]
+fn fmadd<const FMA: bool>(w: f32, x: f32, acc: f32) -> f32 {
+    if FMA {
+        w.mul_add(x, acc)
+    } else {
+        w * x + acc
+    }
+}
+
+/// Streaming kernel: two output rows at a time, 32 lanes per register block.
+#[inline(always)]
+fn stream_rows<const FMA: bool>(
+    a: MatRef<'_>,
+    r0: usize,
+    rows: usize,
+    x: &[f32],
+    n: usize,
+    c: &mut [f32],
+) {
+    const W: usize = 32;
+    let k = a.cols;
+    let row = |r: usize| &a.data[(r0 + r) * a.row_stride..][..k];
+    let mut r = 0;
+    while r < rows {
+        let pair = r + 1 < rows;
+        let (w0, w1) = (row(r), if pair { row(r + 1) } else { row(r) });
+        let mut j0 = 0;
+        while j0 < n {
+            let width = (n - j0).min(W);
+            let mut acc0 = [0f32; W];
+            let mut acc1 = [0f32; W];
+            if width == W {
+                for i in 0..k {
+                    let xr = &x[i * n + j0..][..W];
+                    let (p, q) = (w0[i], w1[i]);
+                    for j in 0..W {
+                        acc0[j] = fmadd::<FMA>(p, xr[j], acc0[j]);
+                        acc1[j] = fmadd::<FMA>(q, xr[j], acc1[j]);
+                    }
+                }
+            } else {
+                for i in 0..k {
+                    let xr = &x[i * n + j0..][..width];
+                    let (p, q) = (w0[i], w1[i]);
+                    for j in 0..width {
+                        acc0[j] = fmadd::<FMA>(p, xr[j], acc0[j]);
+                        acc1[j] = fmadd::<FMA>(q, xr[j], acc1[j]);
+                    }
+                }
+            }
+            c[r * n + j0..][..width].copy_from_slice(&acc0[..width]);
+            if pair {
+                c[(r + 1) * n + j0..][..width].copy_from_slice(&acc1[..width]);
+            }
+            j0 += W;
+        }
+        r += if pair { 2 } else { 1 };
+    }
+}
+
+/// Rows `r0 .. r0 + rows` of `a · b` into `c` (row-major `[rows, b.cols]`).
+fn gemm_block(a: MatRef<'_>, r0: usize, rows: usize, b: MatRef<'_>, c: &mut [f32]) {
+    let (k, n) = (a.cols, b.cols);
+    debug_assert!(r0 + rows <= a.rows && c.len() == rows * n);
+    let a_off = r0 * a.row_stride;
+    // SAFETY: `gemm` checked that every element (i, j) with i < a.rows, j < a.cols of `a`
+    // and every element of `b` lies inside its slice; rows r0..r0+rows are a subset, so the
+    // pointer offset `a_off` and all strided reads stay in bounds. `c` holds exactly
+    // rows × n elements written with row stride n, column stride 1. The slices do not alias
+    // (`c` is a unique borrow). Strides fit in isize because they index existing slices.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr().add(a_off),
+            a.row_stride as isize,
+            a.col_stride as isize,
+            b.data.as_ptr(),
+            b.row_stride as isize,
+            b.col_stride as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
+        let mut c = vec![0.0; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                let mut acc = 0.0f64;
+                for p in 0..a.cols {
+                    acc += a.data[i * a.row_stride + p * a.col_stride] as f64
+                        * b.data[p * b.row_stride + j * b.col_stride] as f64;
+                }
+                c[i * b.cols + j] = acc as f32;
+            }
+        }
+        c
+    }
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_naive_with_transposes_and_parallel_split() {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 2),
+            (130, 70, 33),
+            (300, 128, 40),
+            (301, 96, 64),
+            (257, 100, 65),
+            (5, 3, 32),
+        ] {
+            let a_data = lcg(m * k, 1);
+            let b_data = lcg(k * n, 2);
+            let a = MatRef::row_major(&a_data, m, k);
+            let b = MatRef::row_major(&b_data, k, n);
+            let mut c = vec![f32::NAN; m * n];
+            gemm(a, b, &mut c);
+            let want = naive(a, b);
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4, "{m}x{k}x{n}: {x} vs {y}");
+            }
+            // Aᵀ stored as [k, m] then viewed transposed.
+            let at_data: Vec<f32> = (0..k * m).map(|i| a_data[(i % m) * k + i / m]).collect();
+            let at = MatRef::row_major(&at_data, k, m).t();
+            let mut c2 = vec![0.0; m * n];
+            gemm(at, b, &mut c2);
+            for (x, y) in c2.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_inner_dimension_gives_zeros() {
+        let mut c = vec![1.0; 6];
+        gemm(
+            MatRef::row_major(&[], 2, 0),
+            MatRef::row_major(&[], 0, 3),
+            &mut c,
+        );
+        assert!(c.iter().all(|&x| x == 0.0));
+    }
+}
