@@ -12,6 +12,30 @@ use std::path::Path;
 pub enum BackendChoice {
     /// The CPU backend (quantized kernels; `--exact` for the f32 reference path).
     Cpu,
+    /// The ANE kernels on the ANE simulator (any OS; slow: it computes what the ANE would).
+    AneSim,
+    /// The Apple Neural Engine through the private API (macOS on Apple silicon).
+    Ane,
+    /// The ANE when present and healthy, else the CPU.
+    Auto,
+}
+
+/// Numerics of the ANE simulator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SimPrecision {
+    /// fp16 storage between ops, fp32 accumulation (ANE-like).
+    Fp16,
+    /// Pure f32: separates kernel logic from fp16 rounding.
+    F32,
+}
+
+/// Everything that decides which backend runs a model.
+#[derive(Clone, Copy, Debug)]
+pub struct BackendSpec {
+    pub choice: BackendChoice,
+    pub exact: bool,
+    pub threads: usize,
+    pub sim_precision: SimPrecision,
 }
 
 /// Open and check a model file: `path`, or the default model (pulled on first use).
@@ -76,18 +100,8 @@ impl Loaded {
         Ok(t.render(messages, true)?)
     }
 
-    pub fn backend(
-        &self,
-        choice: BackendChoice,
-        exact: bool,
-        threads: usize,
-    ) -> Result<Box<dyn Backend + '_>> {
-        make_backend(
-            LlamaWeights::from_gguf(&self.gguf)?,
-            choice,
-            exact,
-            resolve_threads(threads),
-        )
+    pub fn backend(&self, spec: BackendSpec) -> Result<Box<dyn Backend + '_>> {
+        make_backend(LlamaWeights::from_gguf(&self.gguf)?, spec)
     }
 }
 
@@ -102,14 +116,52 @@ pub fn resolve_threads(threads: usize) -> usize {
 
 pub fn make_backend<'a>(
     weights: LlamaWeights<'a>,
-    choice: BackendChoice,
-    exact: bool,
-    threads: usize,
+    spec: BackendSpec,
 ) -> Result<Box<dyn Backend + 'a>> {
-    match choice {
-        BackendChoice::Cpu => Ok(Box::new(cpu::CpuBackend::new(
-            weights,
-            cpu::CpuOptions { exact, threads },
-        )?)),
+    let cpu = |weights| -> Result<Box<dyn Backend + 'a>> {
+        let opts = cpu::CpuOptions {
+            exact: spec.exact,
+            threads: resolve_threads(spec.threads),
+        };
+        Ok(Box::new(cpu::CpuBackend::new(weights, opts)?))
+    };
+    // A self-check failure disables the ANE path and falls back to the CPU, loudly.
+    let ane_or_cpu =
+        |weights: LlamaWeights<'a>, r: Result<ane::AneBackend<'a>, ane::AneError>| match r {
+            Ok(b) => Ok(Box::new(b) as Box<dyn Backend + 'a>),
+            Err(e @ ane::AneError::SelfCheckFailed { .. }) => {
+                eprintln!("warning: {e}");
+                cpu(weights)
+            }
+            Err(e) => Err(e.into()),
+        };
+    match spec.choice {
+        BackendChoice::Cpu => cpu(weights),
+        BackendChoice::AneSim => {
+            let precision = match spec.sim_precision {
+                SimPrecision::Fp16 => ane::Precision::Fp16,
+                SimPrecision::F32 => ane::Precision::F32,
+            };
+            let r = ane::ane_sim_backend(weights.clone(), precision, ane::AneOptions::default());
+            ane_or_cpu(weights, r)
+        }
+        BackendChoice::Ane => {
+            ane::hw::availability().map_err(|why| anyhow::anyhow!("--backend ane: {why}"))?;
+            let device = ane::hw::open_device()?;
+            let r = ane::AneBackend::new(weights.clone(), device, ane::AneOptions::default());
+            ane_or_cpu(weights, r)
+        }
+        BackendChoice::Auto => match ane::hw::availability() {
+            Ok(()) => {
+                eprintln!("backend auto: the Apple Neural Engine is available; using it");
+                let device = ane::hw::open_device()?;
+                let r = ane::AneBackend::new(weights.clone(), device, ane::AneOptions::default());
+                ane_or_cpu(weights, r)
+            }
+            Err(why) => {
+                eprintln!("backend auto: using the CPU ({why})");
+                cpu(weights)
+            }
+        },
     }
 }

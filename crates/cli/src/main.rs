@@ -8,7 +8,7 @@ mod progress;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use engine::{GenerateOptions, SamplerConfig};
-use load::{BackendChoice, Loaded};
+use load::{BackendChoice, BackendSpec, Loaded, SimPrecision};
 use model::chat::ChatMessage;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -64,6 +64,20 @@ struct ModelArgs {
     /// CPU worker threads (default: all cores).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
+    /// Numerics of `--backend ane-sim`.
+    #[arg(long = "sim-precision", value_enum, default_value_t = SimPrecision::Fp16)]
+    sim_precision: SimPrecision,
+}
+
+impl ModelArgs {
+    fn spec(&self) -> BackendSpec {
+        BackendSpec {
+            choice: self.backend,
+            exact: self.exact,
+            threads: self.threads,
+            sim_precision: self.sim_precision,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -174,8 +188,12 @@ struct BenchArgs {
     /// CPU: use the exact (dequantize-on-the-fly, f32) path.
     #[arg(long)]
     exact: bool,
+    /// CPU worker threads (default: all cores).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
+    /// Numerics of `--backend ane-sim`.
+    #[arg(long = "sim-precision", value_enum, default_value_t = SimPrecision::Fp16)]
+    sim_precision: SimPrecision,
     #[arg(long = "prompt-tokens", value_name = "N", default_value_t = 64)]
     prompt_tokens: usize,
     #[arg(long = "gen-tokens", value_name = "N", default_value_t = 32)]
@@ -262,7 +280,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         (a.prompt.clone(), false)
     };
     let prompt = loaded.tokenizer.encode_with_bos(&text, special)?;
-    let mut backend = loaded.backend(a.model.backend, a.model.exact, a.model.threads)?;
+    let mut backend = loaded.backend(a.model.spec())?;
     let opts = a.sampling.options();
     let stdout = std::io::stdout();
     let json = a.json;
@@ -297,7 +315,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 
 fn cmd_chat(a: ChatArgs) -> Result<()> {
     let loaded = Loaded::open(a.model.model.as_deref())?;
-    let mut backend = loaded.backend(a.model.backend, a.model.exact, a.model.threads)?;
+    let mut backend = loaded.backend(a.model.spec())?;
     let mut history: Vec<ChatMessage> = a.system.into_iter().map(ChatMessage::system).collect();
     // Token ids the backend's KV cache holds, to reuse the conversation so far.
     let mut cached: Vec<u32> = Vec::new();
@@ -387,11 +405,17 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         bail!("--prompt-tokens and --repeats must be at least 1");
     }
     let threads = load::resolve_threads(a.threads);
+    let spec = BackendSpec {
+        choice: a.backend,
+        exact: a.exact,
+        threads,
+        sim_precision: a.sim_precision,
+    };
     let report = if let Some(seed) = a.synthetic {
         let cfg = model::LlamaConfig::synthetic();
         let synth = model::synthetic::SyntheticModel::new(cfg.clone(), seed, model::GgmlType::F32);
         let weights = model::LlamaWeights::from_source(&synth, cfg)?;
-        let mut backend = load::make_backend(weights, a.backend, a.exact, threads)?;
+        let mut backend = load::make_backend(weights, spec)?;
         engine::bench::run_bench(
             backend.as_mut(),
             &format!("synthetic:{seed}"),
@@ -401,7 +425,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     } else {
         let (gguf, name) = load::open_model_file(a.model.as_deref())?;
         let weights = model::LlamaWeights::from_gguf(&gguf)?;
-        let mut backend = load::make_backend(weights, a.backend, a.exact, threads)?;
+        let mut backend = load::make_backend(weights, spec)?;
         engine::bench::run_bench(backend.as_mut(), &name, threads, &opts)?
     };
     if a.json {
