@@ -6,6 +6,7 @@ use engine::{Backend, BackendError};
 use model::{LlamaConfig, LlamaWeights, Tensor};
 use rayon::prelude::*;
 use rayon::ThreadPool;
+use std::sync::Arc;
 
 /// Tokens processed together in one prefill chunk (weights are streamed once per chunk).
 pub const PREFILL_CHUNK: usize = 64;
@@ -38,7 +39,8 @@ struct KvCache {
 pub struct CpuBackend<'a> {
     w: LlamaWeights<'a>,
     precision: Precision,
-    pool: ThreadPool,
+    /// Shared so a whole forward can run inside the pool (see [`CpuBackend::in_pool`]).
+    pool: Arc<ThreadPool>,
     /// `[n_layers]` (attn_norm, ffn_norm) as f32, and the final norm.
     norms: Vec<(Vec<f32>, Vec<f32>)>,
     output_norm: Vec<f32>,
@@ -80,7 +82,7 @@ impl<'a> CpuBackend<'a> {
             } else {
                 Precision::Fast
             },
-            pool,
+            pool: Arc::new(pool),
             norms,
             output_norm,
             cache: KvCache {
@@ -119,7 +121,7 @@ impl<'a> CpuBackend<'a> {
     }
 
     /// Products sharing the input `x` (Q/K/V, gate/up) in one parallel region.
-    fn mm3(&self, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32], n: usize) {
+    fn mm_shared(&self, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32], n: usize) {
         matmuls(&self.pool, jobs, x, n, self.precision);
     }
 
@@ -153,7 +155,7 @@ impl<'a> CpuBackend<'a> {
             for (o_t, x_t) in xb.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
                 rms_norm(o_t, x_t, attn_norm, cfg.rms_eps);
             }
-            self.mm3(
+            self.mm_shared(
                 &mut [(&lw.wq, &mut q), (&lw.wk, &mut k), (&lw.wv, &mut v)],
                 &xb,
                 n,
@@ -188,7 +190,7 @@ impl<'a> CpuBackend<'a> {
             for (o_t, x_t) in xb.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
                 rms_norm(o_t, x_t, ffn_norm, cfg.rms_eps);
             }
-            self.mm3(&mut [(&lw.w_gate, &mut gate), (&lw.w_up, &mut up)], &xb, n);
+            self.mm_shared(&mut [(&lw.w_gate, &mut gate), (&lw.w_up, &mut up)], &xb, n);
             swiglu(&mut gate, &up);
             self.mm(&lw.w_down, &gate, n, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
@@ -197,6 +199,14 @@ impl<'a> CpuBackend<'a> {
             rms_norm(o_t, x_t, &self.output_norm, cfg.rms_eps);
         }
         xb
+    }
+
+    /// Run `f` on a pool thread: the parallel regions inside then start from a worker instead
+    /// of handing work across threads about 250 times per token, which under CPU contention
+    /// costs more than the products themselves.
+    fn in_pool<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| f(self))
     }
 
     /// Logits `[n][vocab]` of hidden states `h: [n][dim]`.
@@ -223,21 +233,25 @@ impl Backend for CpuBackend<'_> {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
         self.check(tokens, pos)?;
         let d = self.w.config.dim;
-        let mut last = Vec::new();
-        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-            let h = self.run_chunk(chunk, pos + i * PREFILL_CHUNK);
-            last = h[h.len() - d..].to_vec();
-        }
-        Ok(self.logits(&last))
+        Ok(self.in_pool(|be| {
+            let mut last = Vec::new();
+            for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+                let h = be.run_chunk(chunk, pos + i * PREFILL_CHUNK);
+                last = h[h.len() - d..].to_vec();
+            }
+            be.logits(&last)
+        }))
     }
 
     fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
         self.check(tokens, pos)?;
-        let mut out = Vec::with_capacity(tokens.len() * self.w.config.vocab_size);
-        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-            let h = self.run_chunk(chunk, pos + i * PREFILL_CHUNK);
-            out.extend(self.logits(&h));
-        }
-        Ok(out)
+        Ok(self.in_pool(|be| {
+            let mut out = Vec::with_capacity(tokens.len() * be.w.config.vocab_size);
+            for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+                let h = be.run_chunk(chunk, pos + i * PREFILL_CHUNK);
+                out.extend(be.logits(&h));
+            }
+            out
+        }))
     }
 }
