@@ -9,6 +9,9 @@
 //! position `pos + t`): write the embeddings and the position input, run the layer kernels in
 //! order (after each, the host copies the new K/V rows into cache slots `pos..pos+T`), then the
 //! head, whose logits are read back for the last token (or every token).
+//!
+//! The usable context is the cache: [`Backend::config`] reports `context_length = S`, so the
+//! generation loop stops with `ContextFull` there instead of failing.
 
 use engine::{Backend, BackendError, BackendStats};
 use model::{LlamaConfig, LlamaWeights, Tensor};
@@ -157,6 +160,9 @@ impl<'a> AneBackend<'a> {
             return Err(AneError::Options("layers_per_kernel must be ≥ 1".into()));
         }
         let mut geom = Geometry::new_unchecked(&cfg, max_seq, opts.io.unwrap_or(Dt::Fp16));
+        // The usable context is the cache: callers (the generation loop) stop there.
+        let mut cfg = cfg;
+        cfg.context_length = max_seq;
         if let Some(l) = opts.lanes {
             geom.lanes = l;
         }
@@ -427,7 +433,7 @@ impl Backend for AneBackend<'_> {
             predicted_device_ms: s
                 .chip_profile
                 .is_some()
-                .then(|| s.predicted_ane_ms - self.predicted_base),
+                .then_some(s.predicted_ane_ms - self.predicted_base),
             chip_profile: s.chip_profile,
         }
     }

@@ -18,8 +18,8 @@ pub mod milcheck;
 pub mod sim;
 pub mod surface;
 
+pub use backend::{ane_sim_backend, AneBackend, AneError, AneOptions};
 pub use budget::{CompileBudget, DEFAULT_COMPILE_BUDGET};
 pub use cost::{ChipProfile, KernelCost, Prediction};
 pub use device::{Device, DeviceError, DeviceStats, KernelId, KernelSpec, SurfaceId};
 pub use sim::{Binding, Precision, SimDevice, SimOptions};
-pub use backend::{ane_sim_backend, AneBackend, AneError, AneOptions};

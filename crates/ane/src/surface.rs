@@ -41,7 +41,7 @@ pub fn channel_range(
 }
 
 fn region_channels(n_values: usize, spatial: usize) -> Result<usize, DeviceError> {
-    if spatial == 0 || n_values % spatial != 0 {
+    if n_values.checked_rem(spatial) != Some(0) {
         return Err(oob(format!(
             "{n_values} values is not a whole number of channels of {spatial} lanes"
         )));

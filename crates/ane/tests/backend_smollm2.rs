@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use ane::{ane_sim_backend, AneOptions, Precision};
 use cpu::{CpuBackend, CpuOptions};
-use engine::Backend;
-use model::{ChatMessage, ChatTemplate, GgufFile, LlamaWeights, Tokenizer};
+use engine::{generate, Backend, GenerateOptions, SamplerConfig, StopReason};
+use model::synthetic::SyntheticModel;
+use model::{ChatMessage, ChatTemplate, GgmlType, GgufFile, LlamaConfig, LlamaWeights, Tokenizer};
 
 struct Real {
     gguf: GgufFile,
@@ -214,4 +215,51 @@ fn fp16_sim_first_token_equals_cpu_exact_when_the_margin_exceeds_0_1() {
         checked >= 5,
         "only {checked} prompts had a margin above 0.1"
     );
+}
+
+#[test]
+fn the_generation_loop_runs_on_the_ane_backend_and_stops_when_the_cache_is_full() {
+    // A small random model with SmolLM2's vocabulary, so the real tokenizer applies.
+    let cfg = LlamaConfig {
+        n_layers: 2,
+        dim: 64,
+        ffn_dim: 96,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        vocab_size: 49_152,
+        context_length: 8192,
+        rope_theta: 100_000.0,
+        rms_eps: 1e-5,
+    };
+    let m = SyntheticModel::new(cfg, 3, GgmlType::F16);
+    let w = LlamaWeights::from_source(&m, m.config.clone()).expect("weights");
+    let opts = AneOptions {
+        max_seq: Some(32),
+        lanes: Some(8),
+        ..AneOptions::default()
+    };
+    let mut ane = ane_sim_backend(w, Precision::Fp16, opts).expect("ane-sim");
+    assert_eq!(
+        ane.config().context_length,
+        32,
+        "the cache is the usable context"
+    );
+    let prompt = real()
+        .tokenizer
+        .encode("Hello there", false)
+        .expect("encode");
+    let gen_opts = GenerateOptions {
+        max_tokens: 1000,
+        sampler: SamplerConfig::default(),
+        stop: vec![],
+        cached_prefix: 0,
+    };
+    let out =
+        generate(&mut ane, &real().tokenizer, &prompt, &gen_opts, &mut |_| {}).expect("generate");
+    // Random weights may emit an end-of-generation token early; otherwise the cache fills.
+    // Greedy on these weights (seed 3) never emits an end-of-generation token, so the loop
+    // runs until the 32-slot cache is full: the prompt plus 1 + (32 − prompt) tokens.
+    assert_eq!(out.stop_reason, StopReason::ContextFull);
+    assert_eq!(prompt.len() + out.tokens.len(), 32 + 1);
 }

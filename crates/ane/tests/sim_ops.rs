@@ -16,6 +16,12 @@ use common::*;
 
 const SHAPE: [usize; 4] = [1, 4, 1, 8];
 
+/// Reference functions of the op tables.
+type BinaryRef = fn(f32, f32) -> f32;
+type UnaryRef = fn(f32) -> f32;
+type ReduceRef = fn(&[f32]) -> f32;
+type TensorRef = Box<dyn Fn(&[f32]) -> Vec<f32>>;
+
 fn ty(shape: &[usize]) -> String {
     format!(
         "tensor<fp16, [{}]>",
@@ -133,7 +139,7 @@ fn bidx(i: usize, out_shape: &[usize], shape: &[usize]) -> usize {
 fn binary_ops_with_broadcasting() {
     let mut rng = Rng::new(11);
     let x = r16(&rng.vec(32, 2.0));
-    let ops: [(&str, fn(f32, f32) -> f32); 6] = [
+    let ops: [(&str, BinaryRef); 6] = [
         ("add", |a, b| a + b),
         ("sub", |a, b| a - b),
         ("mul", |a, b| a * b),
@@ -186,10 +192,10 @@ fn pow_and_scalar_const_operand() {
     assert_matches("pow", &a[0].data, &b[0].data, &want);
     // fp16 mode: the const itself is fp16 (0.001302 → 0.0013017654); f32 mode keeps 0.001302.
     let c16 = round_f16(0.001302);
-    for i in 0..32 {
-        assert_eq!(a[1].data[i], round_f16(x[i] * c16), "fp16 scalar const");
+    for (i, &xi) in x.iter().enumerate() {
+        assert_eq!(a[1].data[i], round_f16(xi * c16), "fp16 scalar const");
         assert!(
-            (b[1].data[i] - x[i] * 0.001302).abs() < 1e-7,
+            (b[1].data[i] - xi * 0.001302).abs() < 1e-7,
             "f32 scalar const"
         );
     }
@@ -201,7 +207,7 @@ fn unary_ops() {
     let x = r16(&rng.vec(32, 3.0));
     let pos: Vec<f32> = x.iter().map(|v| round_f16(v.abs() + 0.1)).collect();
     let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
-    let ops: [(&str, bool, fn(f32) -> f32); 9] = [
+    let ops: [(&str, bool, UnaryRef); 9] = [
         ("sigmoid", false, |v| 1.0 / (1.0 + (-v).exp())),
         ("tanh", false, f32::tanh),
         ("relu", false, |v| v.max(0.0)),
@@ -236,7 +242,7 @@ fn validator_rejected_ops_fail_compile_but_compute() {
         .iter()
         .map(|v| v.abs() + 0.5)
         .collect::<Vec<_>>());
-    let cases: [(&str, String, Box<dyn Fn(&[f32]) -> Vec<f32>>); 3] = [
+    let cases: [(&str, String, TensorRef); 3] = [
         (
             "rsqrt",
             format!("{} y = rsqrt(x=x)[name=string(\"y\")];", ty(&SHAPE)),
@@ -330,7 +336,7 @@ fn softmax_on_both_axes() {
 fn reductions() {
     let mut rng = Rng::new(16);
     let x = r16(&rng.vec(32, 2.0));
-    let ops: [(&str, fn(&[f32]) -> f32); 3] = [
+    let ops: [(&str, ReduceRef); 3] = [
         ("reduce_sum", |v| v.iter().sum()),
         ("reduce_max", |v| v.iter().copied().fold(f32::MIN, f32::max)),
         ("reduce_min", |v| v.iter().copied().fold(f32::MAX, f32::min)),

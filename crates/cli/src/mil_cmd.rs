@@ -110,6 +110,11 @@ fn read_text(file: &Path) -> Result<String> {
 
 /// 1-based line where `value` is defined (statement, input) or returned; 1 if not found.
 fn line_of(text: &str, value: Option<&str>) -> usize {
+    nth_line_of(text, value, 0)
+}
+
+/// Like [`line_of`], for the `nth` (0-based) definition of `value` (redefinitions).
+fn nth_line_of(text: &str, value: Option<&str>, nth: usize) -> usize {
     let Some(v) = value else { return 1 };
     let lines: Vec<&str> = text.lines().collect();
     // `<type> v = op(...)`: the name comes before any `(` on its line.
@@ -128,9 +133,11 @@ fn line_of(text: &str, value: Option<&str>) -> usize {
             && l.split(|c: char| !(c.is_alphanumeric() || c == '_'))
                 .any(|w| w == v)
     };
-    lines
-        .iter()
-        .position(|l| defines(l))
+    let definitions: Vec<usize> = (0..lines.len()).filter(|&i| defines(lines[i])).collect();
+    definitions
+        .get(nth)
+        .or(definitions.first())
+        .copied()
         .or_else(|| lines.iter().position(|l| input(l)))
         .or_else(|| lines.iter().position(|l| output(l)))
         .map_or(1, |i| i + 1)
@@ -158,8 +165,10 @@ impl Finding {
             Some(v) => format!("`{v}`: {}", d.message),
             None => d.message.clone(),
         };
+        // A redefinition is reported at its second definition.
+        let nth = usize::from(d.code == mil::Code::DuplicateName);
         Finding {
-            line: line_of(text, d.value.as_deref()),
+            line: nth_line_of(text, d.value.as_deref(), nth),
             severity: d.severity,
             code: d.code.name().to_string(),
             message,
@@ -433,5 +442,58 @@ mod tests {
         assert_eq!(line_of(text, Some("y")), 3);
         assert_eq!(line_of(text, None), 1);
         assert_eq!(line_of(text, Some("nope")), 1);
+    }
+
+    const SCALE_PROGRAM: &str = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 4, 1, 32]> x) {\n        tensor<fp16, [1,4,1,1]> g = const()[name=string(\"g\"), val=tensor<fp16, [1,4,1,1]>(BLOBFILE(path=string(\"@model_path/weights/g.bin\"), offset=uint64(64)))];\n        tensor<fp16, [1, 4, 1, 32]> y = mul(x=x,y=g)[name=string(\"y\")];\n    } -> (y);\n}\n";
+
+    #[test]
+    fn run_writes_outputs_and_check_reports_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mil = dir.path().join("scale.mil");
+        std::fs::write(&mil, SCALE_PROGRAM).unwrap();
+        let weights = dir.path().join("weights");
+        std::fs::create_dir(&weights).unwrap();
+        let g = [0.5f32, -2.0, 1.0, 0.25];
+        std::fs::write(weights.join("g.bin"), ane::blob::single_fp16_blob(&g)).unwrap();
+        let x: Vec<f32> = (0..128).map(|i| i as f32 * 0.125).collect();
+        let xfile = dir.path().join("x.f32");
+        std::fs::write(
+            &xfile,
+            x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        run(MilCommand::Run {
+            file: mil.clone(),
+            weights: Some(weights.clone()),
+            inputs: vec![format!("x={}", xfile.display())],
+            output: out.clone(),
+            precision: PrecisionArg::Fp16,
+            chip: "M4".into(),
+        })
+        .unwrap();
+        let y = read_f32_file(&out.join("y.f32")).unwrap();
+        assert_eq!(y.len(), 128);
+        for (i, v) in y.iter().enumerate() {
+            assert_eq!(*v, x[i] * g[i / 32], "y[{i}]");
+        }
+        check(&mil, Some(&weights)).unwrap();
+        // A missing weight file and a rejected op are errors.
+        assert!(check(&mil, Some(dir.path())).is_err());
+        let bad = dir.path().join("bad.mil");
+        std::fs::write(&bad, SCALE_PROGRAM.replace("mul(x=x,y=g)", "rsqrt(x=x)")).unwrap();
+        assert!(check(&bad, Some(&weights)).is_err());
+        // Wrong input name and missing weights folder are clear errors.
+        let err = run(MilCommand::Run {
+            file: mil,
+            weights: None,
+            inputs: vec![format!("x={}", xfile.display())],
+            output: out,
+            precision: PrecisionArg::F32,
+            chip: "M4".into(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--weights"), "{err}");
     }
 }

@@ -155,6 +155,36 @@ pub fn binding_sizes(program: &Program) -> (Vec<usize>, Vec<usize>) {
     (sorted(program.inputs()), sorted(program.outputs()))
 }
 
+/// Binding-order byte sizes from a function's declared types (no lowering); values whose
+/// type is unknown or not surface-representable count 0 bytes (compile then reports them).
+pub fn declared_binding_sizes(func: &mil::ast::Function) -> (Vec<usize>, Vec<usize>) {
+    let sorted = |named: Vec<(&str, usize)>| {
+        let names: Vec<&str> = named.iter().map(|(n, _)| *n).collect();
+        alphabetical_order(&names)
+            .into_iter()
+            .map(|i| named[i].1)
+            .collect::<Vec<_>>()
+    };
+    let ins = func
+        .inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.size_bytes().unwrap_or(0)))
+        .collect();
+    let outs = func
+        .outputs
+        .iter()
+        .map(|n| {
+            let bytes = match func.value_type(n) {
+                Some(mil::ast::ValueType::Tensor(t)) => t.size_bytes().unwrap_or(0),
+                Some(mil::ast::ValueType::Scalar(d)) => d.size_bytes().unwrap_or(0),
+                None => 0,
+            };
+            (n.as_str(), bytes)
+        })
+        .collect();
+    (sorted(ins), sorted(outs))
+}
+
 /// Decode a surface prefix holding `io` into f32 values.
 fn decode(io: &IoTensor, bytes: &[u8]) -> Vec<f32> {
     let n = io.bytes() / io.dtype.size_bytes().unwrap_or(1).max(1);
@@ -286,9 +316,21 @@ impl SimDevice {
             weights,
             ..Default::default()
         };
-        let program = compile_program(&spec, self.opts.precision)?;
-        (spec.input_bytes, spec.output_bytes) = binding_sizes(&program);
+        let parsed = mil::parser::parse(mil_text).map_err(|e| DeviceError::Compile {
+            diagnostics: vec![format!(
+                "{}:{}: error [parse]: {}",
+                e.line, e.column, e.message
+            )],
+        })?;
+        (spec.input_bytes, spec.output_bytes) = match parsed.main() {
+            Some(func) => declared_binding_sizes(func),
+            None => (vec![], vec![]),
+        };
         let kernel = self.compile(&spec)?;
+        let program = self
+            .program(kernel)
+            .cloned()
+            .ok_or(DeviceError::UnknownKernel(kernel))?;
         let result = self.run_kernel_by_name(kernel, &program, inputs);
         self.unload(kernel)?;
         result

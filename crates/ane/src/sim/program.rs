@@ -893,7 +893,7 @@ fn reshape_target(src: &[usize], want: &[i64]) -> R<Vec<usize>> {
         }
     }
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if total.checked_rem(known) != Some(0) {
             return Err(format!("cannot reshape {src:?} to {want:?}"));
         }
         out[i] = total / known;
