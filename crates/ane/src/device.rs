@@ -126,7 +126,8 @@ pub enum DeviceError {
 /// (`crate::cost`), never a measurement.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeviceStats {
-    /// Successful compiles counted against the budget (per device or process-wide).
+    /// Successful compiles made by this device (its budget counter may be shared; see
+    /// `CompileBudget`).
     pub compiles: u64,
     /// Completed evaluations.
     pub evals: u64,

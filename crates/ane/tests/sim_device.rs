@@ -217,6 +217,34 @@ fn shared_budget_counts_across_devices() {
     assert_eq!(shared.used(), 2);
 }
 
+/// The process-wide counter (the one the hardware limit applies to) is shared by every
+/// device created with it. Only this test in this binary touches it.
+#[test]
+fn process_wide_budget_is_one_counter() {
+    let a = CompileBudget::process_wide(5);
+    let b = CompileBudget::process_wide(5);
+    a.set_used(3);
+    assert_eq!(b.used(), 3);
+    let mut dev = SimDevice::new(SimOptions {
+        budget: b,
+        ..Default::default()
+    });
+    let spec = KernelSpec {
+        mil_text: unsorted_io_program(),
+        weights: vec![],
+        input_bytes: vec![256, 256],
+        output_bytes: vec![256, 256],
+    };
+    dev.compile(&spec).unwrap();
+    dev.compile(&spec).unwrap();
+    assert_eq!(a.used(), 5);
+    assert!(matches!(
+        dev.compile(&spec),
+        Err(DeviceError::CompileBudgetExhausted { used: 5, budget: 5 })
+    ));
+    a.set_used(0);
+}
+
 #[test]
 fn compile_checks_blobs_and_arguments() {
     let text = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 4, 1, 32]> x) {\n        tensor<fp16, [1,4,1,1]> w = const()[name=string(\"w\"), val=tensor<fp16, [1,4,1,1]>(BLOBFILE(path=string(\"@model_path/weights/g.bin\"), offset=uint64(64)))];\n        tensor<fp16, [1, 4, 1, 32]> y = mul(x=x,y=w)[name=string(\"y\")];\n    } -> (y);\n}\n";

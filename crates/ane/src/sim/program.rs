@@ -125,6 +125,78 @@ pub struct Program {
     weight_bytes: f64,
 }
 
+/// Every MIL op the simulator executes (a superset of `mil::shape::KNOWN_OPS`).
+pub const SUPPORTED_OPS: &[&str] = &[
+    "const",
+    "conv",
+    "matmul",
+    "linear",
+    "add",
+    "sub",
+    "mul",
+    "real_div",
+    "floor_div",
+    "mod",
+    "pow",
+    "maximum",
+    "minimum",
+    "equal",
+    "not_equal",
+    "less",
+    "less_equal",
+    "greater",
+    "greater_equal",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
+    "logical_not",
+    "select",
+    "identity",
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "sign",
+    "sin",
+    "cos",
+    "tan",
+    "tanh",
+    "exp",
+    "exp2",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "inverse",
+    "square",
+    "sigmoid",
+    "relu",
+    "relu6",
+    "silu",
+    "softplus",
+    "erf",
+    "leaky_relu",
+    "clip",
+    "gelu",
+    "softmax",
+    "reduce_sum",
+    "reduce_mean",
+    "reduce_max",
+    "reduce_min",
+    "reduce_prod",
+    "reduce_sum_square",
+    "reduce_l2_norm",
+    "reduce_log_sum_exp",
+    "reshape",
+    "squeeze",
+    "expand_dims",
+    "transpose",
+    "cast",
+    "slice_by_size",
+    "slice_by_index",
+    "concat",
+    "layer_norm",
+];
+
 /// Weight lookup used during lowering: `@model_path/...` → blob bytes.
 pub type WeightLookup<'a> = dyn Fn(&str) -> Option<&'a [u8]> + 'a;
 
@@ -493,7 +565,10 @@ impl<'a> Builder<'a> {
             "slice_by_index" => self.slice_by_index(st),
             "concat" => self.concat(st),
             "layer_norm" => self.layer_norm(st),
-            _ => Err(format!("op `{op}` is not supported by the simulator")),
+            _ => Err(format!(
+                "op `{op}` is not supported by the simulator (supported: {})",
+                SUPPORTED_OPS.join(", ")
+            )),
         }
     }
 
@@ -1290,4 +1365,67 @@ fn layer_norm(a: &[&Tensor], axes: &[usize], eps: f32, gamma: bool, beta: bool) 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mil_op_is_supported() {
+        for op in mil::shape::KNOWN_OPS {
+            assert!(
+                SUPPORTED_OPS.contains(op),
+                "mil op `{op}` missing in the simulator"
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_op_names_the_supported_ones() {
+        let text = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 2]> x) {\n        tensor<fp16, [1, 2]> y = frob(x=x)[name=string(\"y\")];\n    } -> (y);\n}\n";
+        let p = mil::parse(text).unwrap();
+        let none = |_: &str| None;
+        let err = Program::build(p.main().unwrap(), &none, Precision::Fp16).unwrap_err();
+        assert!(
+            err[0].contains("`frob` is not supported") && err[0].contains("layer_norm"),
+            "{err:?}"
+        );
+    }
+
+    fn run_text(text: &str, inputs: Vec<Tensor>) -> Vec<Tensor> {
+        let p = mil::parse(text).unwrap();
+        let none = |_: &str| None;
+        let prog = Program::build(p.main().unwrap(), &none, Precision::F32).unwrap();
+        prog.run(inputs).unwrap()
+    }
+
+    #[test]
+    fn layer_norm_and_linear_outside_the_mil_vocabulary() {
+        let text = "program(1.3)\n{\n    func main<ios18>(tensor<fp32, [2, 3]> x, tensor<fp32, [4, 3]> w, tensor<fp32, [3]> g) {\n        tensor<int32, [1]> ax = const()[name=string(\"ax\"), val=tensor<int32, [1]>([-1])];\n        fp32 e = const()[name=string(\"e\"), val=fp32(0.001)];\n        tensor<fp32, [2, 3]> n = layer_norm(x=x,axes=ax,gamma=g,epsilon=e)[name=string(\"n\")];\n        tensor<fp32, [2, 4]> y = linear(x=x,weight=w)[name=string(\"y\")];\n    } -> (n, y);\n}\n";
+        let x = vec![1.0, 2.0, 4.0, -1.0, 0.0, 1.0];
+        let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let g = vec![1.0, 2.0, 0.5];
+        let out = run_text(
+            text,
+            vec![
+                Tensor::new(vec![2, 3], x.clone()),
+                Tensor::new(vec![4, 3], w.clone()),
+                Tensor::new(vec![3], g.clone()),
+            ],
+        );
+        for r in 0..2 {
+            let row = &x[r * 3..r * 3 + 3];
+            let mean = row.iter().sum::<f32>() / 3.0;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 3.0;
+            for c in 0..3 {
+                let want = (row[c] - mean) / (var + 0.001).sqrt() * g[c];
+                assert!((out[0].data[r * 3 + c] - want).abs() < 1e-5);
+            }
+            for o in 0..4 {
+                let want: f32 = (0..3).map(|k| row[k] * w[o * 3 + k]).sum();
+                assert!((out[1].data[r * 4 + o] - want).abs() < 1e-5);
+            }
+        }
+    }
 }
