@@ -43,7 +43,9 @@ mod tests {
         assert_eq!(v[0..2], [1.0, -2.5]);
         assert_eq!(v[2], crate::fp16::round_f16(0.1));
         assert!(read_fp16_tensor(&b, 0, 3).is_err());
-        assert!(read_fp16_tensor(&b, 128, 3).unwrap_err().contains("chunk record"));
+        assert!(read_fp16_tensor(&b, 128, 3)
+            .unwrap_err()
+            .contains("chunk record"));
         assert!(read_fp16_tensor(&b, 64, 4).unwrap_err().contains("needs 4"));
         assert!(read_fp16_tensor(&b[..130], 64, 3).is_err());
         assert!(read_fp16_tensor(&b, u64::MAX, 3).is_err());

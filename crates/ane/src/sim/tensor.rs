@@ -37,30 +37,8 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// NumPy broadcast of two shapes (right-aligned), `None` if incompatible.
-pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let rank = a.len().max(b.len());
-    let mut out = vec![0; rank];
-    for (i, o) in out.iter_mut().enumerate() {
-        let da = dim_from_right(a, rank - 1 - i);
-        let db = dim_from_right(b, rank - 1 - i);
-        *o = match (da, db) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => return None,
-        };
-    }
-    Some(out)
-}
-
-fn dim_from_right(shape: &[usize], k: usize) -> usize {
-    if k < shape.len() {
-        shape[shape.len() - 1 - k]
-    } else {
-        1
-    }
-}
+/// NumPy broadcast of two shapes: the MIL crate's rule, so shape inference and execution agree.
+pub use mil::shape::broadcast_shapes;
 
 /// Strides of `shape` when broadcast to `out` (0 on broadcast axes), aligned to `out`'s rank.
 fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
