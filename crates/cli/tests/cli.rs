@@ -383,3 +383,45 @@ fn export_synthetic_writes_a_loadable_model() {
     let d = model::LlamaWeights::from_source(&direct, LlamaConfig::synthetic()).unwrap();
     assert_eq!(w.layers[5].wq.to_f32(), d.layers[5].wq.to_f32());
 }
+
+#[test]
+fn bench_synthetic_on_the_ane_simulator_reports_device_fields() {
+    let out = espresso(&[
+        "bench",
+        "--synthetic",
+        "1",
+        "--backend",
+        "ane-sim",
+        "--prompt-tokens",
+        "2",
+        "--gen-tokens",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backend"], "ane-sim");
+    assert_eq!(v["model"], "synthetic:1");
+    // Two fused 3-layer kernels + the head; compiled once at load.
+    assert_eq!(v["dispatches_per_token"], 3.0);
+    assert_eq!(v["compiles"], 3);
+    assert!(v["predicted_ane_ms_per_token"].as_f64().unwrap() > 0.0);
+    assert!(v["chip_profile"].is_string());
+}
+
+#[cfg(not(target_vendor = "apple"))]
+#[test]
+fn backend_ane_off_a_mac_is_one_clear_line() {
+    let out = espresso(&["generate", "--backend", "ane", "hi"]);
+    assert_fails_with(&out, "needs macOS on Apple silicon; use --backend ane-sim");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
