@@ -425,3 +425,37 @@ fn backend_ane_off_a_mac_is_one_clear_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn interactive_chat_keeps_history_and_reuses_the_cache() {
+    use std::io::Write;
+    let m = real_model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_espresso"))
+        .args(["chat", "-m", &m, "-n", "16", "--exact"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\nRepeat your last answer.\n/exit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let replies: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(replies.len() >= 2, "two replies expected: {text:?}");
+    // The exact path answers the first question correctly, and the second turn sees it.
+    assert!(replies[0].contains("Paris"), "{text:?}");
+    assert!(
+        text.matches("Paris").count() >= 2,
+        "history not kept: {text:?}"
+    );
+}
