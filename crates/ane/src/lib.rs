@@ -1,10 +1,13 @@
-//! The ANE device layer: the [`Device`] trait every ANE-shaped backend programs against, the
-//! CPU simulator [`SimDevice`] (fp16 numerics, alphabetical I/O binding, compile budget, and a
-//! deliberately faulty binding mode), host-side surface layout helpers, the BLOBFILE reader
-//! the simulator needs, and the ANE cost model (a planning estimate, never a measurement).
+//! Everything ANE-shaped: the [`Device`] trait every ANE backend programs against; the CPU
+//! simulator [`SimDevice`] (fp16 numerics or pure f32, alphabetical I/O binding, compile budget,
+//! a deliberately faulty binding mode); the macOS private-API device and its platform-independent
+//! policy, layout and probes ([`hw`]); the transformer kernel generators ([`kernels`]: fused
+//! layers and the classifier head as MIL + fp16 blobs); the ANE backend ([`AneBackend`]); and the
+//! ANE cost model (a planning estimate, never a measurement).
 //!
-//! Layout of every activation surface: fp16 `[1, C, 1, S]`, channel-major (element (c, s) at
-//! `c·S + s`), I/O bound in byte-wise sorted MIL-name order (ane-reference §3).
+//! Layout of every activation surface: `[1, C, 1, S]`, channel-major (element (c, s) at
+//! `c·S + s`), fp16 on the device (f32 only in the simulator's f32 mode), I/O bound in byte-wise
+//! sorted MIL-name order (ane-reference §3).
 
 pub mod backend;
 pub mod blob;
