@@ -1,7 +1,6 @@
-//! Model-sized kernels run at CPU speed on the simulator (real GEMM, not a naive loop).
-//!
-//! Bounds are generous (CI has 2 shared cores and builds tests at opt-level 2); the measured
-//! numbers are printed.
+//! Model-sized kernels on the simulator: results checked against direct dot products, and the
+//! time printed for information. Speed goals live in benchmarks (`espresso bench --backend
+//! ane-sim`), not in timed tests, so nothing here asserts a duration.
 
 mod common;
 
@@ -72,15 +71,13 @@ fn time_conv(cin: usize, cout: usize, lanes: usize, reps: usize) -> (f64, f64) {
 }
 
 #[test]
-fn conv_768x768_over_32_lanes_is_fast() {
+fn conv_768x768_over_32_lanes_is_correct() {
     let (c, e) = time_conv(768, 768, 32, 20);
     println!("conv 768x768 x 32 lanes: compile {c:.1} ms, eval {e:.3} ms (best of 20)");
-    assert!(e < 25.0, "768x768 conv eval took {e:.3} ms");
 }
 
 #[test]
-fn classifier_49152x576_over_32_lanes_is_fast() {
+fn classifier_49152x576_over_32_lanes_is_correct() {
     let (c, e) = time_conv(576, 49152, 32, 3);
     println!("classifier 49152x576 x 32 lanes: compile {c:.1} ms, eval {e:.1} ms (best of 3)");
-    assert!(e < 400.0, "49152x576 classifier eval took {e:.1} ms");
 }
