@@ -153,16 +153,8 @@ pub fn tiny_compile_eval(dev: &mut dyn Device) -> Result<(), DeviceError> {
         input_bytes: vec![bytes],
         output_bytes: vec![bytes],
     };
-    let mut run = Run::new(dev);
-    let k = run.compile(&spec)?;
-    let (xi, yo) = (run.surface(bytes)?, run.surface(bytes)?);
-    let x = probe_input(c * s);
-    run.dev.write_channels_f32(xi, s, 0, &x)?;
-    run.dev.eval(k, &[xi], &[yo])?;
-    let mut y = vec![0.0; c * s];
-    run.dev.read_channels_f32(yo, s, 0, &mut y)?;
-    let want: Vec<f32> = x.iter().map(|v| 2.0 * v).collect();
-    if close(&y, &want) {
+    let (x, y) = run_doubling(dev, &spec, c, s)?;
+    if close(&y, &x.iter().map(|v| 2.0 * v).collect::<Vec<_>>()) {
         Ok(())
     } else {
         Err(DeviceError::Eval(format!(
@@ -171,6 +163,26 @@ pub fn tiny_compile_eval(dev: &mut dyn Device) -> Result<(), DeviceError> {
             &x[..4]
         )))
     }
+}
+
+/// Compile `spec` (one `[c, s]` input `x`, one `[c, s]` output `y`), run it on the probe input
+/// and return `(x, y)`; every resource is released by [`Run`] on return.
+fn run_doubling(
+    dev: &mut dyn Device,
+    spec: &KernelSpec,
+    c: usize,
+    s: usize,
+) -> Result<(Vec<f32>, Vec<f32>), DeviceError> {
+    let bytes = c * s * 2;
+    let mut run = Run::new(dev);
+    let k = run.compile(spec)?;
+    let (xi, yo) = (run.surface(bytes)?, run.surface(bytes)?);
+    let x = probe_input(c * s);
+    run.dev.write_channels_f32(xi, s, 0, &x)?;
+    run.dev.eval(k, &[xi], &[yo])?;
+    let mut y = vec![0.0; c * s];
+    run.dev.read_channels_f32(yo, s, 0, &mut y)?;
+    Ok((x, y))
 }
 
 /// Which MIL name a surface slot was bound to.
@@ -336,16 +348,8 @@ fn scale_roundtrip(dev: &mut dyn Device, c: usize, s: usize) -> Result<(), Devic
         input_bytes: vec![bytes],
         output_bytes: vec![bytes],
     };
-    let mut run = Run::new(dev);
-    let k = run.compile(&spec)?;
-    let (xi, yo) = (run.surface(bytes)?, run.surface(bytes)?);
-    let x = probe_input(c * s);
-    run.dev.write_channels_f32(xi, s, 0, &x)?;
-    run.dev.eval(k, &[xi], &[yo])?;
-    let mut y = vec![0.0; c * s];
-    run.dev.read_channels_f32(yo, s, 0, &mut y)?;
-    let want: Vec<f32> = x.iter().map(|v| 2.0 * v).collect();
-    if close(&y, &want) {
+    let (x, y) = run_doubling(dev, &spec, c, s)?;
+    if close(&y, &x.iter().map(|v| 2.0 * v).collect::<Vec<_>>()) {
         Ok(())
     } else {
         Err(DeviceError::Eval(format!("wrong output at {bytes} bytes")))
