@@ -1,0 +1,232 @@
+//! Running a lowered plan ([`Program::run`]): the interpreter loop and the compute kernels.
+
+use super::*;
+
+impl Program {
+    /// Run with `inputs` in declaration order (element counts must match); returns outputs in
+    /// return order. fp16 inputs are rounded to fp16 first (a surface cannot hold more).
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        if inputs.len() != self.inputs.len() {
+            return Err(format!(
+                "{} inputs given, program has {}",
+                inputs.len(),
+                self.inputs.len()
+            ));
+        }
+        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.n_values];
+        for (&(v, ref t), _) in self.consts.iter().zip(0..) {
+            values[v] = Some(t.clone());
+        }
+        for ((mut t, io), &v) in inputs.into_iter().zip(&self.inputs).zip(&self.input_values) {
+            if t.data.len() != numel(&io.shape) {
+                return Err(format!(
+                    "input `{}` has {} values, expected {} ({:?})",
+                    io.name,
+                    t.data.len(),
+                    numel(&io.shape),
+                    io.shape
+                ));
+            }
+            t.shape = io.shape.clone();
+            if io.dtype == DType::Fp16 {
+                t.data.iter_mut().for_each(|x| *x = round_f16(*x));
+            }
+            values[v] = Some(Arc::new(t));
+        }
+        for step in &self.steps {
+            let args: Vec<&Tensor> = step
+                .inputs
+                .iter()
+                .map(|&i| {
+                    values[i]
+                        .as_deref()
+                        .ok_or_else(|| format!("{}: operand missing", step.label))
+                })
+                .collect::<Result<_, _>>()?;
+            let mut data = self.exec(step, &args);
+            if step.dtype == DType::Fp16 && self.precision == Precision::Fp16 {
+                data.iter_mut().for_each(|x| *x = round_f16(*x));
+            } else if step.dtype.is_int() || step.dtype == DType::Bool {
+                data.iter_mut().for_each(|x| *x = x.trunc());
+            }
+            values[step.out] = Some(Arc::new(Tensor::new(step.shape.clone(), data)));
+            for &f in &step.free {
+                values[f] = None;
+            }
+        }
+        self.output_values
+            .iter()
+            .map(|&v| {
+                values[v]
+                    .as_deref()
+                    .cloned()
+                    .ok_or_else(|| "output missing".to_string())
+            })
+            .collect()
+    }
+
+    fn exec(&self, step: &Step, a: &[&Tensor]) -> Vec<f32> {
+        match &step.kind {
+            Kind::Unary(u) => a[0].data.iter().map(|&x| u.apply(x)).collect(),
+            Kind::Binary(b) => broadcast_map2(a[0], a[1], &step.shape, |x, y| b.apply(x, y)),
+            Kind::Conv { groups } => conv1x1(a[0], a[1], a.get(2).copied(), *groups),
+            Kind::Matmul { tx, ty } => batched_matmul(a[0], a[1], *tx, *ty, &step.shape),
+            Kind::Linear => {
+                let (x, w) = (a[0], a[1]);
+                let (n_out, k) = (w.shape[0], w.shape[1]);
+                let rows = x.data.len() / k.max(1);
+                let mut out = vec![0f32; rows * n_out];
+                gemm(
+                    MatRef::row_major(&x.data, rows, k),
+                    MatRef::row_major(&w.data, n_out, k).t(),
+                    &mut out,
+                );
+                if let Some(b) = a.get(2) {
+                    for row in out.chunks_exact_mut(n_out) {
+                        row.iter_mut().zip(&b.data).for_each(|(o, &bv)| *o += bv);
+                    }
+                }
+                out
+            }
+            Kind::Softmax { axis } => softmax(a[0], *axis).data,
+            Kind::Reduce { kind, axes } => reduce(a[0], axes, *kind).data,
+            Kind::Reshape | Kind::Cast => a[0].data.clone(),
+            Kind::Transpose { perm } => transpose(a[0], perm).data,
+            Kind::Slice {
+                begin,
+                step: st,
+                counts,
+            } => {
+                let x = a[0];
+                let xs = strides(&x.shape);
+                let offset: usize = begin.iter().zip(&xs).map(|(b, s)| b * s).sum();
+                let vs: Vec<usize> = xs.iter().zip(st).map(|(s, k)| s * k).collect();
+                strided_copy(&x.data, offset, &vs, counts)
+            }
+            Kind::Concat { axis, interleave } => {
+                if *interleave {
+                    concat_interleave(a, *axis, &step.shape).data
+                } else {
+                    concat(a, *axis, &step.shape).data
+                }
+            }
+            Kind::LayerNorm {
+                axes,
+                eps,
+                gamma,
+                beta,
+            } => layer_norm(a, axes, *eps, *gamma, *beta),
+            Kind::Select => {
+                let none = Tensor::scalar(0.0);
+                let c = broadcast_map2(a[0], &none, &step.shape, |c, _| c);
+                let x = broadcast_map2(a[1], &none, &step.shape, |x, _| x);
+                let y = broadcast_map2(a[2], &none, &step.shape, |y, _| y);
+                c.iter()
+                    .zip(x.iter().zip(&y))
+                    .map(|(&c, (&x, &y))| if c != 0.0 { x } else { y })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// 1×1 convolution: per batch n and group g, `Y_g[Cout/g, H·W] = W_g[Cout/g, Cin/g] · X_g`.
+fn conv1x1(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, groups: usize) -> Vec<f32> {
+    let (n, cin, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
+    let cout = w.shape[0];
+    let (cin_g, cout_g) = (cin / groups, cout / groups);
+    let mut out = vec![0f32; n * cout * hw];
+    for b in 0..n {
+        for g in 0..groups {
+            let wg = &w.data[g * cout_g * cin_g..(g + 1) * cout_g * cin_g];
+            let x0 = (b * cin + g * cin_g) * hw;
+            let xg = &x.data[x0..x0 + cin_g * hw];
+            let y0 = (b * cout + g * cout_g) * hw;
+            gemm(
+                MatRef::row_major(wg, cout_g, cin_g),
+                MatRef::row_major(xg, cin_g, hw),
+                &mut out[y0..y0 + cout_g * hw],
+            );
+        }
+    }
+    if let Some(bias) = bias {
+        for row in out.chunks_exact_mut(hw).enumerate() {
+            let c = row.0 % cout;
+            row.1.iter_mut().for_each(|v| *v += bias.data[c]);
+        }
+    }
+    out
+}
+
+/// Batched matmul with NumPy broadcasting over the leading axes.
+fn batched_matmul(x: &Tensor, y: &Tensor, tx: bool, ty: bool, out_shape: &[usize]) -> Vec<f32> {
+    let (xr, yr) = (x.shape.len(), y.shape.len());
+    let (xa, xb) = (x.shape[xr - 2], x.shape[xr - 1]);
+    let (ya, yb) = (y.shape[yr - 2], y.shape[yr - 1]);
+    let (m, n) = (
+        out_shape[out_shape.len() - 2],
+        out_shape[out_shape.len() - 1],
+    );
+    let batch = &out_shape[..out_shape.len() - 2];
+    let nb = numel(batch);
+    let bx = batch_offsets(&x.shape[..xr - 2], batch, xa * xb);
+    let by = batch_offsets(&y.shape[..yr - 2], batch, ya * yb);
+    let mut out = vec![0f32; nb * m * n];
+    for (i, c) in out.chunks_exact_mut((m * n).max(1)).enumerate().take(nb) {
+        let mut a = MatRef::row_major(&x.data[bx[i]..bx[i] + xa * xb], xa, xb);
+        if tx {
+            a = a.t();
+        }
+        let mut b = MatRef::row_major(&y.data[by[i]..by[i] + ya * yb], ya, yb);
+        if ty {
+            b = b.t();
+        }
+        gemm(a, b, c);
+    }
+    out
+}
+
+/// Element offset of each broadcast batch index into an operand with batch dims `own`.
+fn batch_offsets(own: &[usize], batch: &[usize], mat: usize) -> Vec<usize> {
+    let nb = numel(batch);
+    let pad = batch.len() - own.len();
+    let own_strides = strides(own);
+    (0..nb)
+        .map(|mut lin| {
+            let mut off = 0;
+            for ax in (0..batch.len()).rev() {
+                let idx = lin % batch[ax];
+                lin /= batch[ax];
+                if ax >= pad && own[ax - pad] != 1 {
+                    off += idx * own_strides[ax - pad];
+                }
+            }
+            off * mat
+        })
+        .collect()
+}
+
+/// layer_norm over trailing contiguous `axes`: (x − mean) / sqrt(var + eps) · γ + β.
+fn layer_norm(a: &[&Tensor], axes: &[usize], eps: f32, gamma: bool, beta: bool) -> Vec<f32> {
+    let x = a[0];
+    let inner: usize = axes.iter().map(|&i| x.shape[i]).product();
+    let g = gamma.then(|| a[1]);
+    let b = beta.then(|| a[1 + gamma as usize]);
+    let mut out = x.data.clone();
+    for row in out.chunks_exact_mut(inner.max(1)) {
+        let mean = row.iter().sum::<f32>() / inner as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / inner as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (j, v) in row.iter_mut().enumerate() {
+            let mut y = (*v - mean) * inv;
+            if let Some(g) = g {
+                y *= g.data[j];
+            }
+            if let Some(b) = b {
+                y += b.data[j];
+            }
+            *v = y;
+        }
+    }
+    out
+}
