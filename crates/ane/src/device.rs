@@ -362,6 +362,92 @@ pub trait Device: Send {
     }
 }
 
+/// A device built on another device (a policy, a test double): it names its inner device and
+/// overrides only the operations it changes. Every type implementing `DeviceLayer` is a
+/// [`Device`]; the methods it does not override, and all surface access, go to the inner
+/// device. The hooks carry a `layer_` prefix so they never shadow the `Device` methods.
+pub trait DeviceLayer: Send {
+    /// The device this layer wraps.
+    fn inner(&self) -> &dyn Device;
+
+    /// The device this layer wraps, mutably.
+    fn inner_mut(&mut self) -> &mut dyn Device;
+
+    /// [`Device::name`] of the layer (default: the inner device's name).
+    fn layer_name(&self) -> String {
+        self.inner().name()
+    }
+
+    /// [`Device::compile`] through the layer.
+    fn layer_compile(&mut self, spec: &KernelSpec) -> Result<KernelId, DeviceError> {
+        self.inner_mut().compile(spec)
+    }
+
+    /// [`Device::unload`] through the layer.
+    fn layer_unload(&mut self, kernel: KernelId) -> Result<(), DeviceError> {
+        self.inner_mut().unload(kernel)
+    }
+
+    /// [`Device::eval`] through the layer.
+    fn layer_eval(
+        &mut self,
+        kernel: KernelId,
+        inputs: &[SurfaceId],
+        outputs: &[SurfaceId],
+    ) -> Result<(), DeviceError> {
+        self.inner_mut().eval(kernel, inputs, outputs)
+    }
+}
+
+impl<T: DeviceLayer> Device for T {
+    fn name(&self) -> String {
+        self.layer_name()
+    }
+    fn compile(&mut self, spec: &KernelSpec) -> Result<KernelId, DeviceError> {
+        self.layer_compile(spec)
+    }
+    fn unload(&mut self, kernel: KernelId) -> Result<(), DeviceError> {
+        self.layer_unload(kernel)
+    }
+    fn new_surface(&mut self, bytes: usize) -> Result<SurfaceId, DeviceError> {
+        self.inner_mut().new_surface(bytes)
+    }
+    fn free_surface(&mut self, surface: SurfaceId) -> Result<(), DeviceError> {
+        self.inner_mut().free_surface(surface)
+    }
+    fn surface_len(&self, surface: SurfaceId) -> Result<usize, DeviceError> {
+        self.inner().surface_len(surface)
+    }
+    fn with_surface(
+        &self,
+        surface: SurfaceId,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), DeviceError> {
+        self.inner().with_surface(surface, f)
+    }
+    fn with_surface_mut(
+        &mut self,
+        surface: SurfaceId,
+        f: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), DeviceError> {
+        self.inner_mut().with_surface_mut(surface, f)
+    }
+    fn eval(
+        &mut self,
+        kernel: KernelId,
+        inputs: &[SurfaceId],
+        outputs: &[SurfaceId],
+    ) -> Result<(), DeviceError> {
+        self.layer_eval(kernel, inputs, outputs)
+    }
+    fn stats(&self) -> DeviceStats {
+        self.inner().stats()
+    }
+    fn chip_profile(&self) -> Option<ChipProfile> {
+        self.inner().chip_profile()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

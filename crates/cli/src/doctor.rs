@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use ane::hw::{self, probe};
+use ane_macos::{self as hw, probe};
 use anyhow::Result;
 
 /// Print the report to stdout.
@@ -63,7 +63,7 @@ fn hardware_probes(
         out,
         "\nprobes on the SIMULATOR (ane-sim; no ANE here, so these are not hardware results):"
     )?;
-    let mut sim = ane::SimDevice::default();
+    let mut sim = ane_sim::SimDevice::default();
     let report = probe::run_all(&mut sim);
     writeln!(out, "{}", indent(&report.to_string()))?;
     Ok(None)
@@ -87,7 +87,7 @@ fn ane_probes(out: &mut String) -> Result<Option<probe::ProbeReport>> {
         out,
         "  weight reload without compiling (donor net.plist): {reload:?}"
     )?;
-    let budget = hw::policy::BudgetedDevice::compile_budget(&dev);
+    let budget = ane::BudgetedDevice::compile_budget(&dev);
     writeln!(
         out,
         "  process compile budget: {} of {} used (the ANE stack fails after ~119)",

@@ -126,36 +126,47 @@ pub fn make_backend<'a>(
         Ok(Box::new(cpu::CpuBackend::new(weights, opts)?))
     };
     // A self-check failure disables the ANE path and falls back to the CPU, loudly.
-    let ane_or_cpu =
-        |weights: LlamaWeights<'a>, r: Result<ane::AneBackend<'a>, ane::AneError>| match r {
+    let ane_or_cpu = |weights: LlamaWeights<'a>,
+                      r: Result<ane_llm::AneBackend<'a>, ane_llm::AneError>| {
+        match r {
             Ok(b) => Ok(Box::new(b) as Box<dyn Backend + 'a>),
-            Err(e @ ane::AneError::SelfCheckFailed { .. }) => {
+            Err(e @ ane_llm::AneError::SelfCheckFailed { .. }) => {
                 eprintln!("warning: {e}");
                 cpu(weights)
             }
             Err(e) => Err(e.into()),
-        };
+        }
+    };
     match spec.choice {
         BackendChoice::Cpu => cpu(weights),
         BackendChoice::AneSim => {
             let precision = match spec.sim_precision {
-                SimPrecision::Fp16 => ane::Precision::Fp16,
-                SimPrecision::F32 => ane::Precision::F32,
+                SimPrecision::Fp16 => ane_sim::Precision::Fp16,
+                SimPrecision::F32 => ane_sim::Precision::F32,
             };
-            let r = ane::ane_sim_backend(weights.clone(), precision, ane::AneOptions::default());
+            let r = ane_llm::ane_sim_backend(
+                weights.clone(),
+                precision,
+                ane_llm::AneOptions::default(),
+            );
             ane_or_cpu(weights, r)
         }
         BackendChoice::Ane => {
-            ane::hw::availability().map_err(|why| anyhow::anyhow!("--backend ane: {why}"))?;
-            let device = ane::hw::open_device()?;
-            let r = ane::AneBackend::new(weights.clone(), device, ane::AneOptions::default());
+            ane_macos::availability().map_err(|why| anyhow::anyhow!("--backend ane: {why}"))?;
+            let device = ane_macos::open_device()?;
+            let r =
+                ane_llm::AneBackend::new(weights.clone(), device, ane_llm::AneOptions::default());
             ane_or_cpu(weights, r)
         }
-        BackendChoice::Auto => match ane::hw::availability() {
+        BackendChoice::Auto => match ane_macos::availability() {
             Ok(()) => {
                 eprintln!("backend auto: the Apple Neural Engine is available; using it");
-                let device = ane::hw::open_device()?;
-                let r = ane::AneBackend::new(weights.clone(), device, ane::AneOptions::default());
+                let device = ane_macos::open_device()?;
+                let r = ane_llm::AneBackend::new(
+                    weights.clone(),
+                    device,
+                    ane_llm::AneOptions::default(),
+                );
                 ane_or_cpu(weights, r)
             }
             Err(why) => {

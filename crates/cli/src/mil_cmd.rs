@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use ane::sim::{compile_program, Precision, SimDevice, SimOptions};
 use ane::{ChipProfile, Device, KernelSpec};
+use ane_sim::{compile_program, Precision, SimDevice, SimOptions};
 use mil::{Diagnostic, Severity};
 
 /// `espresso mil ...`

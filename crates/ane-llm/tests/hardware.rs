@@ -1,0 +1,376 @@
+//! The hardware suite: the private-API bridge on a real Apple Neural Engine.
+//!
+//! Compiled only for Apple targets and run only with `ESPRESSO_ANE_TESTS=1`:
+//!
+//! ```sh
+//! ESPRESSO_ANE_TESTS=1 cargo test -p ane --test hardware -- --nocapture
+//! ```
+//!
+//! Without the switch every test prints why it did nothing and returns. With it, a missing
+//! framework is a failure. Tests are serialised (one ANE, one process-wide compile budget of
+//! 100; the whole suite compiles about 30 programs). The SmolLM2 parity test needs the pulled
+//! model (`espresso pull`). This suite has not yet been run on a Mac by us.
+#![cfg(target_vendor = "apple")]
+
+use std::sync::{Mutex, MutexGuard};
+
+use ane::policy::{BudgetedDevice, CompilePolicy, PolicyStats, WeightReload};
+use ane::{CompileBudget, Device, DeviceError, KernelSpec};
+use ane_llm::backend::{compare, eval_once, probe_inputs};
+use ane_llm::kernels::emit::Dt;
+use ane_llm::kernels::head::head;
+use ane_llm::kernels::layers::{fused_layers, LayerF32};
+use ane_llm::kernels::{lanes_for, Geometry, Kernel};
+use ane_llm::{AneBackend, AneOptions};
+use ane_macos::probe::{self, BindingObservation, ReloadObservation};
+use ane_macos::{self as hw, AneDevice};
+use ane_sim::{Precision, SimDevice, SimOptions};
+
+/// `Some(lock)` when the suite is switched on; otherwise prints the reason and gives `None`.
+fn enabled(test: &str) -> Option<MutexGuard<'static, ()>> {
+    if std::env::var("ESPRESSO_ANE_TESTS").as_deref() != Ok("1") {
+        eprintln!(
+            "{test}: not run: set ESPRESSO_ANE_TESTS=1 to run the hardware suite on a Mac with an \
+             Apple Neural Engine"
+        );
+        return None;
+    }
+    static LOCK: Mutex<()> = Mutex::new(());
+    Some(LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+}
+
+fn device() -> AneDevice {
+    AneDevice::open()
+        .unwrap_or_else(|e| panic!("ESPRESSO_ANE_TESTS=1 but the ANE cannot be opened: {e}"))
+}
+
+#[test]
+fn framework_loads_and_a_tiny_program_runs() {
+    let Some(_lock) = enabled("framework_loads_and_a_tiny_program_runs") else {
+        return;
+    };
+    hw::availability().unwrap_or_else(|e| panic!("{e}"));
+    let mut dev = device();
+    probe::tiny_compile_eval(&mut dev).unwrap_or_else(|e| panic!("{e}"));
+    let st = dev.stats();
+    assert_eq!((st.compiles, st.evals), (1, 1));
+    assert_eq!((st.live_kernels, st.live_surfaces), (0, 0));
+}
+
+#[test]
+fn binding_order_probes() {
+    let Some(_lock) = enabled("binding_order_probes") else {
+        return;
+    };
+    let mut dev = device();
+    let equal = probe::output_binding(&mut dev, false);
+    let differing = probe::output_binding(&mut dev, true);
+    let inputs = probe::input_binding(&mut dev);
+    eprintln!("outputs, equal sizes:     {equal}");
+    eprintln!("outputs, different sizes: {differing}");
+    eprintln!("inputs:                   {inputs}");
+    assert_eq!(equal, BindingObservation::Alphabetical);
+    assert_eq!(inputs, BindingObservation::Alphabetical);
+    // Different output sizes may be rejected (Orion: status=0x1d); if they run, the binding
+    // must still be alphabetical.
+    assert!(
+        matches!(
+            differing,
+            BindingObservation::Alphabetical | BindingObservation::Failed(_)
+        ),
+        "{differing}"
+    );
+}
+
+#[test]
+fn minimum_surface_size_probe() {
+    let Some(_lock) = enabled("minimum_surface_size_probe") else {
+        return;
+    };
+    let mut dev = device();
+    let trials = probe::minimum_surface(&mut dev);
+    for t in &trials {
+        eprintln!(
+            "[1, {}, 1, {}] {} bytes: {:?}",
+            t.channels, t.spatial, t.bytes, t.failure
+        );
+    }
+    eprintln!("smallest working: {:?}", probe::smallest_working(&trials));
+    assert!(
+        trials[0].failure.is_none(),
+        "49,152-byte surfaces (the kernels' minimum) failed: {:?}",
+        trials[0].failure
+    );
+    assert_eq!(dev.stats().live_surfaces, 0);
+}
+
+/// `y = k · x` on `[1, 384, 1, 64]` fp16 (weight-free; k differs → MIL differs).
+fn scale_spec(k: f32) -> KernelSpec {
+    let (c, s) = (384, 64);
+    let t = format!("tensor<fp16, [1, {c}, 1, {s}]>");
+    KernelSpec {
+        mil_text: format!(
+            "program(1.3)\n{{\n    func main<ios18>({t} x) {{\n        \
+             fp16 k = const()[name = string(\"k\"), val = fp16({k:.1})];\n        \
+             {t} y = mul(x = x, y = k)[name = string(\"y\")];\n    }} -> (y);\n}}\n"
+        ),
+        weights: vec![],
+        input_bytes: vec![c * s * 2],
+        output_bytes: vec![c * s * 2],
+    }
+}
+
+fn check_scale(dev: &mut dyn Device, kernel: ane::KernelId, k: f32) {
+    let (c, s) = (384, 64);
+    let x: Vec<f32> = (0..c * s).map(|i| (i % 13) as f32 - 6.0).collect();
+    let (xi, yo) = (
+        dev.new_surface(c * s * 2).unwrap(),
+        dev.new_surface(c * s * 2).unwrap(),
+    );
+    dev.write_channels_f32(xi, s, 0, &x).unwrap();
+    dev.eval(kernel, &[xi], &[yo]).unwrap();
+    let mut y = vec![0.0; c * s];
+    dev.read_channels_f32(yo, s, 0, &mut y).unwrap();
+    let want: Vec<f32> = x.iter().map(|v| k * v).collect();
+    assert_eq!(y, want, "y = {k}·x");
+    dev.free_surface(xi).unwrap();
+    dev.free_surface(yo).unwrap();
+}
+
+#[test]
+fn budget_policy_on_hardware() {
+    let Some(_lock) = enabled("budget_policy_on_hardware") else {
+        return;
+    };
+    let dev = AneDevice::with_budget(CompileBudget::private(2))
+        .unwrap_or_else(|e| panic!("ESPRESSO_ANE_TESTS=1 but the ANE cannot be opened: {e}"));
+    let mut p = CompilePolicy::new(dev, WeightReload::Off);
+    let a = p.compile(&scale_spec(2.0)).unwrap();
+    let a2 = p.compile(&scale_spec(2.0)).unwrap();
+    assert_eq!(a, a2, "identical program reused");
+    let b = p.compile(&scale_spec(3.0)).unwrap();
+    check_scale(&mut p, a, 2.0);
+    check_scale(&mut p, b, 3.0);
+    let err = p.compile(&scale_spec(4.0)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DeviceError::CompileBudgetExhausted { used: 2, budget: 2 }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        p.policy_stats(),
+        PolicyStats {
+            compiled: 2,
+            reused: 1,
+            reloaded: 0,
+            refused: 1
+        }
+    );
+    assert_eq!(p.inner().compile_budget().used(), 2);
+    for k in [a, a2, b] {
+        p.unload(k).unwrap();
+    }
+    assert_eq!(p.stats().live_kernels, 0);
+}
+
+#[test]
+fn weight_reload_probe() {
+    let Some(_lock) = enabled("weight_reload_probe") else {
+        return;
+    };
+    let mut dev = device();
+    let before = dev.compile_budget().used();
+    let o = probe::weight_reload(&mut dev);
+    eprintln!("donor reload: {o:?} (reference §2.9 / §14 question 3)");
+    assert!(!matches!(o, ReloadObservation::Failed(_)), "{o:?}");
+    assert_ne!(o, ReloadObservation::Unsupported);
+    assert_eq!(
+        dev.compile_budget().used(),
+        before + 1,
+        "only the donor compile counts"
+    );
+}
+
+/// Deterministic values in [−a, a), rounded to fp16.
+fn rand(n: usize, seed: u64, a: f32) -> Vec<f32> {
+    let mut z = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            z ^= z << 13;
+            z ^= z >> 7;
+            z ^= z << 17;
+            let u = (z >> 40) as f32 / (1u64 << 24) as f32;
+            half::f16::from_f32((2.0 * u - 1.0) * a).to_f32()
+        })
+        .collect()
+}
+
+/// SmolLM2-135M shapes (GQA 9/3 heads) with a smaller vocabulary, fp16 surfaces.
+fn smollm2_like() -> Geometry {
+    Geometry {
+        dim: 576,
+        kv_dim: 192,
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+        ffn_dim: 1536,
+        vocab: 16_384,
+        rms_eps: 1e-5,
+        rope_theta: 100_000.0,
+        lanes: lanes_for(576, 2),
+        max_seq: 256,
+        io: Dt::Fp16,
+    }
+}
+
+fn random_layer(g: &Geometry, seed: u64) -> LayerF32 {
+    let (d, kv, h) = (g.dim, g.kv_dim, g.ffn_dim);
+    let s = |cols: usize| (3.0 / cols as f32).sqrt();
+    LayerF32 {
+        attn_norm: rand(d, seed, 1.0).iter().map(|v| 1.0 + 0.5 * v).collect(),
+        wq: rand(d * d, seed + 1, s(d)),
+        wk: rand(kv * d, seed + 2, s(d)),
+        wv: rand(kv * d, seed + 3, s(d)),
+        wo: rand(d * d, seed + 4, s(d)),
+        ffn_norm: rand(d, seed + 5, 1.0)
+            .iter()
+            .map(|v| 1.0 + 0.5 * v)
+            .collect(),
+        w_gate: rand(h * d, seed + 6, s(d)),
+        w_up: rand(h * d, seed + 7, s(d)),
+        w_down: rand(d * h, seed + 8, s(h)),
+    }
+}
+
+/// Worst relative RMS difference over the outputs of `kernel` on the ANE vs the fp16 simulator.
+fn ane_vs_sim(kernel: &Kernel, g: &Geometry) -> f32 {
+    let inputs = probe_inputs(kernel, g);
+    let mut sim = SimDevice::new(SimOptions {
+        precision: Precision::Fp16,
+        budget: CompileBudget::private(10),
+        ..SimOptions::default()
+    });
+    let sid = sim
+        .compile(&kernel.spec())
+        .unwrap_or_else(|e| panic!("sim: {e}"));
+    let want = eval_once(&mut sim, sid, kernel, &inputs).unwrap_or_else(|e| panic!("sim: {e}"));
+    let mut dev = device();
+    let id = dev
+        .compile(&kernel.spec())
+        .unwrap_or_else(|e| panic!("{}: {e}", kernel.label));
+    let got = eval_once(&mut dev, id, kernel, &inputs).unwrap_or_else(|e| panic!("{e}"));
+    dev.unload(id).unwrap();
+    let mut worst = 0f32;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let (rel, max) = compare(g, w);
+        eprintln!(
+            "{} output {i}: relative RMS {rel:.2e}, max |diff| {max:.3}",
+            kernel.label
+        );
+        worst = worst.max(rel);
+    }
+    worst
+}
+
+#[test]
+fn fused_layer_kernel_matches_the_simulator() {
+    let Some(_lock) = enabled("fused_layer_kernel_matches_the_simulator") else {
+        return;
+    };
+    let g = smollm2_like();
+    let layers: Vec<LayerF32> = (0..3).map(|i| random_layer(&g, 10 + 10 * i)).collect();
+    let kernel = fused_layers(&g, 0, &layers).unwrap_or_else(|e| panic!("{e}"));
+    let worst = ane_vs_sim(&kernel, &g);
+    assert!(worst < 5e-2, "ANE vs fp16 simulator: relative RMS {worst}");
+}
+
+#[test]
+fn head_kernel_matches_the_simulator() {
+    let Some(_lock) = enabled("head_kernel_matches_the_simulator") else {
+        return;
+    };
+    let g = smollm2_like();
+    let norm: Vec<f32> = rand(g.dim, 3, 1.0).iter().map(|x| 1.0 + 0.5 * x).collect();
+    let cls = rand(g.vocab * g.dim, 4, 0.2);
+    let kernel = head(&g, &norm, &cls).unwrap_or_else(|e| panic!("{e}"));
+    let worst = ane_vs_sim(&kernel, &g);
+    assert!(worst < 5e-2, "ANE vs fp16 simulator: relative RMS {worst}");
+}
+
+/// Lowest index wins ties (strict `>`).
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn greedy(
+    b: &mut dyn engine::Backend,
+    tok: &model::Tokenizer,
+    prompt: &[u32],
+    n: usize,
+) -> Vec<u32> {
+    let mut logits = b.forward(prompt, 0).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let mut pos = prompt.len();
+    while out.len() < n {
+        let t = argmax(&logits) as u32;
+        out.push(t);
+        if tok.is_end_of_generation(t) || out.len() == n {
+            break;
+        }
+        logits = b.forward(&[t], pos).unwrap_or_else(|e| panic!("{e}"));
+        pos += 1;
+    }
+    out
+}
+
+#[test]
+fn smollm2_greedy_generation_matches_the_cpu_backend() {
+    let Some(_lock) = enabled("smollm2_greedy_generation_matches_the_cpu_backend") else {
+        return;
+    };
+    let path = model::cache::default_model_path()
+        .unwrap_or_else(|e| panic!("the real model is needed (run `espresso pull`): {e}"));
+    let gguf = model::GgufFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let tok = model::Tokenizer::from_gguf(&gguf).unwrap_or_else(|e| panic!("{e}"));
+    let weights = || model::LlamaWeights::from_gguf(&gguf).unwrap_or_else(|e| panic!("{e}"));
+    let mut cpu = cpu::CpuBackend::new(
+        weights(),
+        cpu::CpuOptions {
+            exact: true,
+            threads: 0,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dev = hw::open_device().unwrap_or_else(|e| panic!("{e}"));
+    let mut ane = AneBackend::new(weights(), dev, AneOptions::default())
+        .unwrap_or_else(|e| panic!("ANE backend: {e}"));
+    let prompts = [
+        "The capital of France is",
+        "Once upon a time, in a small village,",
+        "def fibonacci(n):",
+        "The three primary colors are",
+        "Water boils at a temperature of",
+    ];
+    let mut agree = 0;
+    for p in prompts {
+        let ids = tok
+            .encode_with_bos(p, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let want = greedy(&mut cpu, &tok, &ids, 32);
+        let got = greedy(&mut ane, &tok, &ids, 32);
+        let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
+        eprintln!("{p:?}: first difference at {first_diff:?}");
+        assert_eq!(got.first(), want.first(), "{p:?}: first token differs");
+        agree += (got == want) as usize;
+    }
+    eprintln!("{agree}/5 prompts identical for 32 greedy tokens (fp16 ANE vs exact CPU)");
+    assert!(agree >= 4, "only {agree}/5 prompts agree");
+}

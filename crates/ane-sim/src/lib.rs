@@ -1,0 +1,678 @@
+//! `SimDevice`: an ANE simulator implementing [`Device`] on the CPU.
+//!
+//! Compile parses the MIL text (`mil` crate), runs the `mil` validator (errors fail the
+//! compile with the diagnostics), lowers the main function (every BLOBFILE must be among the
+//! provided weights; every result shape is checked against its declared type) and checks the
+//! requested surface sizes against the declared I/O tensors in binding order. Eval decodes
+//! the bound input surfaces, runs the program with ANE-like numerics (see [`Precision`]) and
+//! encodes the outputs. Every eval adds the cost model's predicted ANE time to the stats.
+//!
+//! Binding: [`Binding::Alphabetical`] (default) binds surface i to the i-th MIL name in
+//! byte-wise sorted order, as the hardware does (reference §3.6). [`Binding::DeclarationOrder`]
+//! is a deliberately faulty device: it accepts the same surface sizes but routes data by
+//! declaration / return-tuple order — what a mis-wired host would assume — so hosts can test
+//! their binding self-checks against silent misrouting.
+
+pub mod gemm;
+pub mod ops;
+pub mod program;
+pub mod tensor;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Instant;
+
+use mil::ast::DType;
+
+use ane::budget::CompileBudget;
+use ane::cost::{ChipProfile, KernelCost, Prediction};
+use ane::device::{Device, DeviceError, DeviceStats, KernelId, KernelSpec, SurfaceId};
+use ane::fp16::{f16_bits_to_f32, f32_to_f16_bits};
+pub use program::{IoTensor, Precision, Program};
+pub use tensor::Tensor;
+
+/// How eval maps surfaces to MIL inputs/outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Binding {
+    /// Byte-wise sorted MIL names (the hardware behaviour).
+    #[default]
+    Alphabetical,
+    /// Declaration order of inputs, return-tuple order of outputs (deliberately wrong).
+    DeclarationOrder,
+}
+
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Binding::Alphabetical => "alphabetical",
+            Binding::DeclarationOrder => "declaration-order (faulty)",
+        })
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Fp16 => "fp16",
+            Precision::F32 => "f32",
+        })
+    }
+}
+
+/// Simulator configuration.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub precision: Precision,
+    pub binding: Binding,
+    /// Compile counter and limit (default: private counter, 119).
+    pub budget: CompileBudget,
+    /// Chip whose published figures the cost model uses.
+    pub profile: ChipProfile,
+    /// Accept surfaces larger than the declared tensor (Orion pads all I/O of a kernel to the
+    /// largest size); by default sizes must match exactly, which catches host layout bugs.
+    pub allow_padded_io: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            precision: Precision::Fp16,
+            binding: Binding::Alphabetical,
+            budget: CompileBudget::default(),
+            profile: ChipProfile::default(),
+            allow_padded_io: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SimKernel {
+    program: Program,
+    /// surface slot → input index (declaration order), per the device's binding.
+    in_route: Vec<usize>,
+    /// surface slot → output index (return order), per the device's binding.
+    out_route: Vec<usize>,
+    cost: KernelCost,
+}
+
+/// The ANE simulator.
+#[derive(Debug)]
+pub struct SimDevice {
+    opts: SimOptions,
+    kernels: HashMap<u64, SimKernel>,
+    surfaces: HashMap<u64, Vec<u8>>,
+    next_id: u64,
+    stats: DeviceStats,
+    last_prediction: Option<Prediction>,
+}
+
+/// Permutation `slot → index` that sorts `names` byte-wise (stable).
+pub fn alphabetical_order(names: &[&str]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..names.len()).collect();
+    idx.sort_by(|&a, &b| names[a].as_bytes().cmp(names[b].as_bytes()));
+    idx
+}
+
+/// Parse, validate and lower MIL text with the weights of `spec` (no budget, no I/O check).
+pub fn compile_program(spec: &KernelSpec, precision: Precision) -> Result<Program, DeviceError> {
+    let parsed = mil::parser::parse(&spec.mil_text).map_err(|e| DeviceError::Compile {
+        diagnostics: vec![format!(
+            "{}:{}: error [parse]: {}",
+            e.line, e.column, e.message
+        )],
+    })?;
+    let paths: std::collections::HashSet<String> =
+        spec.weights.iter().map(|(p, _)| p.clone()).collect();
+    let mut diagnostics = ane::milcheck::errors(&parsed, Some(&paths));
+    let func = match parsed.main() {
+        Some(f) => f,
+        None => {
+            diagnostics.push("error: program has no function".into());
+            return Err(DeviceError::Compile { diagnostics });
+        }
+    };
+    let lookup = |path: &str| spec.weight(path);
+    match Program::build(func, &lookup, precision) {
+        Ok(p) if diagnostics.is_empty() => Ok(p),
+        Ok(_) => Err(DeviceError::Compile { diagnostics }),
+        Err(errs) => {
+            diagnostics.extend(errs.into_iter().map(|e| format!("error [sim]: {e}")));
+            Err(DeviceError::Compile { diagnostics })
+        }
+    }
+}
+
+/// Byte sizes of a program's inputs and outputs in binding (byte-wise sorted name) order:
+/// what a host passes as `KernelSpec::input_bytes` / `output_bytes`.
+pub fn binding_sizes(program: &Program) -> (Vec<usize>, Vec<usize>) {
+    let sorted = |ios: &[IoTensor]| {
+        let names: Vec<&str> = ios.iter().map(|t| t.name.as_str()).collect();
+        alphabetical_order(&names)
+            .into_iter()
+            .map(|i| ios[i].bytes())
+            .collect()
+    };
+    (sorted(program.inputs()), sorted(program.outputs()))
+}
+
+/// Binding-order byte sizes from a function's declared types (no lowering); values whose
+/// type is unknown or not surface-representable count 0 bytes (compile then reports them).
+pub fn declared_binding_sizes(func: &mil::ast::Function) -> (Vec<usize>, Vec<usize>) {
+    let sorted = |named: Vec<(&str, usize)>| {
+        let names: Vec<&str> = named.iter().map(|(n, _)| *n).collect();
+        alphabetical_order(&names)
+            .into_iter()
+            .map(|i| named[i].1)
+            .collect::<Vec<_>>()
+    };
+    let ins = func
+        .inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.size_bytes().unwrap_or(0)))
+        .collect();
+    let outs = func
+        .outputs
+        .iter()
+        .map(|n| {
+            let bytes = match func.value_type(n) {
+                Some(mil::ast::ValueType::Tensor(t)) => t.size_bytes().unwrap_or(0),
+                Some(mil::ast::ValueType::Scalar(d)) => d.size_bytes().unwrap_or(0),
+                None => 0,
+            };
+            (n.as_str(), bytes)
+        })
+        .collect();
+    (sorted(ins), sorted(outs))
+}
+
+/// Decode a surface prefix holding `io` into f32 values.
+fn decode(io: &IoTensor, bytes: &[u8]) -> Vec<f32> {
+    let n = io.bytes() / io.dtype.size_bytes().unwrap_or(1).max(1);
+    let b = &bytes[..io.bytes()];
+    match io.dtype {
+        DType::Fp16 => b
+            .chunks_exact(2)
+            .map(|c| f16_bits_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        DType::Fp32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::Fp64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        DType::Int32 => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+        DType::Uint32 => b
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+        DType::Int16 => b
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
+            .collect(),
+        DType::Uint16 => b
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32)
+            .collect(),
+        DType::Int8 => b.iter().map(|&v| v as i8 as f32).collect(),
+        DType::Uint8 | DType::Bool => b.iter().map(|&v| v as f32).collect(),
+        DType::Int64 | DType::Uint64 => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        DType::String => vec![0.0; n],
+    }
+}
+
+/// Encode f32 values as `dtype` into the start of `out`.
+fn encode(dtype: DType, values: &[f32], out: &mut [u8]) {
+    let w = dtype.size_bytes().unwrap_or(1).max(1);
+    for (v, dst) in values.iter().zip(out.chunks_exact_mut(w)) {
+        match dtype {
+            DType::Fp16 => dst.copy_from_slice(&f32_to_f16_bits(*v).to_le_bytes()),
+            DType::Fp32 => dst.copy_from_slice(&v.to_le_bytes()),
+            DType::Fp64 => dst.copy_from_slice(&(*v as f64).to_le_bytes()),
+            DType::Int32 => dst.copy_from_slice(&(*v as i32).to_le_bytes()),
+            DType::Uint32 => dst.copy_from_slice(&(*v as u32).to_le_bytes()),
+            DType::Int16 => dst.copy_from_slice(&(*v as i16).to_le_bytes()),
+            DType::Uint16 => dst.copy_from_slice(&(*v as u16).to_le_bytes()),
+            DType::Int8 => dst[0] = *v as i8 as u8,
+            DType::Uint8 | DType::Bool => dst[0] = *v as u8,
+            DType::Int64 | DType::Uint64 => dst.copy_from_slice(&(*v as i64).to_le_bytes()),
+            DType::String => {}
+        }
+    }
+}
+
+impl SimDevice {
+    pub fn new(opts: SimOptions) -> Self {
+        let stats = DeviceStats {
+            chip_profile: Some(opts.profile.name.to_string()),
+            ..Default::default()
+        };
+        Self {
+            opts,
+            kernels: HashMap::new(),
+            surfaces: HashMap::new(),
+            next_id: 1,
+            stats,
+            last_prediction: None,
+        }
+    }
+
+    /// A simulator that binds I/O in declaration order: deliberately wrong (see module doc).
+    pub fn faulty_declaration_order(mut opts: SimOptions) -> Self {
+        opts.binding = Binding::DeclarationOrder;
+        Self::new(opts)
+    }
+
+    pub fn options(&self) -> &SimOptions {
+        &self.opts
+    }
+
+    /// The compiled program of a kernel (inputs/outputs in declaration/return order).
+    pub fn program(&self, kernel: KernelId) -> Option<&Program> {
+        self.kernels.get(&kernel.0).map(|k| &k.program)
+    }
+
+    /// Work counted for one eval of `kernel`.
+    pub fn kernel_cost(&self, kernel: KernelId) -> Option<KernelCost> {
+        self.kernels.get(&kernel.0).map(|k| k.cost)
+    }
+
+    /// Cost model prediction of the most recent eval.
+    pub fn last_prediction(&self) -> Option<Prediction> {
+        self.last_prediction
+    }
+
+    fn id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn surface(&self, s: SurfaceId) -> Result<&Vec<u8>, DeviceError> {
+        self.surfaces
+            .get(&s.0)
+            .ok_or(DeviceError::UnknownSurface(s))
+    }
+
+    /// Convenience host: compile `mil_text` with `weights`, bind `inputs` by name (values as
+    /// f32, converted to each input's dtype), eval once, return every output by name in
+    /// return order, then release everything. Goes through the normal Device path (sizes in
+    /// sorted-name order), so a faulty binding mode shows here too.
+    pub fn run_once(
+        &mut self,
+        mil_text: &str,
+        weights: Vec<(String, Vec<u8>)>,
+        inputs: &[(&str, &[f32])],
+    ) -> Result<Vec<(String, Tensor)>, DeviceError> {
+        let mut spec = KernelSpec {
+            mil_text: mil_text.to_string(),
+            weights,
+            ..Default::default()
+        };
+        let parsed = mil::parser::parse(mil_text).map_err(|e| DeviceError::Compile {
+            diagnostics: vec![format!(
+                "{}:{}: error [parse]: {}",
+                e.line, e.column, e.message
+            )],
+        })?;
+        (spec.input_bytes, spec.output_bytes) = match parsed.main() {
+            Some(func) => declared_binding_sizes(func),
+            None => (vec![], vec![]),
+        };
+        let kernel = self.compile(&spec)?;
+        let program = self
+            .program(kernel)
+            .cloned()
+            .ok_or(DeviceError::UnknownKernel(kernel))?;
+        let result = self.run_kernel_by_name(kernel, &program, inputs);
+        self.unload(kernel)?;
+        result
+    }
+
+    fn run_kernel_by_name(
+        &mut self,
+        kernel: KernelId,
+        program: &Program,
+        inputs: &[(&str, &[f32])],
+    ) -> Result<Vec<(String, Tensor)>, DeviceError> {
+        let sorted_in = sorted_ios(program.inputs());
+        let sorted_out = sorted_ios(program.outputs());
+        let mut in_surfaces = vec![];
+        for io in &sorted_in {
+            let (_, values) = inputs.iter().find(|(n, _)| *n == io.name).ok_or_else(|| {
+                DeviceError::InvalidArgument(format!("no value for input `{}`", io.name))
+            })?;
+            let want = numel_of(io);
+            if values.len() != want {
+                return Err(DeviceError::InvalidArgument(format!(
+                    "input `{}` needs {want} values ({:?}), got {}",
+                    io.name,
+                    io.shape,
+                    values.len()
+                )));
+            }
+            let s = self.new_surface(io.bytes())?;
+            let mut bytes = vec![0u8; io.bytes()];
+            encode(io.dtype, values, &mut bytes);
+            self.with_surface_mut(s, &mut |b| b.copy_from_slice(&bytes))?;
+            in_surfaces.push(s);
+        }
+        let mut out_surfaces = vec![];
+        for io in &sorted_out {
+            out_surfaces.push(self.new_surface(io.bytes())?);
+        }
+        let res = self.eval(kernel, &in_surfaces, &out_surfaces);
+        let mut outs = vec![];
+        if res.is_ok() {
+            for (io, &s) in sorted_out.iter().zip(&out_surfaces) {
+                let bytes = self.surface(s)?;
+                outs.push((
+                    io.name.clone(),
+                    Tensor::new(io.shape.clone(), decode(io, bytes)),
+                ));
+            }
+        }
+        for s in in_surfaces.into_iter().chain(out_surfaces) {
+            self.free_surface(s)?;
+        }
+        res?;
+        // Return in the program's return order.
+        let mut ordered = vec![];
+        for io in program.outputs() {
+            if let Some(i) = outs.iter().position(|(n, _)| *n == io.name) {
+                ordered.push(outs.swap_remove(i));
+            }
+        }
+        Ok(ordered)
+    }
+}
+
+fn numel_of(io: &IoTensor) -> usize {
+    io.shape.iter().product()
+}
+
+fn sorted_ios(ios: &[IoTensor]) -> Vec<IoTensor> {
+    let names: Vec<&str> = ios.iter().map(|t| t.name.as_str()).collect();
+    alphabetical_order(&names)
+        .into_iter()
+        .map(|i| ios[i].clone())
+        .collect()
+}
+
+impl ane::BudgetedDevice for SimDevice {
+    fn compile_budget(&self) -> CompileBudget {
+        self.opts.budget.clone()
+    }
+}
+
+impl Default for SimDevice {
+    fn default() -> Self {
+        Self::new(SimOptions::default())
+    }
+}
+
+fn check_sizes(
+    what: &str,
+    given: &[usize],
+    ios: &[IoTensor],
+    order: &[usize],
+    padded_ok: bool,
+) -> Result<(), Vec<String>> {
+    if given.len() != ios.len() {
+        return Err(vec![format!(
+            "{} {what} sizes given, the program has {} {what}s",
+            given.len(),
+            ios.len()
+        )]);
+    }
+    let errs: Vec<String> = given
+        .iter()
+        .zip(order)
+        .enumerate()
+        .filter_map(|(slot, (&g, &i))| {
+            let io = &ios[i];
+            let ok = g == io.bytes() || (padded_ok && g > io.bytes());
+            (!ok).then(|| {
+                format!(
+                    "{what} slot {slot} is `{}` {} {:?} = {} bytes, but {g} bytes were requested \
+                     (slots are in byte-wise sorted name order)",
+                    io.name,
+                    io.dtype,
+                    io.shape,
+                    io.bytes()
+                )
+            })
+        })
+        .collect();
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
+}
+
+impl Device for SimDevice {
+    fn name(&self) -> String {
+        format!(
+            "ane-sim ({}, {} binding, cost model {})",
+            self.opts.precision, self.opts.binding, self.opts.profile.name
+        )
+    }
+
+    fn compile(&mut self, spec: &KernelSpec) -> Result<KernelId, DeviceError> {
+        spec.validate_arguments()?;
+        self.opts.budget.check()?;
+        let program = compile_program(spec, self.opts.precision)?;
+        let names = |ios: &[IoTensor]| ios.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        let (in_names, out_names) = (names(program.inputs()), names(program.outputs()));
+        let refs =
+            |v: &[String]| alphabetical_order(&v.iter().map(String::as_str).collect::<Vec<_>>());
+        let (in_sorted, out_sorted) = (refs(&in_names), refs(&out_names));
+        // Sizes are checked as a correct host computes them (sorted names) in every mode.
+        let mut diagnostics = vec![];
+        let padded = self.opts.allow_padded_io;
+        if let Err(e) = check_sizes(
+            "input",
+            &spec.input_bytes,
+            program.inputs(),
+            &in_sorted,
+            padded,
+        ) {
+            diagnostics.extend(e);
+        }
+        if let Err(e) = check_sizes(
+            "output",
+            &spec.output_bytes,
+            program.outputs(),
+            &out_sorted,
+            padded,
+        ) {
+            diagnostics.extend(e);
+        }
+        if !diagnostics.is_empty() {
+            return Err(DeviceError::Compile { diagnostics });
+        }
+        let (in_route, out_route) = match self.opts.binding {
+            Binding::Alphabetical => (in_sorted, out_sorted),
+            Binding::DeclarationOrder => (
+                (0..in_names.len()).collect(),
+                (0..out_names.len()).collect(),
+            ),
+        };
+        let io_bytes = spec
+            .input_bytes
+            .iter()
+            .chain(&spec.output_bytes)
+            .sum::<usize>() as f64;
+        let cost = KernelCost {
+            flops: program.flops(),
+            weight_bytes: program.weight_bytes(),
+            io_bytes,
+        };
+        self.opts.budget.take()?;
+        self.stats.compiles += 1;
+        let id = self.id();
+        self.kernels.insert(
+            id,
+            SimKernel {
+                program,
+                in_route,
+                out_route,
+                cost,
+            },
+        );
+        Ok(KernelId(id))
+    }
+
+    fn unload(&mut self, kernel: KernelId) -> Result<(), DeviceError> {
+        self.kernels
+            .remove(&kernel.0)
+            .map(|_| ())
+            .ok_or(DeviceError::UnknownKernel(kernel))
+    }
+
+    fn new_surface(&mut self, bytes: usize) -> Result<SurfaceId, DeviceError> {
+        if bytes == 0 {
+            return Err(DeviceError::SurfaceAllocation {
+                bytes,
+                reason: "zero-sized surface".into(),
+            });
+        }
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(bytes)
+            .map_err(|e| DeviceError::SurfaceAllocation {
+                bytes,
+                reason: e.to_string(),
+            })?;
+        buf.resize(bytes, 0);
+        let id = self.id();
+        self.surfaces.insert(id, buf);
+        Ok(SurfaceId(id))
+    }
+
+    fn free_surface(&mut self, surface: SurfaceId) -> Result<(), DeviceError> {
+        self.surfaces
+            .remove(&surface.0)
+            .map(|_| ())
+            .ok_or(DeviceError::UnknownSurface(surface))
+    }
+
+    fn surface_len(&self, surface: SurfaceId) -> Result<usize, DeviceError> {
+        self.surface(surface).map(Vec::len)
+    }
+
+    fn with_surface(
+        &self,
+        surface: SurfaceId,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), DeviceError> {
+        f(self.surface(surface)?);
+        Ok(())
+    }
+
+    fn with_surface_mut(
+        &mut self,
+        surface: SurfaceId,
+        f: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), DeviceError> {
+        let s = self
+            .surfaces
+            .get_mut(&surface.0)
+            .ok_or(DeviceError::UnknownSurface(surface))?;
+        f(s);
+        Ok(())
+    }
+
+    fn eval(
+        &mut self,
+        kernel: KernelId,
+        inputs: &[SurfaceId],
+        outputs: &[SurfaceId],
+    ) -> Result<(), DeviceError> {
+        let start = Instant::now();
+        let k = self
+            .kernels
+            .get(&kernel.0)
+            .ok_or(DeviceError::UnknownKernel(kernel))?;
+        let p = &k.program;
+        if inputs.len() != p.inputs().len() || outputs.len() != p.outputs().len() {
+            return Err(DeviceError::Eval(format!(
+                "kernel has {} inputs / {} outputs, {} / {} surfaces given",
+                p.inputs().len(),
+                p.outputs().len(),
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        let mut tensors: Vec<Option<Tensor>> = vec![None; inputs.len()];
+        for (slot, &sid) in inputs.iter().enumerate() {
+            let io = &p.inputs()[k.in_route[slot]];
+            let bytes = self.surface(sid)?;
+            if bytes.len() < io.bytes() {
+                return Err(DeviceError::Eval(format!(
+                    "input surface {slot} has {} bytes, bound tensor `{}` needs {} \
+                     (hardware: status=0x1d)",
+                    bytes.len(),
+                    io.name,
+                    io.bytes()
+                )));
+            }
+            tensors[k.in_route[slot]] = Some(Tensor::new(io.shape.clone(), decode(io, bytes)));
+        }
+        for (slot, &sid) in outputs.iter().enumerate() {
+            let io = &p.outputs()[k.out_route[slot]];
+            let len = self.surface(sid)?.len();
+            if len < io.bytes() {
+                return Err(DeviceError::Eval(format!(
+                    "output surface {slot} has {len} bytes, bound tensor `{}` needs {} \
+                     (hardware: status=0x1d)",
+                    io.name,
+                    io.bytes()
+                )));
+            }
+        }
+        let tensors: Vec<Tensor> = tensors.into_iter().flatten().collect();
+        let results = p.run(tensors).map_err(DeviceError::Eval)?;
+        let routes: Vec<(usize, DType)> = k
+            .out_route
+            .iter()
+            .map(|&o| (o, p.outputs()[o].dtype))
+            .collect();
+        let cost = k.cost;
+        for (slot, &sid) in outputs.iter().enumerate() {
+            let (o, dtype) = routes[slot];
+            let buf = self
+                .surfaces
+                .get_mut(&sid.0)
+                .ok_or(DeviceError::UnknownSurface(sid))?;
+            encode(dtype, &results[o].data, buf);
+        }
+        let pred = self.opts.profile.predict(&cost);
+        self.stats.evals += 1;
+        self.stats.predicted_ane_ms += pred.predicted_ane_ms;
+        self.stats.flops += cost.flops;
+        self.stats.bytes_moved += cost.bytes();
+        self.stats.host_eval_ms += start.elapsed().as_secs_f64() * 1e3;
+        self.last_prediction = Some(pred);
+        Ok(())
+    }
+
+    fn stats(&self) -> DeviceStats {
+        DeviceStats {
+            live_kernels: self.kernels.len() as u64,
+            live_surfaces: self.surfaces.len() as u64,
+            ..self.stats.clone()
+        }
+    }
+
+    fn chip_profile(&self) -> Option<ChipProfile> {
+        Some(self.opts.profile)
+    }
+}
