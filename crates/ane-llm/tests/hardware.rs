@@ -107,17 +107,12 @@ fn minimum_surface_size_probe() {
 /// `y = k · x` on `[1, 384, 1, 64]` fp16 (weight-free; k differs → MIL differs).
 fn scale_spec(k: f32) -> KernelSpec {
     let (c, s) = (384, 64);
-    let t = format!("tensor<fp16, [1, {c}, 1, {s}]>");
-    KernelSpec {
-        mil_text: format!(
-            "program(1.3)\n{{\n    func main<ios18>({t} x) {{\n        \
-             fp16 k = const()[name = string(\"k\"), val = fp16({k:.1})];\n        \
-             {t} y = mul(x = x, y = k)[name = string(\"y\")];\n    }} -> (y);\n}}\n"
-        ),
-        weights: vec![],
-        input_bytes: vec![c * s * 2],
-        output_bytes: vec![c * s * 2],
-    }
+    let mut b = mil::Builder::new();
+    let x = b.input("x", mil::DType::Fp16, [1, c, 1, s]);
+    let kv = b.fp16("k", f64::from(k));
+    let y = b.mul("y", x, kv);
+    b.output(y);
+    KernelSpec::new(b.finish().expect("builds"), vec![]).expect("sized I/O")
 }
 
 fn check_scale(dev: &mut dyn Device, kernel: ane::KernelId, k: f32) {

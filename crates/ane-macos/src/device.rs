@@ -120,10 +120,11 @@ impl AneDevice {
     ) -> Result<(Retained<AnyObject>, String, PathBuf), DeviceError> {
         let entries = layout::weight_dictionary(spec)?;
         let weights = bridge::weight_dictionary(&entries);
-        let model = bridge::new_model(self.fw, &spec.mil_text, &weights)?;
+        let mil_text = spec.mil_text();
+        let model = bridge::new_model(self.fw, &mil_text, &weights)?;
         let hex_id = bridge::hex_identifier(&model)?;
         let dir = layout::model_dir(&self.tmp_root, &hex_id)?;
-        if let Err(e) = layout::materialize_model_tree(&dir, spec) {
+        if let Err(e) = layout::materialize_model_tree(&dir, spec, &mil_text) {
             self.remove_dir(&hex_id, &dir);
             return Err(e);
         }
@@ -184,7 +185,7 @@ impl AneDevice {
                     model,
                     hex_id,
                     dir,
-                    mil_text: spec.mil_text.clone(),
+                    mil_text: spec.mil_text(),
                     options,
                     input_bytes: spec.input_bytes.clone(),
                     output_bytes: spec.output_bytes.clone(),
@@ -271,7 +272,7 @@ impl Device for AneDevice {
 
     fn compile(&mut self, spec: &KernelSpec) -> Result<KernelId, DeviceError> {
         spec.validate_arguments()?;
-        binding::check_io_sizes(spec)?;
+        binding::check_io_sizes(spec, binding::Padding::Allowed)?;
         self.budget.check()?;
         let kernel = autoreleasepool(|_| self.compile_and_load(spec))?;
         self.stats.compiles += 1;
@@ -401,7 +402,7 @@ impl BudgetedDevice for AneDevice {
             .kernels
             .get(&donor.0)
             .ok_or(DeviceError::UnknownKernel(donor))?;
-        if d.mil_text != spec.mil_text
+        if d.mil_text != spec.mil_text()
             || d.input_bytes != spec.input_bytes
             || d.output_bytes != spec.output_bytes
         {
@@ -436,7 +437,7 @@ impl BudgetedDevice for AneDevice {
                     model,
                     hex_id,
                     dir,
-                    mil_text: spec.mil_text.clone(),
+                    mil_text: spec.mil_text(),
                     options,
                     input_bytes: spec.input_bytes.clone(),
                     output_bytes: spec.output_bytes.clone(),

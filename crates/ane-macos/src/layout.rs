@@ -102,12 +102,16 @@ pub struct PlannedFile<'a> {
     pub bytes: &'a [u8],
 }
 
-/// Every file of the model tree of `spec`, `model.mil` first, then the weights in spec order.
-pub fn plan_model_tree(spec: &KernelSpec) -> Result<Vec<PlannedFile<'_>>, DeviceError> {
+/// Every file of the model tree of `spec`, `model.mil` first (`mil_text`: the printed program,
+/// printed once by the caller), then the weights in spec order.
+pub fn plan_model_tree<'a>(
+    spec: &'a KernelSpec,
+    mil_text: &'a str,
+) -> Result<Vec<PlannedFile<'a>>, DeviceError> {
     let entries = weight_dictionary(spec)?;
     let mut files = vec![PlannedFile {
         rel: PathBuf::from(MODEL_MIL_FILE),
-        bytes: spec.mil_text.as_bytes(),
+        bytes: mil_text.as_bytes(),
     }];
     for e in entries {
         let rel = weight_file(e.key)?;
@@ -151,8 +155,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DeviceError> {
 
 /// Write the model tree of `spec` under `dir` (created if missing; `weights/` always created).
 /// Every written path is re-checked to stay inside `dir`.
-pub fn materialize_model_tree(dir: &Path, spec: &KernelSpec) -> Result<(), DeviceError> {
-    let files = plan_model_tree(spec)?;
+pub fn materialize_model_tree(
+    dir: &Path,
+    spec: &KernelSpec,
+    mil_text: &str,
+) -> Result<(), DeviceError> {
+    let files = plan_model_tree(spec, mil_text)?;
     fs::create_dir_all(dir.join(WEIGHTS_DIR)).map_err(|e| io_err("cannot create", dir, e))?;
     for f in files {
         let path = dir.join(&f.rel);
@@ -246,9 +254,12 @@ mod tests {
         }
     }
 
+    const MIL: &str =
+        "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 4]> x) {\n    } -> (x);\n}\n";
+
     fn spec(weights: &[(&str, &[u8])]) -> KernelSpec {
         KernelSpec {
-            mil_text: "program(1.3)\n{}\n".into(),
+            program: mil::parse(MIL).expect("test program parses"),
             weights: weights
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_vec()))
@@ -317,13 +328,16 @@ mod tests {
     #[test]
     fn tree_plan_puts_mil_first_and_refuses_to_overwrite_it() {
         let s = spec(&[("@model_path/weights/w.bin", &[9, 9])]);
-        let plan = plan_model_tree(&s).unwrap();
+        let plan = plan_model_tree(&s, MIL).unwrap();
         assert_eq!(plan[0].rel, PathBuf::from("model.mil"));
-        assert_eq!(plan[0].bytes, s.mil_text.as_bytes());
+        assert_eq!(plan[0].bytes, MIL.as_bytes());
         assert_eq!(plan[1].rel, PathBuf::from("weights/w.bin"));
         assert_eq!(plan[1].bytes, &[9, 9]);
         for clash in ["@model_path/model.mil", "@model_path/net.plist"] {
-            assert!(plan_model_tree(&spec(&[(clash, &[0])])).is_err(), "{clash}");
+            assert!(
+                plan_model_tree(&spec(&[(clash, &[0])]), MIL).is_err(),
+                "{clash}"
+            );
         }
     }
 
@@ -346,11 +360,8 @@ mod tests {
             ("@model_path/weights/wq.bin", &[1, 2, 3, 4]),
             ("@model_path/extra/deep/b.bin", &[5]),
         ]);
-        materialize_model_tree(&dir, &s).unwrap();
-        assert_eq!(
-            fs::read(dir.join("model.mil")).unwrap(),
-            s.mil_text.as_bytes()
-        );
+        materialize_model_tree(&dir, &s, MIL).unwrap();
+        assert_eq!(fs::read(dir.join("model.mil")).unwrap(), MIL.as_bytes());
         assert_eq!(fs::read(dir.join("weights/wq.bin")).unwrap(), [1, 2, 3, 4]);
         assert_eq!(fs::read(dir.join("extra/deep/b.bin")).unwrap(), [5]);
         // No temporary files are left behind.
@@ -362,7 +373,7 @@ mod tests {
         assert_eq!(names, ["extra", "model.mil", "weights"]);
         // A weight-free program still gets `weights/`.
         let empty = model_dir(root.path(), "feed").unwrap();
-        materialize_model_tree(&empty, &spec(&[])).unwrap();
+        materialize_model_tree(&empty, &spec(&[]), MIL).unwrap();
         assert!(empty.join("weights").is_dir());
         assert_eq!(fs::read_dir(empty.join("weights")).unwrap().count(), 0);
     }

@@ -100,6 +100,51 @@ pub fn open_device() -> Result<Box<dyn Device>, DeviceError> {
     }
 }
 
+/// What `--backend auto` decided, with the evidence: the one rule both `--backend auto` and
+/// `espresso doctor` use.
+pub struct AutoDecision {
+    /// The pick and its reason ([`probe::auto_backend`] over the probe report).
+    pub choice: probe::AutoChoice,
+    /// The probes run on the hardware device (`None` where there is no ANE to probe).
+    pub report: Option<probe::ProbeReport>,
+    /// The probed hardware device, ready for a backend, when the choice is the ANE.
+    pub device: Option<Box<dyn Device>>,
+}
+
+/// Decide `auto`: where the ANE is available, open it, run every probe on it
+/// ([`probe::run_all`]: compile + eval, binding order, surface sizes) and apply
+/// [`probe::auto_backend`]; elsewhere apply the same rule to the unavailability.
+pub fn decide_auto() -> AutoDecision {
+    let availability = availability();
+    if availability.is_ok() {
+        match open_device() {
+            Ok(mut dev) => {
+                let report = probe::run_all(dev.as_mut());
+                let choice = probe::auto_backend(&availability, Some(&report));
+                let device = (choice.backend == "ane").then_some(dev);
+                return AutoDecision {
+                    choice,
+                    report: Some(report),
+                    device,
+                };
+            }
+            Err(e) => {
+                let why = Err(format!("the ANE device did not open: {e}"));
+                return AutoDecision {
+                    choice: probe::auto_backend(&why, None),
+                    report: None,
+                    device: None,
+                };
+            }
+        }
+    }
+    AutoDecision {
+        choice: probe::auto_backend(&availability, None),
+        report: None,
+        device: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +158,15 @@ mod tests {
              macOS on Apple silicon; use --backend ane-sim (the simulator) or --backend cpu"
         );
         assert!(!m.contains('\n'));
+    }
+
+    #[cfg(not(target_vendor = "apple"))]
+    #[test]
+    fn off_apple_auto_picks_the_cpu_for_the_unavailability_reason() {
+        let d = decide_auto();
+        assert_eq!(d.choice.backend, "cpu");
+        assert!(d.choice.reason.contains(&platform()), "{}", d.choice.reason);
+        assert!(d.report.is_none() && d.device.is_none());
     }
 
     #[cfg(not(target_vendor = "apple"))]

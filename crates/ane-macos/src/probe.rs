@@ -12,70 +12,55 @@ use std::fmt;
 use ane::blob::single_fp16_blob;
 use ane::device::{Device, DeviceError, KernelId, KernelSpec, SurfaceId};
 use ane::policy::BudgetedDevice;
+use mil::{Builder, DType, Program, Value};
 
 /// Channels of the probe tensors: `[1, 384, 1, 64]` fp16 = 49,152 bytes, the reported minimum.
 pub const PROBE_C: usize = 384;
 /// Spatial width of the probe tensors.
 pub const PROBE_S: usize = 64;
 
-const HEADER: &str =
-    "program(1.3)\n[buildInfo = dict<string, string>({{\"coremlc-component-MIL\", \
-\"3510.2.1\"}, {\"coremlc-version\", \"3505.4.1\"}, {\"coremltools-component-milinternal\", \"\"}, \
-{\"coremltools-version\", \"9.0\"}})]\n";
-
-fn ty(c: usize, s: usize) -> String {
-    format!("tensor<fp16, [1, {c}, 1, {s}]>")
+/// A probe program built with `mil::Builder` (the printer is the only producer of MIL text).
+fn probe_program(build: impl FnOnce(&mut Builder)) -> Result<Program, DeviceError> {
+    let mut b = Builder::new();
+    build(&mut b);
+    b.finish()
+        .map_err(|e| DeviceError::InvalidArgument(format!("probe program: {e}")))
 }
 
-/// A MIL program: fp16 inputs `(name, C, S)`, body statements, returned names.
-fn program(inputs: &[(&str, usize, usize)], body: &[String], outputs: &[&str]) -> String {
-    let params: Vec<String> = inputs
+/// fp16 input `[1, c, 1, s]`.
+fn input(b: &mut Builder, name: &str, c: usize, s: usize) -> Value {
+    b.input(name, DType::Fp16, [1, c, 1, s])
+}
+
+/// `out = x · k` with an fp16 scalar constant `<out>_k`.
+fn scale(b: &mut Builder, out: &str, x: Value, k: f32) -> Value {
+    let kv = b.fp16(format!("{out}_k"), f64::from(k));
+    b.mul(out, x, kv)
+}
+
+/// `out = conv(x, W)` with W `[cout, cin, 1, 1]` from `@model_path/weights/<wname>.bin` and
+/// the conv consts `<out>_pt`, `<out>_st`, … .
+fn conv(b: &mut Builder, out: &str, x: Value, wname: &str, cin: usize, cout: usize) -> Value {
+    let n: Vec<String> = ["pt", "st", "pd", "dl", "gr"]
         .iter()
-        .map(|(n, c, s)| format!("{} {n}", ty(*c, *s)))
+        .map(|p| format!("{out}_{p}"))
         .collect();
-    let mut t = format!(
-        "{HEADER}{{\n    func main<ios18>({}) {{\n",
-        params.join(", ")
+    let p = b.conv_params([&n[0], &n[1], &n[2], &n[3], &n[4]], 1);
+    let w = b.weight(
+        format!("{out}_W"),
+        [cout, cin, 1, 1],
+        &format!("@model_path/weights/{wname}.bin"),
     );
-    for line in body {
-        t.push_str("        ");
-        t.push_str(line);
-        t.push('\n');
-    }
-    t.push_str(&format!("    }} -> ({});\n}}\n", outputs.join(", ")));
-    t
+    b.conv_with(out, x, w, &p)
 }
 
-/// `out = x · k` with an fp16 scalar constant.
-fn scale_stmt(out: &str, x: &str, k: f32, c: usize, s: usize) -> Vec<String> {
-    let kn = format!("{out}_k");
-    vec![
-        format!("fp16 {kn} = const()[name = string(\"{kn}\"), val = fp16({k:.1})];"),
-        format!(
-            "{} {out} = mul(x = {x}, y = {kn})[name = string(\"{out}\")];",
-            ty(c, s)
-        ),
-    ]
-}
-
-/// `out = conv(x, W)` with W `[cout, cin, 1, 1]` from `@model_path/weights/<wname>.bin`.
-fn conv_stmt(out: &str, x: &str, wname: &str, cin: usize, cout: usize, s: usize) -> Vec<String> {
-    let p = |n: &str| format!("{out}_{n}");
-    vec![
-        format!("string {} = const()[name = string(\"{}\"), val = string(\"valid\")];", p("pt"), p("pt")),
-        format!("tensor<int32, [2]> {} = const()[name = string(\"{}\"), val = tensor<int32, [2]>([1, 1])];", p("st"), p("st")),
-        format!("tensor<int32, [4]> {} = const()[name = string(\"{}\"), val = tensor<int32, [4]>([0, 0, 0, 0])];", p("pd"), p("pd")),
-        format!("tensor<int32, [2]> {} = const()[name = string(\"{}\"), val = tensor<int32, [2]>([1, 1])];", p("dl"), p("dl")),
-        format!("int32 {} = const()[name = string(\"{}\"), val = int32(1)];", p("gr"), p("gr")),
-        format!(
-            "tensor<fp16, [{cout}, {cin}, 1, 1]> {w} = const()[name = string(\"{w}\"), val = tensor<fp16, [{cout}, {cin}, 1, 1]>(BLOBFILE(path = string(\"@model_path/weights/{wname}.bin\"), offset = uint64(64)))];",
-            w = p("W")
-        ),
-        format!(
-            "{} {out} = conv(dilations = {}, groups = {}, pad = {}, pad_type = {}, strides = {}, weight = {}, x = {x})[name = string(\"{out}\")];",
-            ty(cout, s), p("dl"), p("gr"), p("pd"), p("pt"), p("st"), p("W")
-        ),
-    ]
+/// `y = conv(x, W)` on `[1, c, 1, s]`: the doubling and reload probe.
+fn conv_program(c: usize, s: usize) -> Result<Program, DeviceError> {
+    probe_program(|b| {
+        let x = input(b, "x", c, s);
+        let y = conv(b, "y", x, "w", c, c);
+        b.output(y);
+    })
 }
 
 /// BLOBFILE of a `[cout, cin]` matrix whose row r is `scale · e_(r mod cin)` (stacked identities).
@@ -145,7 +130,7 @@ pub fn tiny_compile_eval(dev: &mut dyn Device) -> Result<(), DeviceError> {
     let (c, s) = (PROBE_C, PROBE_S);
     let bytes = c * s * 2;
     let spec = KernelSpec {
-        mil_text: program(&[("x", c, s)], &conv_stmt("y", "x", "w", c, c, s), &["y"]),
+        program: conv_program(c, s)?,
         weights: vec![(
             "@model_path/weights/w.bin".into(),
             stacked_identity(c, c, 2.0),
@@ -228,10 +213,15 @@ fn output_binding_inner(
 ) -> Result<BindingObservation, DeviceError> {
     let (c, s) = (PROBE_C, PROBE_S);
     let c_a = if differ_in_size { 2 * c } else { c };
-    let mut body = scale_stmt("z_first", "x", 2.0, c, s);
-    body.extend(conv_stmt("a_second", "x", "w", c, c_a, s));
+    let program = probe_program(|b| {
+        let x = input(b, "x", c, s);
+        let z = scale(b, "z_first", x, 2.0);
+        let a = conv(b, "a_second", x, "w", c, c_a);
+        b.output(z);
+        b.output(a);
+    })?;
     let spec = KernelSpec {
-        mil_text: program(&[("x", c, s)], &body, &["z_first", "a_second"]),
+        program,
         weights: vec![(
             "@model_path/weights/w.bin".into(),
             stacked_identity(c_a, c, 3.0),
@@ -272,12 +262,14 @@ pub fn input_binding(dev: &mut dyn Device) -> BindingObservation {
 fn input_binding_inner(dev: &mut dyn Device) -> Result<BindingObservation, DeviceError> {
     let (c, s) = (PROBE_C, PROBE_S);
     let bytes = c * s * 2;
-    let body = vec![format!(
-        "{} y = sub(x = z_in, y = a_in)[name = string(\"y\")];",
-        ty(c, s)
-    )];
+    let program = probe_program(|b| {
+        let z = input(b, "z_in", c, s);
+        let a = input(b, "a_in", c, s);
+        let y = b.sub("y", z, a);
+        b.output(y);
+    })?;
     let spec = KernelSpec {
-        mil_text: program(&[("z_in", c, s), ("a_in", c, s)], &body, &["y"]),
+        program,
         weights: vec![],
         input_bytes: vec![bytes, bytes],
         output_bytes: vec![bytes],
@@ -343,7 +335,11 @@ pub fn smallest_working(trials: &[SizeTrial]) -> Option<usize> {
 fn scale_roundtrip(dev: &mut dyn Device, c: usize, s: usize) -> Result<(), DeviceError> {
     let bytes = c * s * 2;
     let spec = KernelSpec {
-        mil_text: program(&[("x", c, s)], &scale_stmt("y", "x", 2.0, c, s), &["y"]),
+        program: probe_program(|b| {
+            let x = input(b, "x", c, s);
+            let y = scale(b, "y", x, 2.0);
+            b.output(y);
+        })?,
         weights: vec![],
         input_bytes: vec![bytes],
         output_bytes: vec![bytes],
@@ -379,8 +375,9 @@ pub fn weight_reload<D: BudgetedDevice>(dev: &mut D) -> ReloadObservation {
 fn weight_reload_inner<D: BudgetedDevice>(dev: &mut D) -> Result<ReloadObservation, DeviceError> {
     let (c, s) = (PROBE_C, PROBE_S);
     let bytes = c * s * 2;
+    let program = conv_program(c, s)?;
     let spec = |scale: f32| KernelSpec {
-        mil_text: program(&[("x", c, s)], &conv_stmt("y", "x", "w", c, c, s), &["y"]),
+        program: program.clone(),
         weights: vec![(
             "@model_path/weights/w.bin".into(),
             stacked_identity(c, c, scale),
@@ -572,13 +569,24 @@ mod tests {
     }
 
     #[test]
-    fn probe_programs_parse() {
-        let t = program(&[("x", 4, 8)], &scale_stmt("y", "x", 2.0, 4, 8), &["y"]);
-        assert!(mil::parser::parse(&t).is_ok(), "{t}");
-        let mut body = scale_stmt("z_first", "x", 2.0, 4, 8);
-        body.extend(conv_stmt("a_second", "x", "w", 4, 8, 8));
-        let t = program(&[("x", 4, 8)], &body, &["z_first", "a_second"]);
-        assert!(mil::parser::parse(&t).is_ok(), "{t}");
+    fn probe_programs_print_parse_and_validate() {
+        let p = probe_program(|b| {
+            let x = input(b, "x", 4, 8);
+            let z = scale(b, "z_first", x, 2.0);
+            let a = conv(b, "a_second", x, "w", 4, 8);
+            b.output(z);
+            b.output(a);
+        })
+        .unwrap();
+        let text = mil::print(&p);
+        assert_eq!(mil::parse(&text).as_ref(), Ok(&p), "{text}");
+        assert!(text.contains("fp16(2.0)"), "{text}");
+        assert!(!mil::has_errors(&mil::validate(&p, &Default::default())));
+        let c = conv_program(4, 8).unwrap();
+        assert_eq!(
+            c.main().map(|f| f.outputs.clone()),
+            Some(vec!["y".to_string()])
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use mil::ast::DType;
 
+use ane::binding::{binding_order, check_io_sizes, Padding};
 use ane::budget::CompileBudget;
 use ane::cost::{ChipProfile, KernelCost, Prediction};
 use ane::device::{Device, DeviceError, DeviceStats, KernelId, KernelSpec, SurfaceId};
@@ -106,25 +107,12 @@ pub struct SimDevice {
     last_prediction: Option<Prediction>,
 }
 
-/// Permutation `slot → index` that sorts `names` byte-wise (stable).
-pub fn alphabetical_order(names: &[&str]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..names.len()).collect();
-    idx.sort_by(|&a, &b| names[a].as_bytes().cmp(names[b].as_bytes()));
-    idx
-}
-
-/// Parse, validate and lower MIL text with the weights of `spec` (no budget, no I/O check).
+/// Validate and lower the program of `spec` with its weights (no budget, no I/O check).
 pub fn compile_program(spec: &KernelSpec, precision: Precision) -> Result<Program, DeviceError> {
-    let parsed = mil::parser::parse(&spec.mil_text).map_err(|e| DeviceError::Compile {
-        diagnostics: vec![format!(
-            "{}:{}: error [parse]: {}",
-            e.line, e.column, e.message
-        )],
-    })?;
     let paths: std::collections::HashSet<String> =
         spec.weights.iter().map(|(p, _)| p.clone()).collect();
-    let mut diagnostics = ane::milcheck::errors(&parsed, Some(&paths));
-    let func = match parsed.main() {
+    let mut diagnostics = ane::milcheck::errors(&spec.program, Some(&paths));
+    let func = match spec.program.main() {
         Some(f) => f,
         None => {
             diagnostics.push("error: program has no function".into());
@@ -140,49 +128,6 @@ pub fn compile_program(spec: &KernelSpec, precision: Precision) -> Result<Progra
             Err(DeviceError::Compile { diagnostics })
         }
     }
-}
-
-/// Byte sizes of a program's inputs and outputs in binding (byte-wise sorted name) order:
-/// what a host passes as `KernelSpec::input_bytes` / `output_bytes`.
-pub fn binding_sizes(program: &Program) -> (Vec<usize>, Vec<usize>) {
-    let sorted = |ios: &[IoTensor]| {
-        let names: Vec<&str> = ios.iter().map(|t| t.name.as_str()).collect();
-        alphabetical_order(&names)
-            .into_iter()
-            .map(|i| ios[i].bytes())
-            .collect()
-    };
-    (sorted(program.inputs()), sorted(program.outputs()))
-}
-
-/// Binding-order byte sizes from a function's declared types (no lowering); values whose
-/// type is unknown or not surface-representable count 0 bytes (compile then reports them).
-pub fn declared_binding_sizes(func: &mil::ast::Function) -> (Vec<usize>, Vec<usize>) {
-    let sorted = |named: Vec<(&str, usize)>| {
-        let names: Vec<&str> = named.iter().map(|(n, _)| *n).collect();
-        alphabetical_order(&names)
-            .into_iter()
-            .map(|i| named[i].1)
-            .collect::<Vec<_>>()
-    };
-    let ins = func
-        .inputs
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.size_bytes().unwrap_or(0)))
-        .collect();
-    let outs = func
-        .outputs
-        .iter()
-        .map(|n| {
-            let bytes = match func.value_type(n) {
-                Some(mil::ast::ValueType::Tensor(t)) => t.size_bytes().unwrap_or(0),
-                Some(mil::ast::ValueType::Scalar(d)) => d.size_bytes().unwrap_or(0),
-                None => 0,
-            };
-            (n.as_str(), bytes)
-        })
-        .collect();
-    (sorted(ins), sorted(outs))
 }
 
 /// Decode a surface prefix holding `io` into f32 values.
@@ -301,31 +246,19 @@ impl SimDevice {
             .ok_or(DeviceError::UnknownSurface(s))
     }
 
-    /// Convenience host: compile `mil_text` with `weights`, bind `inputs` by name (values as
+    /// Convenience host: compile `program` with `weights`, bind `inputs` by name (values as
     /// f32, converted to each input's dtype), eval once, return every output by name in
     /// return order, then release everything. Goes through the normal Device path (sizes in
     /// sorted-name order), so a faulty binding mode shows here too.
     pub fn run_once(
         &mut self,
-        mil_text: &str,
+        program: &mil::Program,
         weights: Vec<(String, Vec<u8>)>,
         inputs: &[(&str, &[f32])],
     ) -> Result<Vec<(String, Tensor)>, DeviceError> {
-        let mut spec = KernelSpec {
-            mil_text: mil_text.to_string(),
-            weights,
-            ..Default::default()
-        };
-        let parsed = mil::parser::parse(mil_text).map_err(|e| DeviceError::Compile {
-            diagnostics: vec![format!(
-                "{}:{}: error [parse]: {}",
-                e.line, e.column, e.message
-            )],
+        let spec = KernelSpec::new(program.clone(), weights).map_err(|e| DeviceError::Compile {
+            diagnostics: vec![format!("error [io]: {e}")],
         })?;
-        (spec.input_bytes, spec.output_bytes) = match parsed.main() {
-            Some(func) => declared_binding_sizes(func),
-            None => (vec![], vec![]),
-        };
         let kernel = self.compile(&spec)?;
         let program = self
             .program(kernel)
@@ -400,7 +333,7 @@ fn numel_of(io: &IoTensor) -> usize {
 
 fn sorted_ios(ios: &[IoTensor]) -> Vec<IoTensor> {
     let names: Vec<&str> = ios.iter().map(|t| t.name.as_str()).collect();
-    alphabetical_order(&names)
+    binding_order(&names)
         .into_iter()
         .map(|i| ios[i].clone())
         .collect()
@@ -418,46 +351,6 @@ impl Default for SimDevice {
     }
 }
 
-fn check_sizes(
-    what: &str,
-    given: &[usize],
-    ios: &[IoTensor],
-    order: &[usize],
-    padded_ok: bool,
-) -> Result<(), Vec<String>> {
-    if given.len() != ios.len() {
-        return Err(vec![format!(
-            "{} {what} sizes given, the program has {} {what}s",
-            given.len(),
-            ios.len()
-        )]);
-    }
-    let errs: Vec<String> = given
-        .iter()
-        .zip(order)
-        .enumerate()
-        .filter_map(|(slot, (&g, &i))| {
-            let io = &ios[i];
-            let ok = g == io.bytes() || (padded_ok && g > io.bytes());
-            (!ok).then(|| {
-                format!(
-                    "{what} slot {slot} is `{}` {} {:?} = {} bytes, but {g} bytes were requested \
-                     (slots are in byte-wise sorted name order)",
-                    io.name,
-                    io.dtype,
-                    io.shape,
-                    io.bytes()
-                )
-            })
-        })
-        .collect();
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(errs)
-    }
-}
-
 impl Device for SimDevice {
     fn name(&self) -> String {
         format!(
@@ -470,35 +363,16 @@ impl Device for SimDevice {
         spec.validate_arguments()?;
         self.opts.budget.check()?;
         let program = compile_program(spec, self.opts.precision)?;
+        // Sizes are checked as a correct host computes them (sorted names) in every mode.
+        let padding = if self.opts.allow_padded_io {
+            Padding::Allowed
+        } else {
+            Padding::Exact
+        };
+        check_io_sizes(spec, padding)?;
         let names = |ios: &[IoTensor]| ios.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
         let (in_names, out_names) = (names(program.inputs()), names(program.outputs()));
-        let refs =
-            |v: &[String]| alphabetical_order(&v.iter().map(String::as_str).collect::<Vec<_>>());
-        let (in_sorted, out_sorted) = (refs(&in_names), refs(&out_names));
-        // Sizes are checked as a correct host computes them (sorted names) in every mode.
-        let mut diagnostics = vec![];
-        let padded = self.opts.allow_padded_io;
-        if let Err(e) = check_sizes(
-            "input",
-            &spec.input_bytes,
-            program.inputs(),
-            &in_sorted,
-            padded,
-        ) {
-            diagnostics.extend(e);
-        }
-        if let Err(e) = check_sizes(
-            "output",
-            &spec.output_bytes,
-            program.outputs(),
-            &out_sorted,
-            padded,
-        ) {
-            diagnostics.extend(e);
-        }
-        if !diagnostics.is_empty() {
-            return Err(DeviceError::Compile { diagnostics });
-        }
+        let (in_sorted, out_sorted) = (binding_order(&in_names), binding_order(&out_names));
         let (in_route, out_route) = match self.opts.binding {
             Binding::Alphabetical => (in_sorted, out_sorted),
             Binding::DeclarationOrder => (

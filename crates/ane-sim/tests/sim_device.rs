@@ -30,7 +30,7 @@ fn sim(binding: Binding) -> Box<dyn Device> {
 fn eval_unsorted(dev: &mut dyn Device, first: &[f32], second: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let bytes = 4 * S * 2;
     let spec = KernelSpec {
-        mil_text: unsorted_io_program(),
+        program: mil::parse(&unsorted_io_program()).expect("test program parses"),
         weights: vec![],
         input_bytes: vec![bytes, bytes],
         output_bytes: vec![bytes, bytes],
@@ -111,7 +111,7 @@ fn faulty_mode_with_unequal_sizes_fails_at_eval() {
     // but the faulty device routes `z`... to slot 0 and `a` (16 KiB) to the 8 KiB slot 1.
     let text = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 4, 1, 32]> x) {\n        tensor<fp16, [1, 4, 1, 32]> z = relu(x=x)[name=string(\"z\")];\n        int32 ax = const()[name=string(\"ax\"), val=int32(1)];\n        bool il = const()[name=string(\"il\"), val=bool(false)];\n        tensor<fp16, [1, 8, 1, 32]> a = concat(axis=ax,interleave=il,values=(x,x))[name=string(\"a\")];\n    } -> (z, a);\n}\n";
     let spec = KernelSpec {
-        mil_text: text.into(),
+        program: mil::parse(text).expect("test program parses"),
         weights: vec![],
         input_bytes: vec![4 * S * 2],
         output_bytes: vec![8 * S * 2, 4 * S * 2],
@@ -156,7 +156,7 @@ fn compile_budget_fails_the_next_compile() {
         ..Default::default()
     });
     let spec = KernelSpec {
-        mil_text: unsorted_io_program(),
+        program: mil::parse(&unsorted_io_program()).expect("test program parses"),
         weights: vec![],
         input_bytes: vec![256, 256],
         output_bytes: vec![256, 256],
@@ -178,12 +178,10 @@ fn compile_budget_fails_the_next_compile() {
         "message explains the hardware limit: {err}"
     );
     assert_eq!(dev.stats().compiles, 3);
-    // A failed compile (bad program) does not use up budget.
+    // A failed compile (a result declared with the wrong type) does not use up budget.
     budget.set_used(0);
-    let bad = KernelSpec {
-        mil_text: "program(1.3) {".into(),
-        ..spec.clone()
-    };
+    let mut bad = spec.clone();
+    bad.program.functions[0].body[0].out_type = mil::ValueType::Scalar(mil::DType::Fp32);
     assert!(matches!(
         dev.compile(&bad),
         Err(DeviceError::Compile { .. })
@@ -203,7 +201,7 @@ fn shared_budget_counts_across_devices() {
     let mut d1 = SimDevice::new(opts.clone());
     let mut d2 = SimDevice::new(opts);
     let spec = KernelSpec {
-        mil_text: unsorted_io_program(),
+        program: mil::parse(&unsorted_io_program()).expect("test program parses"),
         weights: vec![],
         input_bytes: vec![256, 256],
         output_bytes: vec![256, 256],
@@ -228,7 +226,7 @@ fn process_wide_budget_is_one_counter() {
         ..Default::default()
     });
     let spec = KernelSpec {
-        mil_text: unsorted_io_program(),
+        program: mil::parse(&unsorted_io_program()).expect("test program parses"),
         weights: vec![],
         input_bytes: vec![256, 256],
         output_bytes: vec![256, 256],
@@ -248,7 +246,7 @@ fn compile_checks_blobs_and_arguments() {
     let text = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 4, 1, 32]> x) {\n        tensor<fp16, [1,4,1,1]> w = const()[name=string(\"w\"), val=tensor<fp16, [1,4,1,1]>(BLOBFILE(path=string(\"@model_path/weights/g.bin\"), offset=uint64(64)))];\n        tensor<fp16, [1, 4, 1, 32]> y = mul(x=x,y=w)[name=string(\"y\")];\n    } -> (y);\n}\n";
     let mut dev = SimDevice::default();
     let base = KernelSpec {
-        mil_text: text.into(),
+        program: mil::parse(text).expect("test program parses"),
         weights: vec![],
         input_bytes: vec![256],
         output_bytes: vec![256],
@@ -348,7 +346,7 @@ fn stats_accumulate_the_cost_model_prediction() {
         ..Default::default()
     });
     let spec = KernelSpec {
-        mil_text: unsorted_io_program(),
+        program: mil::parse(&unsorted_io_program()).expect("test program parses"),
         weights: vec![],
         input_bytes: vec![256, 256],
         output_bytes: vec![256, 256],

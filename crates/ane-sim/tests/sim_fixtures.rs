@@ -16,8 +16,9 @@ mod common;
 
 use std::time::Instant;
 
+use ane::binding::declared_io;
 use ane::{Device, KernelSpec};
-use ane_sim::{binding_sizes, compile_program, Precision, Program, SimDevice, Tensor};
+use ane_sim::{compile_program, Precision, Program, SimDevice, Tensor};
 use common::*;
 
 fn fixture_files() -> Vec<String> {
@@ -72,8 +73,7 @@ const DUPLICATE_CONST_FIXTURE: &str = "RWKVStyleFusedThreeLayerRMSNormClassifier
 
 /// Lower and run without the validator; outputs must have their shapes and be finite.
 fn run_unvalidated(spec: &KernelSpec, rng: &mut Rng) {
-    let parsed = mil::parse(&spec.mil_text).expect("parses");
-    let func = parsed.main().expect("main");
+    let func = spec.program.main().expect("main");
     let lookup = |p: &str| spec.weight(p);
     let program = Program::build(func, &lookup, Precision::Fp16).expect("lowers");
     let inputs: Vec<Tensor> = program
@@ -103,7 +103,7 @@ fn every_fixture_program_runs_on_the_simulator() {
         let text = read_fixture_text(rel);
         let weights = weights_for(rel, &text, &mut rng);
         let spec = KernelSpec {
-            mil_text: text.clone(),
+            program: mil::parse(&text).expect("test program parses"),
             weights,
             ..Default::default()
         };
@@ -138,7 +138,11 @@ fn every_fixture_program_runs_on_the_simulator() {
             .collect();
         let t0 = Instant::now();
         let before = dev.stats();
-        let outs = match dev.run_once(&text, spec.weights.clone(), &named) {
+        let outs = match dev.run_once(
+            &mil::parse(&text).expect("parses"),
+            spec.weights.clone(),
+            &named,
+        ) {
             Ok(o) => o,
             Err(e) => {
                 failures.push(format!("{rel}: {e}"));
@@ -156,7 +160,7 @@ fn every_fixture_program_runs_on_the_simulator() {
                 failures.push(format!("{rel}: `{name}` has {bad} non-finite values"));
             }
         }
-        let (ib, ob) = binding_sizes(&program);
+        let (ib, ob) = declared_io(&spec.program).expect("sized I/O").sizes();
         println!(
             "{rel}: {} ops, {} in / {} out ({} / {} bytes), {:.1} ms on the host, \
              {predicted:.3} ms predicted (cost model, {})",
@@ -189,7 +193,7 @@ fn fused_qkv_uses_each_chunk_of_the_real_blob() {
     let mut dev = SimDevice::default();
     let outs = dev
         .run_once(
-            &text,
+            &mil::parse(&text).expect("parses"),
             vec![("@model_path/weights/weight.bin".into(), b)],
             &[("x", &x)],
         )
@@ -221,7 +225,11 @@ fn matmul_fixture_with_runtime_weights() {
         ..Default::default()
     });
     let outs = dev
-        .run_once(&text, vec![], &[("x", &x), ("W", &w)])
+        .run_once(
+            &mil::parse(&text).expect("parses"),
+            vec![],
+            &[("x", &x), ("W", &w)],
+        )
         .unwrap();
     let want = matmul(&w, &x, 6, 4, 2);
     let (d, _) = max_abs_diff(&outs[0].1.data, &want);
@@ -229,7 +237,7 @@ fn matmul_fixture_with_runtime_weights() {
     assert_eq!(outs[0].1.shape, vec![1, 6, 2]);
     // The device path really binds `W` before `x` (byte-wise: 'W' < 'x').
     let spec = KernelSpec {
-        mil_text: text,
+        program: mil::parse(&text).expect("test program parses"),
         weights: vec![],
         input_bytes: vec![6 * 4 * 4, 4 * 2 * 4],
         output_bytes: vec![6 * 2 * 4],

@@ -31,7 +31,11 @@ fn run(text: &str, weights: &[(String, Vec<u8>)], x: &[f32], precision: Precisio
         ..Default::default()
     });
     let mut outs = dev
-        .run_once(text, weights.to_vec(), &[("x", x)])
+        .run_once(
+            &mil::parse(text).expect("parses"),
+            weights.to_vec(),
+            &[("x", x)],
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     outs.remove(0).1
 }

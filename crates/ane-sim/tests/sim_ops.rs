@@ -55,7 +55,7 @@ fn run(text: &str, inputs: &[(&str, &[f32])], precision: Precision) -> Vec<Tenso
         precision,
         ..Default::default()
     });
-    dev.run_once(text, vec![], inputs)
+    dev.run_once(&mil::parse(text).expect("parses"), vec![], inputs)
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
         .into_iter()
         .map(|(_, t)| t)
@@ -272,7 +272,7 @@ fn validator_rejected_ops_fail_compile_but_compute() {
         let text = program(&[("x", &SHAPE)], &[line], &["y"]);
         let mut dev = SimDevice::default();
         let err = dev
-            .run_once(&text, vec![], &[("x", &x)])
+            .run_once(&mil::parse(&text).expect("parses"), vec![], &[("x", &x)])
             .expect_err("validator rejects")
             .to_string();
         assert!(err.contains("rejected-op"), "{op}: {err}");
@@ -508,7 +508,13 @@ fn conv_1x1_dense_and_grouped() {
         let text = conv_text(cin, cout, groups, s);
         let weights = vec![("@model_path/weights/w.bin".to_string(), blob(&w))];
         let mut d16 = SimDevice::default();
-        let a = d16.run_once(&text, weights.clone(), &[("x", &x)]).unwrap();
+        let a = d16
+            .run_once(
+                &mil::parse(&text).expect("parses"),
+                weights.clone(),
+                &[("x", &x)],
+            )
+            .unwrap();
         let b = run_program(&text, &weights, vec![x.clone()], Precision::F32);
         assert_matches(
             &format!("conv {cin}->{cout} g{groups}"),
@@ -568,7 +574,7 @@ fn shape_mismatch_is_a_compile_error() {
     let mut dev = SimDevice::default();
     let err = dev
         .run_once(
-            &text,
+            &mil::parse(&text).expect("parses"),
             vec![("@model_path/weights/w.bin".into(), blob(&w))],
             &[("x", &[0.0; 128])],
         )

@@ -33,7 +33,7 @@ fn time_conv(cin: usize, cout: usize, lanes: usize, reps: usize) -> (f64, f64) {
     let mut rng = Rng::new(3);
     let w = rng.vec(cin * cout, 1.0 / (cin as f32).sqrt());
     let spec = KernelSpec {
-        mil_text: conv_program(cin, cout, lanes),
+        program: mil::parse(&conv_program(cin, cout, lanes)).expect("test program parses"),
         weights: vec![("@model_path/weights/w.bin".into(), blob(&w))],
         input_bytes: vec![cin * lanes * 2],
         output_bytes: vec![cout * lanes * 2],

@@ -1,46 +1,78 @@
-//! The I/O a MIL program declares, in binding order (reference §3.6, §11.6).
+//! The I/O binding and size rules (reference §3.6, §11.6): one place for what every device and
+//! every host must agree on.
 //!
-//! The ANE does not check the surface sizes a host asks for against the program: a wrong size
-//! fails at eval with `status=0x1d`, or silently routes data to the wrong tensor. So before a
-//! hardware compile the requested sizes are checked against the program's own declarations,
-//! slot by slot in byte-wise sorted name order, as the simulator does. Requested sizes may be
-//! larger than declared (padding, as Orion does for non-uniform outputs), never smaller.
+//! * **Binding order**: surface slot i is bound to the i-th MIL input (output) in byte-wise
+//!   sorted name order ([`binding_order`]).
+//! * **Sizes**: a slot's surface holds its tensor densely packed ([`declared_io`] lists name,
+//!   type and bytes per slot). The ANE does not check the sizes a host asks for: a wrong size
+//!   fails at eval with `status=0x1d`, or silently routes data to the wrong tensor. So every
+//!   compile checks the requested sizes slot by slot ([`check_io_sizes`]): smaller than declared
+//!   is always an error; larger is allowed only with [`Padding::Allowed`] (Orion pads all I/O of
+//!   a kernel to the largest size; the simulator insists on exact sizes by default, which
+//!   catches host layout bugs).
+
+use mil::{Program, TensorType, ValueType};
 
 use crate::device::{DeviceError, KernelSpec};
 
-/// One input or output: MIL name and packed byte size.
+/// One input or output: MIL name, declared tensor type and packed byte size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclaredTensor {
     pub name: String,
+    pub ty: TensorType,
     pub bytes: usize,
 }
 
-/// Inputs and outputs of the main function, each sorted byte-wise by name (binding order).
+/// Inputs and outputs of the main function, each in binding order (byte-wise sorted names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclaredIo {
     pub inputs: Vec<DeclaredTensor>,
     pub outputs: Vec<DeclaredTensor>,
 }
 
-/// Parse `mil_text` and list its I/O in binding order.
-pub fn declared_io(mil_text: &str) -> Result<DeclaredIo, String> {
-    let program =
-        mil::parse(mil_text).map_err(|e| format!("{}:{}: {}", e.line, e.column, e.message))?;
+impl DeclaredIo {
+    /// Byte sizes in binding order: what a host passes as `input_bytes` / `output_bytes`.
+    pub fn sizes(&self) -> (Vec<usize>, Vec<usize>) {
+        let bytes = |v: &[DeclaredTensor]| v.iter().map(|t| t.bytes).collect();
+        (bytes(&self.inputs), bytes(&self.outputs))
+    }
+}
+
+/// Permutation `slot → index` that sorts `names` byte-wise (stable): slot i binds
+/// `names[binding_order(names)[i]]`.
+pub fn binding_order<S: AsRef<str>>(names: &[S]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..names.len()).collect();
+    idx.sort_by(|&a, &b| {
+        names[a]
+            .as_ref()
+            .as_bytes()
+            .cmp(names[b].as_ref().as_bytes())
+    });
+    idx
+}
+
+/// The I/O of `program`'s main function in binding order, from the declared types.
+pub fn declared_io(program: &Program) -> Result<DeclaredIo, String> {
     let func = program.main().ok_or("program has no function")?;
     let tensor = |name: &str| -> Result<DeclaredTensor, String> {
-        let bytes = match func.value_type(name) {
-            Some(mil::ValueType::Tensor(t)) => t.size_bytes(),
-            _ => None,
-        }
-        .ok_or_else(|| format!("`{name}` is not a sized tensor"))?;
+        let ty = match func.value_type(name) {
+            Some(ValueType::Tensor(t)) => t,
+            Some(ValueType::Scalar(d)) => return Err(format!("`{name}` is a {d} scalar")),
+            None => return Err(format!("`{name}` is not defined")),
+        };
+        let bytes = ty
+            .size_bytes()
+            .ok_or_else(|| format!("`{name}` ({ty}) cannot live in a surface"))?;
         Ok(DeclaredTensor {
             name: name.to_string(),
+            ty,
             bytes,
         })
     };
-    let sorted = |mut v: Vec<DeclaredTensor>| {
-        v.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-        v
+    let sorted = |v: Vec<DeclaredTensor>| {
+        let names: Vec<&str> = v.iter().map(|t| t.name.as_str()).collect();
+        let order = binding_order(&names);
+        order.into_iter().map(|i| v[i].clone()).collect()
     };
     let inputs = func
         .inputs
@@ -58,7 +90,22 @@ pub fn declared_io(mil_text: &str) -> Result<DeclaredIo, String> {
     })
 }
 
-fn slot_errors(what: &str, given: &[usize], declared: &[DeclaredTensor]) -> Vec<String> {
+/// Whether a surface may be larger than its tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Padding {
+    /// Sizes must match exactly.
+    #[default]
+    Exact,
+    /// Larger surfaces are accepted (never smaller ones).
+    Allowed,
+}
+
+fn slot_errors(
+    what: &str,
+    given: &[usize],
+    declared: &[DeclaredTensor],
+    padding: Padding,
+) -> Vec<String> {
     if given.len() != declared.len() {
         return vec![format!(
             "{} {what} sizes given, the program has {} {what}s",
@@ -70,25 +117,29 @@ fn slot_errors(what: &str, given: &[usize], declared: &[DeclaredTensor]) -> Vec<
         .iter()
         .zip(declared)
         .enumerate()
-        .filter(|(_, (&g, d))| g < d.bytes)
+        .filter(|(_, (&g, d))| !(g == d.bytes || (padding == Padding::Allowed && g > d.bytes)))
         .map(|(slot, (&g, d))| {
             format!(
-                "{what} slot {slot} is `{}` = {} bytes, but only {g} bytes were requested \
+                "{what} slot {slot} is `{}` {} = {} bytes, but {g} bytes were requested \
                  (slots are in byte-wise sorted name order)",
-                d.name, d.bytes
+                d.name, d.ty, d.bytes
             )
         })
         .collect()
 }
 
-/// Check `spec`'s surface sizes against its MIL. A program this crate's parser cannot read is
-/// not checked here (the hardware compiler is the judge of what it accepts).
-pub fn check_io_sizes(spec: &KernelSpec) -> Result<(), DeviceError> {
-    let Ok(io) = declared_io(&spec.mil_text) else {
-        return Ok(());
-    };
-    let mut diagnostics = slot_errors("input", &spec.input_bytes, &io.inputs);
-    diagnostics.extend(slot_errors("output", &spec.output_bytes, &io.outputs));
+/// Check `spec`'s surface sizes against its program, slot by slot in binding order.
+pub fn check_io_sizes(spec: &KernelSpec, padding: Padding) -> Result<(), DeviceError> {
+    let io = declared_io(&spec.program).map_err(|e| DeviceError::Compile {
+        diagnostics: vec![format!("error [io]: {e}")],
+    })?;
+    let mut diagnostics = slot_errors("input", &spec.input_bytes, &io.inputs, padding);
+    diagnostics.extend(slot_errors(
+        "output",
+        &spec.output_bytes,
+        &io.outputs,
+        padding,
+    ));
     if diagnostics.is_empty() {
         Ok(())
     } else {
@@ -109,7 +160,7 @@ mod tests {
 
     fn spec(inputs: Vec<usize>, outputs: Vec<usize>) -> KernelSpec {
         KernelSpec {
-            mil_text: MIL.into(),
+            program: mil::parse(MIL).expect("test program parses"),
             weights: vec![],
             input_bytes: inputs,
             output_bytes: outputs,
@@ -118,7 +169,7 @@ mod tests {
 
     #[test]
     fn io_is_listed_in_sorted_name_order() {
-        let io = declared_io(MIL).unwrap();
+        let io = declared_io(&spec(vec![], vec![]).program).unwrap();
         let names = |v: &[DeclaredTensor]| {
             v.iter()
                 .map(|t| (t.name.clone(), t.bytes))
@@ -132,19 +183,35 @@ mod tests {
             names(&io.outputs),
             [("k".to_string(), 32), ("q".to_string(), 64)]
         );
+        assert_eq!(io.sizes(), (vec![32, 64], vec![32, 64]));
+        assert_eq!(binding_order(&["z", "a", "Z", "a0"]), vec![2, 1, 3, 0]);
     }
 
     #[test]
     fn sizes_in_declaration_order_are_rejected() {
-        assert!(check_io_sizes(&spec(vec![32, 64], vec![32, 64])).is_ok());
-        // Padding is allowed.
-        assert!(check_io_sizes(&spec(vec![64, 64], vec![64, 64])).is_ok());
+        for padding in [Padding::Exact, Padding::Allowed] {
+            assert!(check_io_sizes(&spec(vec![32, 64], vec![32, 64]), padding).is_ok());
+        }
+        // Padding only where allowed.
+        assert!(check_io_sizes(&spec(vec![64, 64], vec![64, 64]), Padding::Allowed).is_ok());
+        match check_io_sizes(&spec(vec![64, 64], vec![32, 64]), Padding::Exact) {
+            Err(DeviceError::Compile { diagnostics }) => {
+                assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+                assert!(
+                    diagnostics[0].contains(
+                        "input slot 0 is `a` tensor<fp32, [1, 2, 1, 4]> = 32 bytes, but 64"
+                    ),
+                    "{diagnostics:?}"
+                );
+            }
+            r => panic!("{r:?}"),
+        }
         // Declaration / tuple order (z, a) and (q, k): slot 1 too small on both sides.
-        match check_io_sizes(&spec(vec![64, 32], vec![64, 32])) {
+        match check_io_sizes(&spec(vec![64, 32], vec![64, 32]), Padding::Allowed) {
             Err(DeviceError::Compile { diagnostics }) => {
                 assert_eq!(diagnostics.len(), 2, "{diagnostics:?}");
                 assert!(
-                    diagnostics[0].contains("input slot 1 is `z` = 64 bytes"),
+                    diagnostics[0].contains("input slot 1 is `z`"),
                     "{diagnostics:?}"
                 );
                 assert!(
@@ -154,17 +221,16 @@ mod tests {
             }
             r => panic!("{r:?}"),
         }
-        assert!(check_io_sizes(&spec(vec![32], vec![32, 64])).is_err());
+        assert!(check_io_sizes(&spec(vec![32], vec![32, 64]), Padding::Allowed).is_err());
     }
 
     #[test]
-    fn unparsable_programs_are_left_to_the_compiler() {
-        let s = KernelSpec {
-            mil_text: "not mil".into(),
-            input_bytes: vec![1],
-            ..Default::default()
-        };
-        assert!(declared_io(&s.mil_text).is_err());
-        assert!(check_io_sizes(&s).is_ok());
+    fn programs_without_a_function_are_refused() {
+        let s = KernelSpec::default();
+        assert!(declared_io(&s.program).is_err());
+        assert!(matches!(
+            check_io_sizes(&s, Padding::Allowed),
+            Err(DeviceError::Compile { .. })
+        ));
     }
 }

@@ -1,7 +1,7 @@
 //! The `Device` trait: what a compute backend needs from an ANE-shaped device.
 //!
-//! The trait mirrors the private-API bridge (reference §2): a kernel is compiled from MIL text
-//! plus a dictionary of weight blobs keyed by `@model_path/...` strings, with the byte sizes of
+//! The trait mirrors the private-API bridge (reference §2): a kernel is compiled from a MIL
+//! program plus a dictionary of weight blobs keyed by `@model_path/...` strings, with the byte sizes of
 //! its input and output surfaces given in **binding order** (byte-wise sorted MIL names, §3.6);
 //! surfaces are flat byte buffers (IOSurfaces on hardware) addressed by opaque [`SurfaceId`]s;
 //! evaluation is synchronous. It is object-safe so a backend can hold a `Box<dyn Device>` and
@@ -25,11 +25,14 @@ pub struct KernelId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SurfaceId(pub u64);
 
-/// Everything needed to compile one kernel (bridge call sequence, reference §2.3).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Everything needed to compile one kernel (bridge call sequence, reference §2.3): the typed
+/// MIL program — devices take the program, not text; the hardware device prints it for
+/// `_ANEInMemoryModelDescriptor`, the simulator lowers it directly — its weight blobs and the
+/// surface sizes the host will bind.
+#[derive(Debug, Clone, PartialEq)]
 pub struct KernelSpec {
-    /// MIL program text (UTF-8).
-    pub mil_text: String,
+    /// The MIL program; its `main` function (or its first) is the kernel.
+    pub program: mil::Program,
     /// Weight blobs: (`"@model_path/weights/x.bin"`, whole BLOBFILE bytes).
     pub weights: Vec<(String, Vec<u8>)>,
     /// Input surface byte sizes in binding order (byte-wise sorted MIL input names).
@@ -38,13 +41,51 @@ pub struct KernelSpec {
     pub output_bytes: Vec<usize>,
 }
 
+impl Default for KernelSpec {
+    /// A spec with an empty program (no function): every device refuses to compile it.
+    fn default() -> Self {
+        Self {
+            program: mil::Program {
+                version: "1.3".to_string(),
+                build_info: Vec::new(),
+                functions: Vec::new(),
+            },
+            weights: Vec::new(),
+            input_bytes: Vec::new(),
+            output_bytes: Vec::new(),
+        }
+    }
+}
+
 impl KernelSpec {
+    /// A spec whose surface sizes are exactly the program's declared I/O sizes in binding
+    /// order ([`crate::binding::declared_io`]).
+    pub fn new(
+        program: mil::Program,
+        weights: Vec<(String, Vec<u8>)>,
+    ) -> Result<KernelSpec, DeviceError> {
+        let io = crate::binding::declared_io(&program).map_err(DeviceError::InvalidArgument)?;
+        let (input_bytes, output_bytes) = io.sizes();
+        Ok(KernelSpec {
+            program,
+            weights,
+            input_bytes,
+            output_bytes,
+        })
+    }
+
     /// Check the arguments the way the bridge does before compiling (reference §2.3 step 1):
-    /// non-empty MIL, unique weight paths, each path `@model_path/<relative>` with no empty,
-    /// `.` or `..` components.
+    /// a program with a function that returns something, unique weight paths, each path
+    /// `@model_path/<relative>` with no empty, `.` or `..` components.
     pub fn validate_arguments(&self) -> Result<(), DeviceError> {
-        if self.mil_text.trim().is_empty() {
-            return Err(DeviceError::InvalidArgument("empty MIL text".into()));
+        match self.program.main() {
+            None => return Err(DeviceError::InvalidArgument("empty MIL program".into())),
+            Some(f) if f.outputs.is_empty() => {
+                return Err(DeviceError::InvalidArgument(
+                    "the MIL function returns nothing".into(),
+                ))
+            }
+            Some(_) => {}
         }
         let mut seen = std::collections::HashSet::new();
         for (path, _) in &self.weights {
@@ -54,6 +95,12 @@ impl KernelSpec {
             }
         }
         Ok(())
+    }
+
+    /// The program as MIL text (what the hardware compiler reads; `mil`'s printer is the only
+    /// producer of MIL text).
+    pub fn mil_text(&self) -> String {
+        mil::print(&self.program)
     }
 
     /// The blob bytes registered under `path`, if any.
@@ -476,7 +523,10 @@ mod tests {
     #[test]
     fn duplicate_weight_paths_are_rejected() {
         let spec = KernelSpec {
-            mil_text: "program(1.3)".into(),
+            program: mil::parse(
+                "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1]> x) {\n    } -> (x);\n}\n",
+            )
+            .expect("parses"),
             weights: vec![
                 ("@model_path/weights/a.bin".into(), vec![0; 4]),
                 ("@model_path/weights/a.bin".into(), vec![1; 4]),

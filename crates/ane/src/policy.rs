@@ -68,7 +68,7 @@ pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]> + Clone) -> u12
 /// What makes two compiles interchangeable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProgramKey {
-    /// Fingerprint of the MIL text.
+    /// Fingerprint of the MIL program (its printed text: the printer is canonical).
     pub mil: u128,
     /// Fingerprint of the weight paths and blobs, in spec order.
     pub weights: u128,
@@ -83,7 +83,7 @@ impl ProgramKey {
             .iter()
             .flat_map(|(p, b)| [p.as_bytes(), b.as_slice()]);
         Self {
-            mil: fingerprint([spec.mil_text.as_bytes()]),
+            mil: fingerprint([spec.mil_text().as_bytes()]),
             weights: fingerprint(weight_parts),
             input_bytes: spec.input_bytes.clone(),
             output_bytes: spec.output_bytes.clone(),

@@ -32,7 +32,7 @@ fn scaled(scale: f32) -> KernelSpec {
         w[i * C + i] = scale;
     }
     KernelSpec {
-        mil_text: conv_mil(),
+        program: mil::parse(&conv_mil()).expect("test program parses"),
         weights: vec![("@model_path/weights/w.bin".into(), single_fp16_blob(&w))],
         input_bytes: vec![BYTES],
         output_bytes: vec![BYTES],

@@ -36,52 +36,42 @@ pub fn report() -> Result<String> {
             writeln!(out, "ane-sim:   available (CPU simulator of the ANE: fp16 numerics, alphabetical I/O binding)")?;
         }
     }
-    let hardware = hardware_probes(&mut out, &availability)?;
-    let choice = probe::auto_backend(&availability, hardware.as_ref());
+    // The one `auto` rule: the same probes and decision `--backend auto` uses.
+    let decision = hw::decide_auto();
+    match &decision.report {
+        Some(report) => {
+            writeln!(out, "\nprobes on the Apple Neural Engine:")?;
+            writeln!(out, "{}", indent(&report.to_string()))?;
+            reload_probe(&mut out)?;
+        }
+        None => {
+            writeln!(
+                out,
+                "\nprobes on the SIMULATOR (ane-sim; no ANE here, so these are not hardware results):"
+            )?;
+            let mut sim = ane_sim::SimDevice::default();
+            let report = probe::run_all(&mut sim);
+            writeln!(out, "{}", indent(&report.to_string()))?;
+        }
+    }
     writeln!(
         out,
         "auto:      --backend auto would pick `{}`: {}",
-        choice.backend, choice.reason
+        decision.choice.backend, decision.choice.reason
     )?;
     Ok(out)
 }
 
-/// Probes on the hardware when available, else on the simulator (labelled). Returns the
-/// hardware report, if any.
-fn hardware_probes(
-    out: &mut String,
-    availability: &Result<(), String>,
-) -> Result<Option<probe::ProbeReport>> {
-    #[cfg(target_vendor = "apple")]
-    {
-        if availability.is_ok() {
-            return ane_probes(out);
-        }
-    }
-    let _ = availability;
-    writeln!(
-        out,
-        "\nprobes on the SIMULATOR (ane-sim; no ANE here, so these are not hardware results):"
-    )?;
-    let mut sim = ane_sim::SimDevice::default();
-    let report = probe::run_all(&mut sim);
-    writeln!(out, "{}", indent(&report.to_string()))?;
-    Ok(None)
-}
-
-/// The probes on the hardware device.
+/// The weight-reload probe (not part of the `auto` rule) and the budget, on the hardware.
 #[cfg(target_vendor = "apple")]
-fn ane_probes(out: &mut String) -> Result<Option<probe::ProbeReport>> {
-    writeln!(out, "\nprobes on the Apple Neural Engine:")?;
+fn reload_probe(out: &mut String) -> Result<()> {
     let mut dev = match hw::AneDevice::open() {
         Ok(d) => d,
         Err(e) => {
-            writeln!(out, "  cannot open the device: {e}")?;
-            return Ok(None);
+            writeln!(out, "  cannot open the device for the reload probe: {e}")?;
+            return Ok(());
         }
     };
-    let report = probe::run_all(&mut dev);
-    writeln!(out, "{}", indent(&report.to_string()))?;
     let reload = probe::weight_reload(&mut dev);
     writeln!(
         out,
@@ -94,7 +84,12 @@ fn ane_probes(out: &mut String) -> Result<Option<probe::ProbeReport>> {
         budget.used(),
         budget.limit()
     )?;
-    Ok(Some(report))
+    Ok(())
+}
+
+#[cfg(not(target_vendor = "apple"))]
+fn reload_probe(_out: &mut String) -> Result<()> {
+    Ok(())
 }
 
 fn indent(text: &str) -> String {

@@ -158,21 +158,24 @@ pub fn make_backend<'a>(
                 ane_llm::AneBackend::new(weights.clone(), device, ane_llm::AneOptions::default());
             ane_or_cpu(weights, r)
         }
-        BackendChoice::Auto => match ane_macos::availability() {
-            Ok(()) => {
-                eprintln!("backend auto: the Apple Neural Engine is available; using it");
-                let device = ane_macos::open_device()?;
-                let r = ane_llm::AneBackend::new(
-                    weights.clone(),
-                    device,
-                    ane_llm::AneOptions::default(),
-                );
-                ane_or_cpu(weights, r)
+        BackendChoice::Auto => {
+            // The same rule and probes `espresso doctor` reports.
+            let decision = ane_macos::decide_auto();
+            match decision.device {
+                Some(device) => {
+                    eprintln!("backend auto: ane ({})", decision.choice.reason);
+                    let r = ane_llm::AneBackend::new(
+                        weights.clone(),
+                        device,
+                        ane_llm::AneOptions::default(),
+                    );
+                    ane_or_cpu(weights, r)
+                }
+                None => {
+                    eprintln!("backend auto: using the CPU ({})", decision.choice.reason);
+                    cpu(weights)
+                }
             }
-            Err(why) => {
-                eprintln!("backend auto: using the CPU ({why})");
-                cpu(weights)
-            }
-        },
+        }
     }
 }

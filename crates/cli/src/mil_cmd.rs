@@ -247,7 +247,7 @@ fn check(file: &Path, weights: Option<&Path>) -> Result<()> {
     let weight_free = program.main().is_some_and(|f| f.blob_refs().is_empty());
     if !errors_so_far && (weights.is_some() || weight_free) {
         let spec = KernelSpec {
-            mil_text: text.clone(),
+            program: program.clone(),
             weights: blobs,
             ..Default::default()
         };
@@ -389,7 +389,7 @@ fn run_program(
         .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect();
     let outs = dev
-        .run_once(&text, blobs, &named)
+        .run_once(&program, blobs, &named)
         .map_err(|e| anyhow!("{}: {e}", file.display()))?;
 
     std::fs::create_dir_all(output)

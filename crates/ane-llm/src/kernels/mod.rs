@@ -194,7 +194,7 @@ impl Kernel {
     /// The device compile request (surface sizes in binding order).
     pub fn spec(&self) -> KernelSpec {
         KernelSpec {
-            mil_text: self.mil_text.clone(),
+            program: mil::parse(&self.mil_text).expect("generated MIL parses"),
             weights: self.weights.clone(),
             input_bytes: self.io.inputs.iter().map(IoDesc::bytes).collect(),
             output_bytes: self.io.outputs.iter().map(IoDesc::bytes).collect(),
