@@ -32,5 +32,5 @@ pub use half::f16;
 pub use op::{AneSupport, Op, OpClass};
 pub use parser::{parse, parse_bytes, ParseError};
 pub use printer::{print, print_with, Style};
-pub use shape::{infer_shapes, ShapeError, TypeEnv};
+pub use shape::{infer_shapes, infer_shapes_with, InferOptions, ShapeError, TypeEnv};
 pub use validate::{has_errors, validate, Code, Diagnostic, Severity, ValidateOptions};

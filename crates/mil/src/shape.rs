@@ -53,6 +53,20 @@ pub const GELU_MODES: &[&str] = &["EXACT", "TANH_APPROXIMATION", "SIGMOID_APPROX
 /// Checks: inputs are unique, every name is defined before use and defined once, every
 /// statement's declared type equals the inferred type, every output exists.
 pub fn infer_shapes(f: &Function) -> Result<TypeEnv, ShapeError> {
+    infer_shapes_with(f, &InferOptions::default())
+}
+
+/// Leniencies of [`infer_shapes_with`]; the default is strict ([`infer_shapes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InferOptions {
+    /// Accept a `const` that re-declares an earlier `const` of the same name with the
+    /// identical literal (some generator snapshots do; the validator still reports it as
+    /// `duplicate-name`). Executors that only need the value can run such programs.
+    pub allow_repeated_consts: bool,
+}
+
+/// [`infer_shapes`] with [`InferOptions`].
+pub fn infer_shapes_with(f: &Function, options: &InferOptions) -> Result<TypeEnv, ShapeError> {
     let mut env = TypeEnv::new();
     for (name, ty) in &f.inputs {
         if ty.shape.len() > MAX_RANK {
@@ -82,6 +96,12 @@ pub fn infer_shapes(f: &Function) -> Result<TypeEnv, ShapeError> {
             ));
         }
         if env.contains_key(&s.out_name) {
+            let repeated_const = options.allow_repeated_consts
+                && s.const_value().is_some()
+                && s.const_value() == consts.get(&s.out_name);
+            if repeated_const {
+                continue;
+            }
             return Err(statement_error(
                 index,
                 s,

@@ -8,7 +8,7 @@
 //! non-1×1 conv) and counts FLOPs and weight bytes for the cost model.
 
 use mil::shape::{OpContext, TypeEnv};
-use mil::{Op, ShapeError};
+use mil::{InferOptions, Op, ShapeError};
 
 use super::*;
 
@@ -416,7 +416,12 @@ impl Program {
         weights: &'a WeightLookup<'a>,
         precision: Precision,
     ) -> Result<Program, Vec<String>> {
-        let env: TypeEnv = mil::infer_shapes(func).map_err(|e| vec![e.to_string()])?;
+        // Repeated identical consts are harmless to execute (the validator reports them).
+        let lenient = InferOptions {
+            allow_repeated_consts: true,
+        };
+        let env: TypeEnv =
+            mil::infer_shapes_with(func, &lenient).map_err(|e| vec![e.to_string()])?;
         let const_env: HashMap<String, Literal> = func
             .body
             .iter()
