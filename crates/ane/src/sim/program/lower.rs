@@ -457,6 +457,8 @@ impl Program {
             });
             input_values.push(v);
         }
+        // Results whose statement failed (already reported; outputs naming them are skipped).
+        let mut failed: Vec<&str> = vec![];
         for (index, st) in func.body.iter().enumerate() {
             let cx = OpContext::new(index, st, &env, &const_env);
             let Some(out) = env.get(&st.out_name) else {
@@ -468,6 +470,7 @@ impl Program {
             };
             if let Err(e) = b.statement(&cx, st, out) {
                 errors.push(e.to_string());
+                failed.push(st.out_name.as_str());
             }
         }
         let mut outputs = vec![];
@@ -475,6 +478,7 @@ impl Program {
         for name in &func.outputs {
             let v = match b.value(name) {
                 Ok(v) => v,
+                Err(_) if failed.contains(&name.as_str()) => continue,
                 Err(e) => {
                     errors.push(format!("output `{name}`: {e}"));
                     continue;
