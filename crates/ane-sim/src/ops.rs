@@ -159,26 +159,28 @@ pub enum Binary {
 }
 
 impl Binary {
-    pub fn from_op(op: &str) -> Option<Binary> {
+    /// The kernel of a two-operand op of the MIL table (`None` for other ops).
+    pub fn from_op(op: mil::Op) -> Option<Binary> {
+        use mil::Op;
         Some(match op {
-            "add" => Binary::Add,
-            "sub" => Binary::Sub,
-            "mul" => Binary::Mul,
-            "real_div" => Binary::RealDiv,
-            "floor_div" => Binary::FloorDiv,
-            "mod" => Binary::Mod,
-            "pow" => Binary::Pow,
-            "maximum" => Binary::Maximum,
-            "minimum" => Binary::Minimum,
-            "equal" => Binary::Equal,
-            "not_equal" => Binary::NotEqual,
-            "less" => Binary::Less,
-            "less_equal" => Binary::LessEqual,
-            "greater" => Binary::Greater,
-            "greater_equal" => Binary::GreaterEqual,
-            "logical_and" => Binary::LogicalAnd,
-            "logical_or" => Binary::LogicalOr,
-            "logical_xor" => Binary::LogicalXor,
+            Op::Add => Binary::Add,
+            Op::Sub => Binary::Sub,
+            Op::Mul => Binary::Mul,
+            Op::RealDiv => Binary::RealDiv,
+            Op::FloorDiv => Binary::FloorDiv,
+            Op::Mod => Binary::Mod,
+            Op::Pow => Binary::Pow,
+            Op::Maximum => Binary::Maximum,
+            Op::Minimum => Binary::Minimum,
+            Op::Equal => Binary::Equal,
+            Op::NotEqual => Binary::NotEqual,
+            Op::Less => Binary::Less,
+            Op::LessEqual => Binary::LessEqual,
+            Op::Greater => Binary::Greater,
+            Op::GreaterEqual => Binary::GreaterEqual,
+            Op::LogicalAnd => Binary::LogicalAnd,
+            Op::LogicalOr => Binary::LogicalOr,
+            Op::LogicalXor => Binary::LogicalXor,
             _ => return None,
         })
     }

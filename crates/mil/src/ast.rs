@@ -410,6 +410,12 @@ impl Statement {
         self.attrs.iter().find(|(k, _)| k == key).map(|(_, a)| a)
     }
 
+    /// The op of the statement in the known vocabulary ([`crate::op::Op`]); `None` for an
+    /// op the toolkit does not know (it still parses, and the validator reports it).
+    pub fn known_op(&self) -> Option<crate::op::Op> {
+        crate::op::Op::from_name(&self.op)
+    }
+
     /// The literal of a `const` statement.
     pub fn const_value(&self) -> Option<&Literal> {
         if self.op == "const" {

@@ -1,6 +1,6 @@
 //! MIL language toolkit: the program model ([`ast`]), the text [`parser`] and [`printer`] for
 //! the `program(1.3)` / `func main<ios18>` dialect the ANE compiler accepts, type and shape
-//! inference ([`shape`]), a kernel [`builder`], the BLOBFILE weight-blob format ([`blob`])
+//! inference ([`shape`]) over the op table ([`op`]), a kernel [`builder`], the BLOBFILE weight-blob format ([`blob`])
 //! and a [`validate`]or for the known ANE rules. This crate owns everything about MIL *text
 //! and weights*; executing programs (simulator, hardware bridge) is the `ane` crate's job.
 //!
@@ -20,6 +20,7 @@
 pub mod ast;
 pub mod blob;
 pub mod builder;
+pub mod op;
 pub mod parser;
 pub mod printer;
 pub mod shape;
@@ -28,7 +29,8 @@ pub mod validate;
 pub use ast::*;
 pub use builder::{BuildError, Builder, ConvParams, Names, Value};
 pub use half::f16;
+pub use op::{AneSupport, Op, OpClass};
 pub use parser::{parse, parse_bytes, ParseError};
 pub use printer::{print, print_with, Style};
-pub use shape::{infer_shapes, ShapeError, TypeEnv};
+pub use shape::{infer_shapes, infer_shapes_with, InferOptions, ShapeError, TypeEnv};
 pub use validate::{has_errors, validate, Code, Diagnostic, Severity, ValidateOptions};

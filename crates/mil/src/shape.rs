@@ -1,11 +1,14 @@
-//! Type and shape inference for the op vocabulary of ane-reference §5.3 (plus a few
-//! neighbours such as `maximum`, `select`, `expand_dims`). Every error names the op, its
-//! result and its statement index.
+//! Type and shape inference for every op of the op table ([`crate::op::Op`]): the single
+//! source of result types for the validator, the builder and the `ane` simulator. Every
+//! error names the op, its result and its statement index.
 //!
 //! Parameters that the dialect requires to be `const` (axes, perm, shapes, conv settings,
-//! matmul flags) are resolved from `const` statements or inline literals.
+//! matmul flags) are resolved from `const` statements or inline literals. [`OpContext`]
+//! exposes that resolution (and the resolved axes, perms and slice windows) to executors,
+//! so they read parameter values without re-deriving any shape rule.
 
 use crate::ast::*;
+use crate::op::Op;
 use std::collections::HashMap;
 
 /// Type of every named value (inputs and statement results) of a function.
@@ -36,70 +39,34 @@ impl ShapeError {
     }
 }
 
-/// Every op the inference knows (the validator reports anything else as unknown).
-pub const KNOWN_OPS: &[&str] = &[
-    "const",
-    "conv",
-    "matmul",
-    "add",
-    "sub",
-    "mul",
-    "real_div",
-    "pow",
-    "maximum",
-    "minimum",
-    "equal",
-    "not_equal",
-    "less",
-    "less_equal",
-    "greater",
-    "greater_equal",
-    "select",
-    "sigmoid",
-    "tanh",
-    "relu",
-    "exp",
-    "log",
-    "sqrt",
-    "rsqrt",
-    "abs",
-    "gelu",
-    "silu",
-    "identity",
-    "softmax",
-    "reduce_sum",
-    "reduce_max",
-    "reduce_min",
-    "reduce_mean",
-    "reshape",
-    "transpose",
-    "cast",
-    "slice_by_size",
-    "slice_by_index",
-    "concat",
-    "expand_dims",
-    "squeeze",
-];
+/// Every op the inference knows, by name (derived from [`Op::ALL`]; the validator reports
+/// anything else as unknown).
+pub fn known_ops() -> impl Iterator<Item = &'static str> {
+    Op::ALL.iter().map(|op| op.name())
+}
 
-const BINARY_ARITH: &[&str] = &["add", "sub", "mul", "real_div", "pow", "maximum", "minimum"];
-const BINARY_COMPARE: &[&str] = &[
-    "equal",
-    "not_equal",
-    "less",
-    "less_equal",
-    "greater",
-    "greater_equal",
-];
-const UNARY: &[&str] = &[
-    "sigmoid", "tanh", "relu", "exp", "log", "sqrt", "rsqrt", "abs", "gelu", "silu", "identity",
-];
-const REDUCE: &[&str] = &["reduce_sum", "reduce_max", "reduce_min", "reduce_mean"];
+/// Modes of `gelu`.
+pub const GELU_MODES: &[&str] = &["EXACT", "TANH_APPROXIMATION", "SIGMOID_APPROXIMATION"];
 
 /// Infer the type of every value and check it against the declared types.
 ///
 /// Checks: inputs are unique, every name is defined before use and defined once, every
 /// statement's declared type equals the inferred type, every output exists.
 pub fn infer_shapes(f: &Function) -> Result<TypeEnv, ShapeError> {
+    infer_shapes_with(f, &InferOptions::default())
+}
+
+/// Leniencies of [`infer_shapes_with`]; the default is strict ([`infer_shapes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InferOptions {
+    /// Accept a `const` that re-declares an earlier `const` of the same name with the
+    /// identical literal (some generator snapshots do; the validator still reports it as
+    /// `duplicate-name`). Executors that only need the value can run such programs.
+    pub allow_repeated_consts: bool,
+}
+
+/// [`infer_shapes`] with [`InferOptions`].
+pub fn infer_shapes_with(f: &Function, options: &InferOptions) -> Result<TypeEnv, ShapeError> {
     let mut env = TypeEnv::new();
     for (name, ty) in &f.inputs {
         if ty.shape.len() > MAX_RANK {
@@ -129,6 +96,12 @@ pub fn infer_shapes(f: &Function) -> Result<TypeEnv, ShapeError> {
             ));
         }
         if env.contains_key(&s.out_name) {
+            let repeated_const = options.allow_repeated_consts
+                && s.const_value().is_some()
+                && s.const_value() == consts.get(&s.out_name);
+            if repeated_const {
+                continue;
+            }
             return Err(statement_error(
                 index,
                 s,
@@ -162,13 +135,7 @@ pub fn infer_statement(
     env: &TypeEnv,
     consts: &HashMap<String, Literal>,
 ) -> Result<ValueType, ShapeError> {
-    Ctx {
-        index,
-        s,
-        env,
-        consts,
-    }
-    .infer()
+    OpContext::new(index, s, env, consts).infer()
 }
 
 fn statement_error(index: usize, s: &Statement, message: String) -> ShapeError {
@@ -221,15 +188,44 @@ pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     (0..r).contains(&a).then_some(a as usize)
 }
 
-struct Ctx<'a> {
+/// The window a slice reads: per input axis, the first index, the step and the number of
+/// elements taken. Axes with `squeeze` set take one element and are dropped from the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceWindow {
+    pub begin: Vec<i64>,
+    pub stride: Vec<i64>,
+    pub counts: Vec<usize>,
+    pub squeeze: Vec<bool>,
+}
+
+/// One statement in its context (types of the values before it, literals of the consts
+/// before it): infers its type and resolves its `const` parameters. Every failure is a
+/// [`ShapeError`] naming the statement.
+pub struct OpContext<'a> {
     index: usize,
     s: &'a Statement,
     env: &'a TypeEnv,
     consts: &'a HashMap<String, Literal>,
 }
 
-impl<'a> Ctx<'a> {
-    fn err(&self, message: String) -> ShapeError {
+impl<'a> OpContext<'a> {
+    /// Context of statement `s` (at body `index`, used in errors).
+    pub fn new(
+        index: usize,
+        s: &'a Statement,
+        env: &'a TypeEnv,
+        consts: &'a HashMap<String, Literal>,
+    ) -> Self {
+        OpContext {
+            index,
+            s,
+            env,
+            consts,
+        }
+    }
+
+    /// An error about this statement.
+    pub fn err(&self, message: String) -> ShapeError {
         statement_error(self.index, self.s, message)
     }
 
@@ -240,7 +236,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Type of a value argument (variable or inline literal).
-    fn arg_type(&self, a: &Arg, key: &str) -> Result<ValueType, ShapeError> {
+    pub fn arg_type(&self, a: &Arg, key: &str) -> Result<ValueType, ShapeError> {
         match a {
             Arg::Var(v) => self
                 .env
@@ -252,11 +248,11 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn typed(&self, key: &str) -> Result<ValueType, ShapeError> {
+    pub fn typed(&self, key: &str) -> Result<ValueType, ShapeError> {
         self.arg_type(self.arg(key)?, key)
     }
 
-    fn tensor(&self, key: &str) -> Result<TensorType, ShapeError> {
+    pub fn tensor(&self, key: &str) -> Result<TensorType, ShapeError> {
         match self.typed(key)? {
             ValueType::Tensor(t) => Ok(t),
             ValueType::Scalar(d) => {
@@ -266,7 +262,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Literal behind a parameter argument (a `const` name or an inline literal).
-    fn const_arg(&self, key: &str) -> Result<Option<&'a Literal>, ShapeError> {
+    pub fn const_arg(&self, key: &str) -> Result<Option<&'a Literal>, ShapeError> {
         match self.s.arg(key) {
             None => Ok(None),
             Some(Arg::Literal(l)) => Ok(Some(l)),
@@ -281,7 +277,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn const_ints(&self, key: &str) -> Result<Option<Vec<i64>>, ShapeError> {
+    pub fn const_ints(&self, key: &str) -> Result<Option<Vec<i64>>, ShapeError> {
         match self.const_arg(key)? {
             None => Ok(None),
             Some(l) => l
@@ -296,7 +292,7 @@ impl<'a> Ctx<'a> {
             .ok_or_else(|| self.err(format!("missing argument `{key}`")))
     }
 
-    fn const_int(&self, key: &str) -> Result<Option<i64>, ShapeError> {
+    pub fn const_int(&self, key: &str) -> Result<Option<i64>, ShapeError> {
         match self.const_arg(key)? {
             None => Ok(None),
             Some(Literal::Int { value, .. }) => Ok(Some(*value)),
@@ -304,7 +300,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn const_bool(&self, key: &str) -> Result<Option<bool>, ShapeError> {
+    pub fn const_bool(&self, key: &str) -> Result<Option<bool>, ShapeError> {
         match self.const_arg(key)? {
             None => Ok(None),
             Some(Literal::Bool(b)) => Ok(Some(*b)),
@@ -312,7 +308,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn const_bools(&self, key: &str) -> Result<Option<Vec<bool>>, ShapeError> {
+    pub fn const_bools(&self, key: &str) -> Result<Option<Vec<bool>>, ShapeError> {
         match self.const_arg(key)? {
             None => Ok(None),
             Some(Literal::Tensor {
@@ -324,7 +320,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn const_str(&self, key: &str) -> Result<Option<&'a str>, ShapeError> {
+    pub fn const_str(&self, key: &str) -> Result<Option<&'a str>, ShapeError> {
         match self.const_arg(key)? {
             None => Ok(None),
             Some(Literal::Str(s)) => Ok(Some(s.as_str())),
@@ -337,28 +333,234 @@ impl<'a> Ctx<'a> {
             .ok_or_else(|| self.err(format!("axis {axis} out of range for rank {rank}")))
     }
 
-    fn infer(&self) -> Result<ValueType, ShapeError> {
-        let op = self.s.op.as_str();
-        match op {
-            "const" => self.infer_const(),
-            "conv" => self.infer_conv(),
-            "matmul" => self.infer_matmul(),
-            _ if BINARY_ARITH.contains(&op) => self.infer_binary(false),
-            _ if BINARY_COMPARE.contains(&op) => self.infer_binary(true),
-            "select" => self.infer_select(),
-            _ if UNARY.contains(&op) => self.typed("x"),
-            "softmax" => self.infer_softmax(),
-            _ if REDUCE.contains(&op) => self.infer_reduce(),
-            "reshape" => self.infer_reshape(),
-            "transpose" => self.infer_transpose(),
-            "cast" => self.infer_cast(),
-            "slice_by_size" => self.infer_slice_by_size(),
-            "slice_by_index" => self.infer_slice_by_index(),
-            "concat" => self.infer_concat(),
-            "expand_dims" => self.infer_expand_dims(),
-            "squeeze" => self.infer_squeeze(),
-            _ => Err(self.err("unknown op".to_string())),
+    /// A float scalar parameter (float or int const).
+    pub fn const_float(&self, key: &str) -> Result<Option<f64>, ShapeError> {
+        match self.const_arg(key)? {
+            None => Ok(None),
+            Some(l @ (Literal::Float { .. } | Literal::Int { .. })) => Ok(l.as_f64()),
+            Some(_) => Err(self.err(format!("argument `{key}` must be a numeric scalar const"))),
         }
+    }
+
+    /// The statement's op in the table; an error for an unknown op.
+    pub fn op(&self) -> Result<Op, ShapeError> {
+        self.s
+            .known_op()
+            .ok_or_else(|| self.err("unknown op".to_string()))
+    }
+
+    fn infer(&self) -> Result<ValueType, ShapeError> {
+        use Op::*;
+        match self.op()? {
+            Const => self.infer_const(),
+            Conv => self.infer_conv(),
+            Matmul => self.infer_matmul(),
+            Linear => self.infer_linear(),
+            Add | Sub | Mul | RealDiv | FloorDiv | Mod | Pow | Maximum | Minimum => {
+                self.infer_binary(false)
+            }
+            Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual => self.infer_binary(true),
+            LogicalAnd | LogicalOr | LogicalXor => self.infer_logical(&["x", "y"]),
+            LogicalNot => self.infer_logical(&["x"]),
+            Select => self.infer_select(),
+            Identity | Abs | Ceil | Floor | Round | Sign | Sin | Cos | Tan | Tanh | Exp | Exp2
+            | Sqrt | Square | Sigmoid | Relu | Relu6 | Silu | Softplus | Erf => self.typed("x"),
+            Log | Rsqrt | Inverse => self.infer_unary(&["epsilon"], &[]),
+            LeakyRelu => self.infer_unary(&["alpha"], &[]),
+            Clip => self.infer_unary(&[], &["alpha", "beta"]),
+            Gelu => self.infer_gelu(),
+            Softmax => {
+                self.softmax_axis()?;
+                Ok(ValueType::Tensor(self.tensor("x")?))
+            }
+            LayerNorm => self.infer_layer_norm(),
+            ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceSumSquare
+            | ReduceL2Norm | ReduceLogSumExp => self.infer_reduce(),
+            Reshape => self.infer_reshape(),
+            Transpose => self.infer_transpose(),
+            Cast => self.infer_cast(),
+            SliceBySize | SliceByIndex => self.infer_slice(),
+            Concat => self.infer_concat(),
+            ExpandDims => self.infer_expand_dims(),
+            Squeeze => self.infer_squeeze(),
+        }
+    }
+
+    /// Pointwise op with float parameters (`optional` may be absent, `required` may not):
+    /// the result has the type of `x`.
+    fn infer_unary(&self, optional: &[&str], required: &[&str]) -> Result<ValueType, ShapeError> {
+        let x = self.typed("x")?;
+        for key in optional {
+            self.const_float(key)?;
+        }
+        for key in required {
+            self.const_float(key)?
+                .ok_or_else(|| self.err(format!("missing argument `{key}`")))?;
+        }
+        Ok(x)
+    }
+
+    fn infer_gelu(&self) -> Result<ValueType, ShapeError> {
+        let x = self.typed("x")?;
+        if let Some(mode) = self.const_str("mode")? {
+            if !GELU_MODES.contains(&mode) {
+                return Err(self.err(format!(
+                    "gelu mode `{mode}` (expected one of {})",
+                    GELU_MODES.join(", ")
+                )));
+            }
+        }
+        Ok(x)
+    }
+
+    /// logical_and/or/xor (`x`, `y`) and logical_not (`x`): bool operands, bool result.
+    fn infer_logical(&self, keys: &[&str]) -> Result<ValueType, ShapeError> {
+        let vals = keys
+            .iter()
+            .map(|k| self.typed(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some((k, v)) = keys
+            .iter()
+            .zip(&vals)
+            .find(|(_, v)| v.dtype() != DType::Bool)
+        {
+            return Err(self.err(format!("`{k}` must be bool, got {}", v.dtype())));
+        }
+        self.broadcast_result(DType::Bool, &vals.iter().collect::<Vec<_>>())
+    }
+
+    /// linear: x `[..., in]`, weight `[out, in]`, optional bias `[out]` → `[..., out]`.
+    fn infer_linear(&self) -> Result<ValueType, ShapeError> {
+        let x = self.tensor("x")?;
+        let w = self.tensor("weight")?;
+        if x.dtype != w.dtype {
+            return Err(self.err(format!("x is {} but weight is {}", x.dtype, w.dtype)));
+        }
+        let fits = w.shape.len() == 2 && x.shape.last() == Some(&w.shape[1]);
+        if !fits {
+            return Err(self.err(format!(
+                "weight {:?} must be [out, in] with in = the last axis of x {:?}",
+                w.shape, x.shape
+            )));
+        }
+        let out = w.shape[0];
+        if let Some(b) = self.s.arg("bias") {
+            let bt = self.arg_type(b, "bias")?;
+            if bt.shape() != [out] || bt.dtype() != x.dtype {
+                return Err(self.err(format!("bias {bt} must be {}[{out}]", x.dtype)));
+            }
+        }
+        let mut shape = x.shape;
+        if let Some(last) = shape.last_mut() {
+            *last = out;
+        }
+        Ok(ValueType::Tensor(TensorType::new(x.dtype, shape)))
+    }
+
+    /// The axis `softmax` normalises along (default −1), normalised.
+    pub fn softmax_axis(&self) -> Result<usize, ShapeError> {
+        let x = self.tensor("x")?;
+        let axis = self.const_int("axis")?.unwrap_or(-1);
+        self.axis(axis, x.shape.len())
+    }
+
+    /// The axes `layer_norm` normalises over (default: the last), normalised and sorted.
+    pub fn layer_norm_axes(&self) -> Result<Vec<usize>, ShapeError> {
+        let x = self.tensor("x")?;
+        let rank = x.shape.len();
+        let axes = self.const_ints("axes")?.unwrap_or(vec![rank as i64 - 1]);
+        self.distinct_axes(&axes, rank)
+    }
+
+    /// The `epsilon` of `layer_norm` (default 1e-5).
+    pub fn layer_norm_epsilon(&self) -> Result<f64, ShapeError> {
+        Ok(self.const_float("epsilon")?.unwrap_or(1e-5))
+    }
+
+    /// layer_norm: result = x; `gamma`/`beta` (optional) have the shape of the normalised axes.
+    fn infer_layer_norm(&self) -> Result<ValueType, ShapeError> {
+        let x = self.tensor("x")?;
+        let axes = self.layer_norm_axes()?;
+        self.layer_norm_epsilon()?;
+        let norm: Vec<usize> = axes.iter().map(|&a| x.shape[a]).collect();
+        for key in ["gamma", "beta"] {
+            if let Some(a) = self.s.arg(key) {
+                let t = self.arg_type(a, key)?;
+                if t.shape() != norm.as_slice() || t.dtype() != x.dtype {
+                    return Err(self.err(format!(
+                        "{key} {t} must be {}{norm:?} (the normalised axes {axes:?})",
+                        x.dtype
+                    )));
+                }
+            }
+        }
+        Ok(ValueType::Tensor(x))
+    }
+
+    /// Normalised, sorted axes; repeated axes are an error.
+    fn distinct_axes(&self, axes: &[i64], rank: usize) -> Result<Vec<usize>, ShapeError> {
+        let mut out: Vec<usize> = axes
+            .iter()
+            .map(|&a| self.axis(a, rank))
+            .collect::<Result<_, _>>()?;
+        out.sort_unstable();
+        out.dedup();
+        if out.len() != axes.len() {
+            return Err(self.err(format!("repeated axes {axes:?}")));
+        }
+        Ok(out)
+    }
+
+    /// The axes a `reduce_*` reduces (default: all), normalised and sorted.
+    pub fn reduce_axes(&self) -> Result<Vec<usize>, ShapeError> {
+        let rank = self.tensor("x")?.shape.len();
+        match self.const_ints("axes")? {
+            Some(a) => self.distinct_axes(&a, rank),
+            None => Ok((0..rank).collect()),
+        }
+    }
+
+    /// The `transpose` permutation, normalised and checked.
+    pub fn transpose_perm(&self) -> Result<Vec<usize>, ShapeError> {
+        let rank = self.tensor("x")?.shape.len();
+        let perm = self.req_ints("perm")?;
+        if perm.len() != rank {
+            return Err(self.err(format!("perm {perm:?} has wrong length for rank {rank}")));
+        }
+        let mut seen = vec![false; rank];
+        perm.iter()
+            .map(|&p| {
+                let a = self.axis(p, rank)?;
+                if std::mem::replace(&mut seen[a], true) {
+                    return Err(self.err(format!("perm {perm:?} is not a permutation")));
+                }
+                Ok(a)
+            })
+            .collect()
+    }
+
+    /// The `concat` axis (normalised) and `interleave` flag.
+    pub fn concat_axis(&self) -> Result<(usize, bool), ShapeError> {
+        let first = self.concat_values()?[0].clone();
+        let axis = self
+            .const_int("axis")?
+            .ok_or_else(|| self.err("missing argument `axis`".to_string()))?;
+        let interleave = self.const_bool("interleave")?.unwrap_or(false);
+        Ok((self.axis(axis, first.shape.len())?, interleave))
+    }
+
+    fn concat_values(&self) -> Result<Vec<TensorType>, ShapeError> {
+        let values = match self.arg("values")? {
+            Arg::List(items) if !items.is_empty() => items,
+            _ => return Err(self.err("`values` must be a non-empty tuple".to_string())),
+        };
+        values
+            .iter()
+            .map(|v| match self.arg_type(v, "values")? {
+                ValueType::Tensor(t) => Ok(t),
+                ValueType::Scalar(_) => Err(self.err("concat of a scalar".to_string())),
+            })
+            .collect()
     }
 
     fn infer_const(&self) -> Result<ValueType, ShapeError> {
@@ -539,24 +741,10 @@ impl<'a> Ctx<'a> {
         self.broadcast_result(a.dtype(), &[&cond, &a, &b])
     }
 
-    fn infer_softmax(&self) -> Result<ValueType, ShapeError> {
-        let x = self.tensor("x")?;
-        let axis = self.const_int("axis")?.unwrap_or(-1);
-        self.axis(axis, x.shape.len())?;
-        Ok(ValueType::Tensor(x))
-    }
-
     fn infer_reduce(&self) -> Result<ValueType, ShapeError> {
         let x = self.tensor("x")?;
         let keep = self.const_bool("keep_dims")?.unwrap_or(false);
-        let rank = x.shape.len();
-        let axes: Vec<usize> = match self.const_ints("axes")? {
-            Some(a) => a
-                .iter()
-                .map(|&a| self.axis(a, rank))
-                .collect::<Result<_, _>>()?,
-            None => (0..rank).collect(),
-        };
+        let axes = self.reduce_axes()?;
         let shape: Vec<usize> = x
             .shape
             .iter()
@@ -607,20 +795,7 @@ impl<'a> Ctx<'a> {
 
     fn infer_transpose(&self) -> Result<ValueType, ShapeError> {
         let x = self.tensor("x")?;
-        let perm = self.req_ints("perm")?;
-        let rank = x.shape.len();
-        let mut seen = vec![false; rank];
-        let mut shape = Vec::with_capacity(rank);
-        if perm.len() != rank {
-            return Err(self.err(format!("perm {perm:?} has wrong length for rank {rank}")));
-        }
-        for &p in &perm {
-            let a = self.axis(p, rank)?;
-            if std::mem::replace(&mut seen[a], true) {
-                return Err(self.err(format!("perm {perm:?} is not a permutation")));
-            }
-            shape.push(x.shape[a]);
-        }
+        let shape: Vec<usize> = self.transpose_perm()?.iter().map(|&a| x.shape[a]).collect();
         Ok(ValueType::Tensor(TensorType::new(x.dtype, shape)))
     }
 
@@ -637,8 +812,19 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// slice_by_size: `begin` per axis, `size` per axis (`-1` = to the end).
-    fn infer_slice_by_size(&self) -> Result<ValueType, ShapeError> {
+    /// The window a `slice_by_size` or `slice_by_index` reads.
+    ///
+    /// slice_by_size: `begin` per axis (negative counts from the end), `size` per axis
+    /// (`-1` = to the end). slice_by_index: Python-style `begin:end:stride` per axis with
+    /// begin/end/squeeze masks.
+    pub fn slice_window(&self) -> Result<SliceWindow, ShapeError> {
+        match self.op()? {
+            Op::SliceBySize => self.slice_by_size_window(),
+            _ => self.slice_by_index_window(),
+        }
+    }
+
+    fn slice_by_size_window(&self) -> Result<SliceWindow, ShapeError> {
         let x = self.tensor("x")?;
         let begin = self.req_ints("begin")?;
         let size = self.req_ints("size")?;
@@ -648,7 +834,12 @@ impl<'a> Ctx<'a> {
                 "begin {begin:?} and size {size:?} need {rank} entries"
             )));
         }
-        let mut shape = Vec::with_capacity(rank);
+        let mut window = SliceWindow {
+            begin: Vec::with_capacity(rank),
+            stride: vec![1; rank],
+            counts: Vec::with_capacity(rank),
+            squeeze: vec![false; rank],
+        };
         for i in 0..rank {
             // i128: begin/size come from arbitrary int64 consts.
             let dim = x.shape[i] as i128;
@@ -668,13 +859,13 @@ impl<'a> Ctx<'a> {
                     begin[i], size[i], x.shape
                 )));
             }
-            shape.push(n as usize);
+            window.begin.push(b as i64);
+            window.counts.push(n as usize);
         }
-        Ok(ValueType::Tensor(TensorType::new(x.dtype, shape)))
+        Ok(window)
     }
 
-    /// slice_by_index: Python-style `begin:end:stride` per axis with masks.
-    fn infer_slice_by_index(&self) -> Result<ValueType, ShapeError> {
+    fn slice_by_index_window(&self) -> Result<SliceWindow, ShapeError> {
         let x = self.tensor("x")?;
         let rank = x.shape.len();
         let begin = self.req_ints("begin")?;
@@ -698,52 +889,54 @@ impl<'a> Ctx<'a> {
         {
             return Err(self.err(format!("begin/end/stride/masks need {rank} entries")));
         }
-        let mut shape = Vec::new();
+        let mut window = SliceWindow {
+            begin: Vec::with_capacity(rank),
+            stride: stride.clone(),
+            counts: Vec::with_capacity(rank),
+            squeeze: sm.clone(),
+        };
         for i in 0..rank {
             let dim = x.shape[i] as i64;
             let (b, e) = slice_bounds(begin[i], end[i], stride[i], bm[i], em[i], dim)
                 .ok_or_else(|| self.err(format!("invalid slice on axis {i} of {:?}", x.shape)))?;
             let n = strided_len(b, e, stride[i]);
-            if sm[i] {
-                if n != 1 {
-                    return Err(self.err(format!("squeezed axis {i} has {n} elements, not 1")));
-                }
-            } else {
-                shape.push(n as usize);
+            if sm[i] && n != 1 {
+                return Err(self.err(format!("squeezed axis {i} has {n} elements, not 1")));
             }
+            window.begin.push(b);
+            window.counts.push(n as usize);
         }
+        Ok(window)
+    }
+
+    fn infer_slice(&self) -> Result<ValueType, ShapeError> {
+        let x = self.tensor("x")?;
+        let w = self.slice_window()?;
+        let shape: Vec<usize> = w
+            .counts
+            .iter()
+            .zip(&w.squeeze)
+            .filter(|(_, &sq)| !sq)
+            .map(|(&n, _)| n)
+            .collect();
         Ok(ValueType::Tensor(TensorType::new(x.dtype, shape)))
     }
 
+    /// concat: equal ranks and dtypes, equal sizes off `axis` (and on it with `interleave`).
     fn infer_concat(&self) -> Result<ValueType, ShapeError> {
-        let values = match self.arg("values")? {
-            Arg::List(items) if !items.is_empty() => items,
-            _ => return Err(self.err("`values` must be a non-empty tuple".to_string())),
-        };
-        let first = match self.arg_type(&values[0], "values")? {
-            ValueType::Tensor(t) => t,
-            ValueType::Scalar(_) => return Err(self.err("concat of a scalar".to_string())),
-        };
+        let values = self.concat_values()?;
+        let (axis, interleave) = self.concat_axis()?;
+        let first = &values[0];
         let rank = first.shape.len();
-        let axis = self.axis(
-            self.const_int("axis")?
-                .ok_or_else(|| self.err("missing argument `axis`".to_string()))?,
-            rank,
-        )?;
-        self.const_bool("interleave")?;
         let mut shape = first.shape.clone();
-        for v in &values[1..] {
-            let t = match self.arg_type(v, "values")? {
-                ValueType::Tensor(t) => t,
-                ValueType::Scalar(_) => return Err(self.err("concat of a scalar".to_string())),
-            };
-            let same_other_dims = t.shape.len() == rank
-                && (0..rank).all(|i| i == axis || t.shape[i] == first.shape[i]);
-            if t.dtype != first.dtype || !same_other_dims {
-                return Err(self.err(format!(
-                    "cannot concat {} with {} along axis {axis}",
-                    first, t
-                )));
+        for t in &values[1..] {
+            let fits = t.dtype == first.dtype
+                && t.shape.len() == rank
+                && (0..rank).all(|i| i == axis || t.shape[i] == first.shape[i])
+                && (!interleave || t.shape[axis] == first.shape[axis]);
+            if !fits {
+                let how = if interleave { "interleave" } else { "concat" };
+                return Err(self.err(format!("cannot {how} {first} with {t} along axis {axis}")));
             }
             shape[axis] = shape[axis]
                 .checked_add(t.shape[axis])

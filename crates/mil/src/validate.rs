@@ -4,7 +4,8 @@
 //! reference project itself enforces them.
 
 use crate::ast::*;
-use crate::shape::{infer_shapes, KNOWN_OPS};
+use crate::op::{AneSupport, Op};
+use crate::shape::infer_shapes;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -32,8 +33,12 @@ pub enum Code {
     TypeError,
     /// An op the toolkit does not know.
     UnknownOp,
-    /// An op the ANE compiler rejects in text MIL (`rsqrt`, `reduce_mean`, `gelu`).
+    /// An op the ANE compiler rejects in text MIL (`rsqrt`, `reduce_mean`, `gelu`; see
+    /// [`Op::ane_support`]).
     RejectedOp,
+    /// A known op (shape inference, simulator) that no public source shows the ANE compiler
+    /// accepting in text MIL.
+    UnverifiedOp,
     /// The MIL `sdpa` op compiles but ignores the causal mask.
     SdpaIgnoresMask,
     /// `sqrt` applied to a reduction result (reported to fail; use `pow(x, -0.5)`).
@@ -88,6 +93,7 @@ impl Code {
             Code::TypeError => "type-error",
             Code::UnknownOp => "unknown-op",
             Code::RejectedOp => "rejected-op",
+            Code::UnverifiedOp => "unverified-op",
             Code::SdpaIgnoresMask => "sdpa-ignores-mask",
             Code::SqrtAfterReduction => "sqrt-after-reduction",
             Code::NonFp16Weight => "non-fp16-weight",
@@ -140,7 +146,8 @@ impl Code {
             | Code::IoNotSorted
             | Code::IoDtype
             | Code::KernelTooWide
-            | Code::InlineLiteral => Severity::Warning,
+            | Code::InlineLiteral
+            | Code::UnverifiedOp => Severity::Warning,
             Code::SpatialLanes => Severity::Info,
         }
     }
@@ -316,7 +323,7 @@ impl FunctionCheck<'_, '_> {
             .f
             .body
             .iter()
-            .filter(|s| s.op.starts_with("reduce_"))
+            .filter(|s| s.known_op().is_some_and(Op::is_reduction))
             .map(|s| s.out_name.as_str())
             .collect();
         let input_types: Vec<(&str, ValueType)> = self
@@ -338,45 +345,24 @@ impl FunctionCheck<'_, '_> {
         for s in &self.f.body {
             let at = Some(s.out_name.as_str());
             let x = s.arg("x").and_then(Arg::as_var);
-            match s.op.as_str() {
-                "rsqrt" => self.report(
-                    Code::RejectedOp,
-                    at,
-                    "`rsqrt` is rejected by the ANE compiler in text MIL; use `pow(x, -0.5)`".to_string(),
-                ),
-                "reduce_mean" => self.report(
-                    Code::RejectedOp,
-                    at,
-                    "`reduce_mean` is absent/rejected in raw MIL text; use `reduce_sum` × 1/n".to_string(),
-                ),
-                "gelu" => self.report(
-                    Code::RejectedOp,
-                    at,
-                    "`gelu` failed to compile for Orion (sources disagree: a maderix fork compiled it \
-                     through a different compile path); decompose to the tanh form"
-                        .to_string(),
-                ),
-                "sdpa" | "scaled_dot_product_attention" => self.report(
-                    Code::SdpaIgnoresMask,
-                    at,
-                    "the MIL `sdpa` op ignores the causal mask (silently wrong); decompose into \
-                     matmul → scale → add mask → softmax → matmul"
-                        .to_string(),
-                ),
-                op if op.starts_with("constexpr_") => self.report(
-                    Code::NonFp16Weight,
+            let op = s.known_op();
+            match op.map(Op::ane_support) {
+                Some(AneSupport::Documented) => {}
+                Some(AneSupport::Rejected(why)) => {
+                    self.report(Code::RejectedOp, at, why.to_string())
+                }
+                Some(AneSupport::Unverified) => self.report(
+                    Code::UnverifiedOp,
                     at,
                     format!(
-                        "quantised weights (`{op}`) are rejected by the reference's validation \
-                         (sources disagree: maderix ran INT8 W8A8 on M4)"
+                        "`{}` is outside the reference's MIL vocabulary: the simulator runs it, but \
+                         no public source shows the ANE compiler accepting it in text MIL",
+                        s.op
                     ),
                 ),
-                op if !KNOWN_OPS.contains(&op) => {
-                    self.report(Code::UnknownOp, at, format!("unknown op `{op}`"))
-                }
-                _ => {}
+                None => self.check_unknown_op(s),
             }
-            if s.op == "sqrt" && x.is_some_and(|v| reductions.contains(v)) {
+            if op == Some(Op::Sqrt) && x.is_some_and(|v| reductions.contains(v)) {
                 self.report(
                     Code::SqrtAfterReduction,
                     at,
@@ -385,7 +371,7 @@ impl FunctionCheck<'_, '_> {
                         .to_string(),
                 );
             }
-            if s.op == "cast" {
+            if op == Some(Op::Cast) {
                 let src = x.and_then(|v| types.get(v)).map(|t| t.dtype());
                 if matches!(src, Some(DType::Int8 | DType::Uint8)) {
                     self.report(
@@ -397,10 +383,10 @@ impl FunctionCheck<'_, '_> {
                     );
                 }
             }
-            if s.op == "softmax" {
+            if op == Some(Op::Softmax) {
                 self.check_softmax(s, &types);
             }
-            if s.op == "concat" {
+            if op == Some(Op::Concat) {
                 self.report(
                     Code::Concat,
                     at,
@@ -409,7 +395,7 @@ impl FunctionCheck<'_, '_> {
                         .to_string(),
                 );
             }
-            if s.op == "slice_by_index" && x.is_some_and(|v| inputs.contains(v)) {
+            if op == Some(Op::SliceByIndex) && x.is_some_and(|v| inputs.contains(v)) {
                 self.report(
                     Code::SliceByIndexOnInput,
                     at,
@@ -418,7 +404,7 @@ impl FunctionCheck<'_, '_> {
                         .to_string(),
                 );
             }
-            if s.op == "conv" {
+            if op == Some(Op::Conv) {
                 let w = s
                     .arg("weight")
                     .and_then(Arg::as_var)
@@ -448,6 +434,29 @@ impl FunctionCheck<'_, '_> {
                     );
                 }
             }
+        }
+    }
+
+    /// An op outside the table: known traps by name, else unknown.
+    fn check_unknown_op(&mut self, s: &Statement) {
+        let at = Some(s.out_name.as_str());
+        match s.op.as_str() {
+            "sdpa" | "scaled_dot_product_attention" => self.report(
+                Code::SdpaIgnoresMask,
+                at,
+                "the MIL `sdpa` op ignores the causal mask (silently wrong); decompose into \
+                 matmul → scale → add mask → softmax → matmul"
+                    .to_string(),
+            ),
+            op if op.starts_with("constexpr_") => self.report(
+                Code::NonFp16Weight,
+                at,
+                format!(
+                    "quantised weights (`{op}`) are rejected by the reference's validation \
+                     (sources disagree: maderix ran INT8 W8A8 on M4)"
+                ),
+            ),
+            op => self.report(Code::UnknownOp, at, format!("unknown op `{op}`")),
         }
     }
 

@@ -207,3 +207,203 @@ fn foreign_value_handles_are_errors_not_panics() {
         BuildError::ForeignValue(1)
     );
 }
+
+/// Infer the types of a `main(x: fp32[2, 3])` with `body`; the result of `y`, or the error.
+fn infer_y(body: &[&str]) -> Result<ValueType, mil::ShapeError> {
+    let text = format!(
+        "program(1.3)\n{{\n    func main<ios18>(tensor<fp32, [2, 3]> x) {{\n        {}\n    }} -> (y);\n}}\n",
+        body.join("\n        ")
+    );
+    let p = mil::parse(&text).expect("parse");
+    mil::infer_shapes(&p.functions[0]).map(|env| env["y"].clone())
+}
+
+/// The type `y` must have for inference to pass: infer with a placeholder declaration and
+/// read the inferred type from the error (or the success).
+fn inferred(op_line: &str, consts: &[&str]) -> Result<ValueType, mil::ShapeError> {
+    let mut body: Vec<&str> = consts.to_vec();
+    let line = format!("tensor<fp32, [7]> y = {op_line}[name=string(\"y\")];");
+    body.push(&line);
+    match infer_y(&body) {
+        Err(e) if e.message.starts_with("declared type") => {
+            let ty = e.message.split("the op produces ").nth(1).unwrap_or("");
+            let p = mil::parse(&format!(
+                "program(1.3)\n{{\n    func main<ios18>(tensor<fp32, [2, 3]> x) {{\n        {}\n        {ty} y = {op_line}[name=string(\"y\")];\n    }} -> (y);\n}}\n",
+                consts.join("\n        ")
+            ))
+            .expect("reparse");
+            mil::infer_shapes(&p.functions[0]).map(|env| env["y"].clone())
+        }
+        other => other,
+    }
+}
+
+fn tensor(dtype: DType, shape: &[usize]) -> ValueType {
+    ValueType::Tensor(mil::TensorType::new(dtype, shape.to_vec()))
+}
+
+const W43: &str = "tensor<fp32, [4, 3]> w = const()[name=string(\"w\"), val=tensor<fp32, [4, 3]>([0,0,0,0,0,0,0,0,0,0,0,0])];";
+const B4: &str =
+    "tensor<fp32, [4]> b = const()[name=string(\"b\"), val=tensor<fp32, [4]>([0,0,0,0])];";
+const TWO: &str = "fp32 two = const()[name=string(\"two\"), val=fp32(2.0)];";
+const P: &str = "tensor<bool, [2, 3]> p = greater(x=x,y=two)[name=string(\"p\")];";
+const AX1: &str =
+    "tensor<int32, [1]> ax = const()[name=string(\"ax\"), val=tensor<int32, [1]>([1])];";
+
+#[test]
+fn linear_shapes() {
+    assert_eq!(
+        inferred("linear(x=x,weight=w,bias=b)", &[W43, B4]),
+        Ok(tensor(DType::Fp32, &[2, 4]))
+    );
+    let e = inferred(
+        "linear(x=x,weight=w)",
+        &["tensor<fp32, [4, 2]> w = const()[name=string(\"w\"), val=tensor<fp32, [4, 2]>([0,0,0,0,0,0,0,0])];"],
+    )
+    .expect_err("in 2 ≠ 3");
+    assert!(e.message.contains("[4, 2]") && e.op == "linear", "{e}");
+    let e = inferred(
+        "linear(x=x,weight=w,bias=b)",
+        &[
+            W43,
+            "tensor<fp32, [3]> b = const()[name=string(\"b\"), val=tensor<fp32, [3]>([0,0,0])];",
+        ],
+    )
+    .expect_err("bias [3] for 4 outputs");
+    assert!(e.message.contains("bias"), "{e}");
+}
+
+#[test]
+fn new_binary_logical_and_unary_shapes() {
+    for op in ["floor_div", "mod"] {
+        assert_eq!(
+            inferred(&format!("{op}(x=x,y=two)"), &[TWO]),
+            Ok(tensor(DType::Fp32, &[2, 3]))
+        );
+    }
+    for op in ["logical_and", "logical_or", "logical_xor"] {
+        assert_eq!(
+            inferred(&format!("{op}(x=p,y=p)"), &[TWO, P]),
+            Ok(tensor(DType::Bool, &[2, 3]))
+        );
+        let e = inferred(&format!("{op}(x=p,y=x)"), &[TWO, P]).expect_err("fp32 operand");
+        assert!(e.message.contains("must be bool"), "{op}: {e}");
+    }
+    assert_eq!(
+        inferred("logical_not(x=p)", &[TWO, P]),
+        Ok(tensor(DType::Bool, &[2, 3]))
+    );
+    for op in [
+        "ceil",
+        "floor",
+        "round",
+        "sign",
+        "sin",
+        "cos",
+        "tan",
+        "exp2",
+        "inverse",
+        "square",
+        "relu6",
+        "softplus",
+        "erf",
+        "leaky_relu",
+    ] {
+        assert_eq!(
+            inferred(&format!("{op}(x=x)"), &[]),
+            Ok(tensor(DType::Fp32, &[2, 3])),
+            "{op}"
+        );
+    }
+    let lo = "fp32 lo = const()[name=string(\"lo\"), val=fp32(-1.0)];";
+    assert_eq!(
+        inferred("clip(x=x,alpha=lo,beta=two)", &[lo, TWO]),
+        Ok(tensor(DType::Fp32, &[2, 3]))
+    );
+    let e = inferred("clip(x=x,alpha=lo)", &[lo]).expect_err("beta missing");
+    assert!(e.message.contains("missing argument `beta`"), "{e}");
+    let s = "string s = const()[name=string(\"s\"), val=string(\"x\")];";
+    let e = inferred("leaky_relu(x=x,alpha=s)", &[s]).expect_err("string alpha");
+    assert!(e.message.contains("`alpha` must be a numeric"), "{e}");
+    let m = "string m = const()[name=string(\"m\"), val=string(\"CUBIC\")];";
+    let e = inferred("gelu(x=x,mode=m)", &[m]).expect_err("bad mode");
+    assert!(e.message.contains("gelu mode `CUBIC`"), "{e}");
+}
+
+#[test]
+fn new_reductions_and_layer_norm_shapes() {
+    let kd = "bool kd = const()[name=string(\"kd\"), val=bool(true)];";
+    for op in [
+        "reduce_prod",
+        "reduce_sum_square",
+        "reduce_l2_norm",
+        "reduce_log_sum_exp",
+    ] {
+        assert_eq!(
+            inferred(&format!("{op}(x=x,axes=ax)"), &[AX1]),
+            Ok(tensor(DType::Fp32, &[2])),
+            "{op}"
+        );
+        assert_eq!(
+            inferred(&format!("{op}(x=x,axes=ax,keep_dims=kd)"), &[AX1, kd]),
+            Ok(tensor(DType::Fp32, &[2, 1])),
+            "{op}"
+        );
+        assert_eq!(
+            inferred(&format!("{op}(x=x)"), &[]),
+            Ok(tensor(DType::Fp32, &[])),
+            "{op}: all axes"
+        );
+    }
+    let g = "tensor<fp32, [3]> g = const()[name=string(\"g\"), val=tensor<fp32, [3]>([1,1,1])];";
+    let eps = "fp32 eps = const()[name=string(\"eps\"), val=fp32(0.001)];";
+    assert_eq!(
+        inferred(
+            "layer_norm(x=x,axes=ax,gamma=g,beta=g,epsilon=eps)",
+            &[AX1, g, eps]
+        ),
+        Ok(tensor(DType::Fp32, &[2, 3]))
+    );
+    let ax0 = "tensor<int32, [1]> ax = const()[name=string(\"ax\"), val=tensor<int32, [1]>([0])];";
+    let e =
+        inferred("layer_norm(x=x,axes=ax,gamma=g)", &[ax0, g]).expect_err("gamma [3] on axis 0");
+    assert!(
+        e.message.contains("gamma") && e.message.contains("[2]"),
+        "{e}"
+    );
+    let ax3 = "tensor<int32, [1]> ax = const()[name=string(\"ax\"), val=tensor<int32, [1]>([3])];";
+    let e = inferred("layer_norm(x=x,axes=ax)", &[ax3]).expect_err("axis 3 of rank 2");
+    assert!(e.message.contains("axis 3 out of range"), "{e}");
+}
+
+#[test]
+fn every_op_has_a_shape_rule() {
+    // An op without a rule would report "unknown op"; every table op must get further.
+    for &op in mil::Op::ALL {
+        let e = inferred(&format!("{}(x=x)", op.name()), &[]);
+        if let Err(e) = e {
+            assert_ne!(e.message, "unknown op", "{op}");
+        }
+    }
+    let e = inferred("frobnicate(x=x)", &[]).expect_err("unknown");
+    assert_eq!(e.message, "unknown op");
+}
+
+#[test]
+fn interleaved_concat_needs_equal_sizes() {
+    let ax = "int32 ax = const()[name=string(\"ax\"), val=int32(0)];";
+    let il = "bool il = const()[name=string(\"il\"), val=bool(true)];";
+    let s = "tensor<int32, [2]> b = const()[name=string(\"b\"), val=tensor<int32, [2]>([0, 0])];";
+    let z = "tensor<int32, [2]> z = const()[name=string(\"z\"), val=tensor<int32, [2]>([1, 3])];";
+    let h = "tensor<fp32, [1, 3]> h = slice_by_size(x=x,begin=b,size=z)[name=string(\"h\")];";
+    assert_eq!(
+        inferred("concat(values=(x,x),axis=ax,interleave=il)", &[ax, il]),
+        Ok(tensor(DType::Fp32, &[4, 3]))
+    );
+    let e = inferred(
+        "concat(values=(x,h),axis=ax,interleave=il)",
+        &[ax, il, s, z, h],
+    )
+    .expect_err("2 vs 1 rows");
+    assert!(e.message.contains("cannot interleave"), "{e}");
+}

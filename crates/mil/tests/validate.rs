@@ -331,3 +331,38 @@ fn inline_literal() {
         "{found:?}"
     );
 }
+
+#[test]
+fn rejected_and_unverified_ops_come_from_the_op_table() {
+    use mil::{AneSupport, Op};
+    for &op in Op::ALL {
+        if !op.is_unary_elementwise() {
+            continue;
+        }
+        let line = format!("{T} y = {}(x=x)[name=string(\"y\")];", op.name());
+        let got = codes(&program(X, &[&line], "y"));
+        match op.ane_support() {
+            AneSupport::Rejected(_) => assert!(got.contains(&Code::RejectedOp), "{op}: {got:?}"),
+            AneSupport::Unverified => {
+                assert!(got.contains(&Code::UnverifiedOp), "{op}: {got:?}");
+                assert!(!got.contains(&Code::UnknownOp), "{op}: {got:?}");
+            }
+            AneSupport::Documented => assert!(
+                !got.contains(&Code::RejectedOp)
+                    && !got.contains(&Code::UnverifiedOp)
+                    && !got.contains(&Code::UnknownOp),
+                "{op}: {got:?}"
+            ),
+        }
+    }
+    assert_eq!(Code::UnverifiedOp.severity(), Severity::Warning);
+    assert_eq!(Code::UnverifiedOp.name(), "unverified-op");
+    let line = format!("{T} y = relu7(x=x)[name=string(\"y\")];");
+    assert_eq!(
+        codes(&program(X, &[&line], "y"))
+            .iter()
+            .filter(|c| **c == Code::UnknownOp)
+            .count(),
+        1
+    );
+}

@@ -1,4 +1,14 @@
 //! Lowering a parsed MIL function into an executable plan ([`Program::build`]).
+//!
+//! Every result type comes from `mil`'s shape inference ([`mil::infer_shapes`]), which also
+//! checks each declared type against the inferred one; parameter values (axes, perms, slice
+//! windows, flags) are resolved through [`mil::shape::OpContext`]. The lowering itself has
+//! no shape rules: it picks the compute kernel per [`Op`], materialises constants (inline
+//! literals and fp16 BLOBFILE weights), rejects what the simulator cannot execute (e.g.
+//! non-1×1 conv) and counts FLOPs and weight bytes for the cost model.
+
+use mil::shape::{OpContext, TypeEnv};
+use mil::{InferOptions, Op, ShapeError};
 
 use super::*;
 
@@ -6,7 +16,6 @@ use super::*;
 pub type WeightLookup<'a> = dyn Fn(&str) -> Option<&'a [u8]> + 'a;
 
 struct Builder<'a> {
-    func: &'a Function,
     weights: &'a WeightLookup<'a>,
     precision: Precision,
     /// name → value index
@@ -20,21 +29,12 @@ struct Builder<'a> {
     const_values: HashMap<&'a str, usize>,
     steps: Vec<Step>,
     weight_bytes: f64,
-    errors: Vec<String>,
 }
 
-type R<T> = Result<T, String>;
+type R<T> = Result<T, ShapeError>;
 
-fn axis_index(axis: i64, rank: usize) -> R<usize> {
-    let r = rank as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    if a < 0 || a >= r.max(1) {
-        return Err(format!("axis {axis} out of range for rank {rank}"));
-    }
-    Ok(a as usize)
-}
-
-fn literal_tensor(lit: &Literal) -> R<Option<Tensor>> {
+/// A non-string literal as an f32 tensor (`None` for strings).
+fn literal_tensor(lit: &Literal) -> Result<Option<Tensor>, String> {
     Ok(Some(match lit {
         Literal::Bool(b) => Tensor::scalar(*b as u8 as f32),
         Literal::Int { value, .. } => Tensor::scalar(*value as f32),
@@ -60,6 +60,11 @@ fn literal_tensor(lit: &Literal) -> R<Option<Tensor>> {
     }))
 }
 
+/// Shape and dtype of an inferred type (a scalar is shape `[]`).
+fn shape_dtype(t: &ValueType) -> (Vec<usize>, DType) {
+    (t.shape().to_vec(), t.dtype())
+}
+
 impl<'a> Builder<'a> {
     fn new_value(&mut self, shape: Vec<usize>, dtype: DType) -> usize {
         self.types.push((shape, dtype));
@@ -72,114 +77,51 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// The literal an argument stands for: inline, or the `val` of a named const.
-    fn lit(&self, st: &'a Statement, key: &str) -> R<Option<&'a Literal>> {
-        match st.arg(key) {
-            None => Ok(None),
-            Some(Arg::Literal(l)) => Ok(Some(l)),
-            Some(Arg::Var(v)) => match self.const_lits.get(v.as_str()) {
-                Some(l) => Ok(Some(*l)),
-                None => Err(format!("parameter `{key}` must be a const (got `{v}`)")),
-            },
-            Some(Arg::List(_)) => Err(format!("parameter `{key}` cannot be a tuple")),
-        }
-    }
-
-    fn req<T>(&self, st: &'a Statement, key: &str, v: R<Option<T>>) -> R<T> {
-        v?.ok_or_else(|| format!("`{}` needs parameter `{key}`", st.op))
-    }
-
-    fn int(&self, st: &'a Statement, key: &str) -> R<Option<i64>> {
-        match self.lit(st, key)? {
-            None => Ok(None),
-            Some(l) => l
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| format!("parameter `{key}` must be an integer")),
-        }
-    }
-
-    fn ints(&self, st: &'a Statement, key: &str) -> R<Option<Vec<i64>>> {
-        match self.lit(st, key)? {
-            None => Ok(None),
-            Some(l) => l
-                .as_int_vec()
-                .map(Some)
-                .ok_or_else(|| format!("parameter `{key}` must be an int tensor")),
-        }
-    }
-
-    fn bools(&self, st: &'a Statement, key: &str) -> R<Option<Vec<bool>>> {
-        match self.lit(st, key)? {
-            None => Ok(None),
-            Some(Literal::Tensor {
-                data: TensorData::Bool(v),
-                ..
-            }) => Ok(Some(v.clone())),
-            Some(Literal::Bool(b)) => Ok(Some(vec![*b])),
-            Some(_) => Err(format!("parameter `{key}` must be a bool tensor")),
-        }
-    }
-
-    fn flag(&self, st: &'a Statement, key: &str, default: bool) -> R<bool> {
-        match self.lit(st, key)? {
-            None => Ok(default),
-            Some(l) => l
-                .as_bool()
-                .ok_or_else(|| format!("parameter `{key}` must be a bool")),
-        }
-    }
-
-    fn float(&self, st: &'a Statement, key: &str, default: f32) -> R<f32> {
-        match self.lit(st, key)? {
-            None => Ok(default),
-            Some(l) => l
-                .as_f64()
-                .map(|v| v as f32)
-                .ok_or_else(|| format!("parameter `{key}` must be a number")),
-        }
-    }
-
-    fn string(&self, st: &'a Statement, key: &str) -> R<Option<&'a str>> {
-        match self.lit(st, key)? {
-            None => Ok(None),
-            Some(l) => l
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| format!("parameter `{key}` must be a string")),
-        }
-    }
-
     /// Value index of a tensor operand (materialising consts on first use).
-    fn operand_arg(&mut self, arg: &'a Arg) -> R<usize> {
+    fn operand_arg(&mut self, arg: &'a Arg) -> Result<usize, String> {
         match arg {
-            Arg::Var(v) => {
-                if let Some(&i) = self.const_values.get(v.as_str()) {
-                    return Ok(i);
-                }
-                if let Some(lit) = self.const_lits.get(v.as_str()).copied() {
-                    let i = self.materialise(lit)?;
-                    self.const_values.insert(v.as_str(), i);
-                    return Ok(i);
-                }
-                self.names
-                    .get(v.as_str())
-                    .copied()
-                    .ok_or_else(|| format!("unknown value `{v}`"))
-            }
+            Arg::Var(v) => self.value(v),
             Arg::Literal(l) => self.materialise(l),
             Arg::List(_) => Err("a tensor operand cannot be a tuple".into()),
         }
     }
 
-    fn operand(&mut self, st: &'a Statement, key: &str) -> R<usize> {
-        let arg = st
-            .arg(key)
-            .ok_or_else(|| format!("`{}` needs operand `{key}`", st.op))?;
-        self.operand_arg(arg)
+    /// Value index of a named value (materialising a const on first use).
+    fn value(&mut self, name: &'a str) -> Result<usize, String> {
+        if let Some(&i) = self.const_values.get(name) {
+            return Ok(i);
+        }
+        if let Some(lit) = self.const_lits.get(name).copied() {
+            let i = self.materialise(lit)?;
+            self.const_values.insert(name, i);
+            return Ok(i);
+        }
+        self.names
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("unknown value `{name}`"))
     }
 
-    fn materialise(&mut self, lit: &'a Literal) -> R<usize> {
+    fn operand(&mut self, cx: &OpContext, st: &'a Statement, key: &str) -> R<usize> {
+        let arg = st
+            .arg(key)
+            .ok_or_else(|| cx.err(format!("missing argument `{key}`")))?;
+        self.operand_arg(arg).map_err(|e| cx.err(e))
+    }
+
+    fn optional_operand(
+        &mut self,
+        cx: &OpContext,
+        st: &'a Statement,
+        key: &str,
+    ) -> R<Option<usize>> {
+        match st.arg(key) {
+            None => Ok(None),
+            Some(_) => self.operand(cx, st, key).map(Some),
+        }
+    }
+
+    fn materialise(&mut self, lit: &'a Literal) -> Result<usize, String> {
         let (mut t, dtype) = match lit {
             Literal::Blob { ty, blob: b } => {
                 let bytes = (self.weights)(&b.path).ok_or_else(|| {
@@ -214,30 +156,18 @@ impl<'a> Builder<'a> {
         &self.types[v].0
     }
 
+    /// Append a step producing `st`'s result with its inferred type `out`.
     fn push(
         &mut self,
         st: &'a Statement,
+        out: &ValueType,
         kind: Kind,
         inputs: Vec<usize>,
-        shape: Vec<usize>,
         flops: f64,
-    ) -> R<()> {
-        let declared = &st.out_type;
-        let dtype = declared.dtype();
-        let shape = match declared {
-            ValueType::Tensor(t) if t.shape == shape => shape,
-            ValueType::Scalar(_) if numel(&shape) == 1 => vec![],
-            _ => {
-                return Err(format!(
-                    "declared {declared} but `{}` computes shape {shape:?}",
-                    st.op
-                ))
-            }
-        };
+    ) {
+        let (shape, dtype) = shape_dtype(out);
         let out = self.new_value(shape.clone(), dtype);
-        if self.names.insert(st.out_name.as_str(), out).is_some() {
-            return Err(format!("`{}` is defined twice", st.out_name));
-        }
+        self.names.insert(st.out_name.as_str(), out);
         self.steps.push(Step {
             kind,
             inputs,
@@ -248,553 +178,256 @@ impl<'a> Builder<'a> {
             flops,
             label: format!("{} = {}(..)[{}]", st.out_name, st.op, st.op_name),
         });
+    }
+
+    /// Lower statement `index`; `out` is its inferred (and declared) type.
+    fn statement(&mut self, cx: &OpContext, st: &'a Statement, out: &ValueType) -> R<()> {
+        use Op::*;
+        let op = cx.op()?;
+        let out_numel = numel(out.shape()) as f64;
+        match op {
+            Const => {
+                let lit = st
+                    .const_value()
+                    .ok_or_else(|| cx.err("const without `val`".to_string()))?;
+                self.const_lits.insert(st.out_name.as_str(), lit);
+            }
+            Conv => self.conv(cx, st, out)?,
+            Matmul => {
+                let x = self.operand(cx, st, "x")?;
+                let y = self.operand(cx, st, "y")?;
+                let tx = cx.const_bool("transpose_x")?.unwrap_or(false);
+                let ty = cx.const_bool("transpose_y")?.unwrap_or(false);
+                let xs = self.shape(x);
+                let k = if tx {
+                    xs[xs.len() - 2]
+                } else {
+                    xs[xs.len() - 1]
+                };
+                let flops = 2.0 * out_numel * k as f64;
+                self.push(st, out, Kind::Matmul { tx, ty }, vec![x, y], flops);
+            }
+            Linear => {
+                let x = self.operand(cx, st, "x")?;
+                let w = self.operand(cx, st, "weight")?;
+                let mut inputs = vec![x, w];
+                inputs.extend(self.optional_operand(cx, st, "bias")?);
+                let k = self.shape(x).last().copied().unwrap_or(1);
+                let flops = 2.0 * out_numel * k as f64;
+                self.push(st, out, Kind::Linear, inputs, flops);
+            }
+            Add | Sub | Mul | RealDiv | FloorDiv | Mod | Pow | Maximum | Minimum | Equal
+            | NotEqual | Less | LessEqual | Greater | GreaterEqual | LogicalAnd | LogicalOr
+            | LogicalXor => {
+                let b = Binary::from_op(op)
+                    .ok_or_else(|| cx.err("not a binary op in the simulator".to_string()))?;
+                let x = self.operand(cx, st, "x")?;
+                let y = self.operand(cx, st, "y")?;
+                self.push(st, out, Kind::Binary(b), vec![x, y], out_numel);
+            }
+            Select => {
+                let c = self.operand(cx, st, "cond")?;
+                let a = self.operand(cx, st, "a")?;
+                let b = self.operand(cx, st, "b")?;
+                self.push(st, out, Kind::Select, vec![c, a, b], out_numel);
+            }
+            LogicalNot | Identity | Abs | Ceil | Floor | Round | Sign | Sin | Cos | Tan | Tanh
+            | Exp | Exp2 | Log | Sqrt | Rsqrt | Inverse | Square | Sigmoid | Relu | Relu6
+            | Silu | Softplus | Erf | LeakyRelu | Clip | Gelu => {
+                let u = unary(cx, op)?;
+                let x = self.operand(cx, st, "x")?;
+                self.push(st, out, Kind::Unary(u), vec![x], out_numel * u.flops());
+            }
+            Softmax => {
+                let axis = cx.softmax_axis()?;
+                let x = self.operand(cx, st, "x")?;
+                self.push(st, out, Kind::Softmax { axis }, vec![x], 5.0 * out_numel);
+            }
+            LayerNorm => self.layer_norm(cx, st, out)?,
+            ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceSumSquare
+            | ReduceL2Norm | ReduceLogSumExp => {
+                let kind = match op {
+                    ReduceSum => ReduceKind::Sum,
+                    ReduceMean => ReduceKind::Mean,
+                    ReduceMax => ReduceKind::Max,
+                    ReduceMin => ReduceKind::Min,
+                    ReduceProd => ReduceKind::Prod,
+                    ReduceSumSquare => ReduceKind::SumSquare,
+                    ReduceL2Norm => ReduceKind::L2Norm,
+                    _ => ReduceKind::LogSumExp,
+                };
+                let axes = cx.reduce_axes()?;
+                let x = self.operand(cx, st, "x")?;
+                let flops = numel(self.shape(x)) as f64;
+                self.push(st, out, Kind::Reduce { kind, axes }, vec![x], flops);
+            }
+            Reshape | Squeeze | ExpandDims => {
+                let x = self.operand(cx, st, "x")?;
+                self.push(st, out, Kind::Reshape, vec![x], 0.0);
+            }
+            Transpose => {
+                let perm = cx.transpose_perm()?;
+                let x = self.operand(cx, st, "x")?;
+                self.push(st, out, Kind::Transpose { perm }, vec![x], 0.0);
+            }
+            Cast => {
+                let x = self.operand(cx, st, "x")?;
+                self.push(st, out, Kind::Cast, vec![x], 0.0);
+            }
+            SliceBySize | SliceByIndex => {
+                let w = cx.slice_window()?;
+                if let Some(s) = w.stride.iter().find(|&&s| s <= 0) {
+                    return Err(cx.err(format!(
+                        "slice stride {s} is not supported by the simulator (only > 0)"
+                    )));
+                }
+                // With positive strides the window's begin lies in [0, dim].
+                let kind = Kind::Slice {
+                    begin: w.begin.iter().map(|&b| b.max(0) as usize).collect(),
+                    step: w.stride.iter().map(|&s| s as usize).collect(),
+                    counts: w.counts,
+                };
+                let x = self.operand(cx, st, "x")?;
+                self.push(st, out, kind, vec![x], 0.0);
+            }
+            Concat => {
+                let (axis, interleave) = cx.concat_axis()?;
+                let list = match st.arg("values") {
+                    Some(Arg::List(v)) => v,
+                    _ => return Err(cx.err("`values` must be a tuple".to_string())),
+                };
+                let inputs = list
+                    .iter()
+                    .map(|a| self.operand_arg(a).map_err(|e| cx.err(e)))
+                    .collect::<R<Vec<_>>>()?;
+                self.push(st, out, Kind::Concat { axis, interleave }, inputs, 0.0);
+            }
+        }
         Ok(())
     }
 
-    fn statement(&mut self, st: &'a Statement) -> R<()> {
-        let op = st.op.as_str();
-        if op == "const" {
-            let lit = st
-                .const_value()
-                .ok_or_else(|| "const without `val`".to_string())?;
-            self.const_lits.insert(st.out_name.as_str(), lit);
-            return Ok(());
-        }
-        if let Some(b) = Binary::from_op(op) {
-            let x = self.operand(st, "x")?;
-            let y = self.operand(st, "y")?;
-            let shape = broadcast_shapes(self.shape(x), self.shape(y)).ok_or_else(|| {
-                format!(
-                    "shapes {:?} and {:?} do not broadcast",
-                    self.shape(x),
-                    self.shape(y)
-                )
-            })?;
-            let flops = numel(&shape) as f64;
-            return self.push(st, Kind::Binary(b), vec![x, y], shape, flops);
-        }
-        if let Some(u) = self.unary(st)? {
-            let x = self.operand(st, "x")?;
-            let shape = self.shape(x).to_vec();
-            let flops = numel(&shape) as f64 * u.flops();
-            return self.push(st, Kind::Unary(u), vec![x], shape, flops);
-        }
-        match op {
-            "conv" => self.conv(st),
-            "matmul" => self.matmul(st),
-            "linear" => self.linear(st),
-            "softmax" => {
-                let x = self.operand(st, "x")?;
-                let rank = self.shape(x).len();
-                let axis = axis_index(self.int(st, "axis")?.unwrap_or(-1), rank)?;
-                let shape = self.shape(x).to_vec();
-                let flops = 5.0 * numel(&shape) as f64;
-                self.push(st, Kind::Softmax { axis }, vec![x], shape, flops)
-            }
-            "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_min" | "reduce_prod"
-            | "reduce_sum_square" | "reduce_l2_norm" | "reduce_log_sum_exp" => self.reduce(st),
-            "reshape" => {
-                let x = self.operand(st, "x")?;
-                let want = self.req(st, "shape", self.ints(st, "shape"))?;
-                let shape = reshape_target(self.shape(x), &want)?;
-                self.push(st, Kind::Reshape, vec![x], shape, 0.0)
-            }
-            "squeeze" => {
-                let x = self.operand(st, "x")?;
-                let src = self.shape(x).to_vec();
-                let axes = match self.ints(st, "axes")? {
-                    Some(a) => norm_axes(&a, src.len())?,
-                    None => (0..src.len()).filter(|&i| src[i] == 1).collect(),
-                };
-                if axes.iter().any(|&a| src[a] != 1) {
-                    return Err(format!("squeeze of a non-1 axis in {src:?}"));
-                }
-                let shape = (0..src.len())
-                    .filter(|a| !axes.contains(a))
-                    .map(|a| src[a])
-                    .collect();
-                self.push(st, Kind::Reshape, vec![x], shape, 0.0)
-            }
-            "expand_dims" => {
-                let x = self.operand(st, "x")?;
-                let mut shape = self.shape(x).to_vec();
-                let axes = self.req(st, "axes", self.ints(st, "axes"))?;
-                let out_rank = shape.len() + axes.len();
-                let mut ax = norm_axes(&axes, out_rank)?;
-                ax.sort_unstable();
-                for a in ax {
-                    shape.insert(a, 1);
-                }
-                self.push(st, Kind::Reshape, vec![x], shape, 0.0)
-            }
-            "transpose" => {
-                let x = self.operand(st, "x")?;
-                let src = self.shape(x).to_vec();
-                let perm = self.req(st, "perm", self.ints(st, "perm"))?;
-                let perm = norm_axes(&perm, src.len())?;
-                let mut seen = perm.clone();
-                seen.sort_unstable();
-                if perm.len() != src.len() || seen != (0..src.len()).collect::<Vec<_>>() {
-                    return Err(format!(
-                        "perm {perm:?} is not a permutation of rank {}",
-                        src.len()
-                    ));
-                }
-                let shape = perm.iter().map(|&p| src[p]).collect();
-                self.push(st, Kind::Transpose { perm }, vec![x], shape, 0.0)
-            }
-            "cast" => {
-                let x = self.operand(st, "x")?;
-                let dt = self.req(st, "dtype", self.string(st, "dtype"))?;
-                let want = DType::from_name(dt).ok_or_else(|| format!("unknown dtype {dt:?}"))?;
-                if want != st.out_type.dtype() {
-                    return Err(format!(
-                        "cast to {want} but the result is declared {}",
-                        st.out_type.dtype()
-                    ));
-                }
-                let shape = self.shape(x).to_vec();
-                self.push(st, Kind::Cast, vec![x], shape, 0.0)
-            }
-            "select" => {
-                let c = self.operand(st, "cond")?;
-                let x = self.operand(st, "a")?;
-                let y = self.operand(st, "b")?;
-                let shape = broadcast_shapes(self.shape(c), self.shape(x))
-                    .and_then(|s| broadcast_shapes(&s, self.shape(y)))
-                    .ok_or_else(|| "select operands do not broadcast".to_string())?;
-                let flops = numel(&shape) as f64;
-                self.push(st, Kind::Select, vec![c, x, y], shape, flops)
-            }
-            "slice_by_size" => self.slice_by_size(st),
-            "slice_by_index" => self.slice_by_index(st),
-            "concat" => self.concat(st),
-            "layer_norm" => self.layer_norm(st),
-            _ => Err(format!(
-                "op `{op}` is not supported by the simulator (supported: {})",
-                SUPPORTED_OPS.join(", ")
-            )),
-        }
-    }
-
-    fn unary(&self, st: &'a Statement) -> R<Option<Unary>> {
-        Ok(Some(match st.op.as_str() {
-            "identity" => Unary::Identity,
-            "abs" => Unary::Abs,
-            "ceil" => Unary::Ceil,
-            "floor" => Unary::Floor,
-            "round" => Unary::Round,
-            "sign" => Unary::Sign,
-            "sin" => Unary::Sin,
-            "cos" => Unary::Cos,
-            "tan" => Unary::Tan,
-            "tanh" => Unary::Tanh,
-            "exp" => Unary::Exp,
-            "exp2" => Unary::Exp2,
-            "log" => Unary::Log(self.float(st, "epsilon", 1e-45)?),
-            "sqrt" => Unary::Sqrt,
-            "rsqrt" => Unary::Rsqrt(self.float(st, "epsilon", 1e-12)?),
-            "inverse" => Unary::Inverse(self.float(st, "epsilon", 1e-4)?),
-            "square" => Unary::Square,
-            "sigmoid" => Unary::Sigmoid,
-            "relu" => Unary::Relu,
-            "relu6" => Unary::Relu6,
-            "silu" => Unary::Silu,
-            "softplus" => Unary::Softplus,
-            "erf" => Unary::Erf,
-            "logical_not" => Unary::LogicalNot,
-            "leaky_relu" => Unary::LeakyRelu(self.float(st, "alpha", 0.01)?),
-            "clip" => Unary::Clip(
-                self.req(
-                    st,
-                    "alpha",
-                    self.lit(st, "alpha").map(|l| l.and_then(Literal::as_f64)),
-                )? as f32,
-                self.req(
-                    st,
-                    "beta",
-                    self.lit(st, "beta").map(|l| l.and_then(Literal::as_f64)),
-                )? as f32,
-            ),
-            "gelu" => match self.string(st, "mode")?.unwrap_or("EXACT") {
-                "EXACT" => Unary::GeluExact,
-                "TANH_APPROXIMATION" => Unary::GeluTanh,
-                "SIGMOID_APPROXIMATION" => Unary::GeluSigmoid,
-                m => return Err(format!("unknown gelu mode {m:?}")),
-            },
-            _ => return Ok(None),
-        }))
-    }
-
-    fn conv(&mut self, st: &'a Statement) -> R<()> {
-        let x = self.operand(st, "x")?;
-        let w = self.operand(st, "weight")?;
-        let xs = self.shape(x).to_vec();
+    /// 1×1 convolution (the only kind the simulator executes).
+    fn conv(&mut self, cx: &OpContext, st: &'a Statement, out: &ValueType) -> R<()> {
+        let x = self.operand(cx, st, "x")?;
+        let w = self.operand(cx, st, "weight")?;
         let ws = self.shape(w).to_vec();
-        if xs.len() != 4 || ws.len() != 4 {
-            return Err(format!(
-                "conv needs rank-4 x and weight, got {xs:?} and {ws:?}"
-            ));
+        if ws[2..] != [1, 1] {
+            return Err(cx.err(format!(
+                "only 1x1 conv is supported by the simulator, weight is {ws:?}"
+            )));
         }
-        if ws[2] != 1 || ws[3] != 1 {
-            return Err(format!("only 1x1 conv is supported, weight is {ws:?}"));
-        }
-        for key in ["strides", "dilations"] {
-            if let Some(v) = self.ints(st, key)? {
-                if v.iter().any(|&s| s != 1) {
-                    return Err(format!("conv {key} {v:?} not supported (only 1)"));
+        for (key, neutral) in [("strides", 1), ("dilations", 1), ("pad", 0)] {
+            if let Some(v) = cx.const_ints(key)? {
+                if v.iter().any(|&s| s != neutral) {
+                    return Err(cx.err(format!(
+                        "conv {key} {v:?} not supported by the simulator (only {neutral})"
+                    )));
                 }
             }
         }
-        if let Some(p) = self.ints(st, "pad")? {
-            if p.iter().any(|&s| s != 0) {
-                return Err(format!("conv pad {p:?} not supported (only 0)"));
-            }
-        }
-        let groups = self.int(st, "groups")?.unwrap_or(1);
-        if groups < 1 {
-            return Err(format!("conv groups {groups}"));
-        }
-        let g = groups as usize;
-        let (cout, cin_g) = (ws[0], ws[1]);
-        if cin_g * g != xs[1] || cout % g != 0 {
-            return Err(format!(
-                "conv weight {ws:?} with groups {g} does not fit input {xs:?}"
-            ));
-        }
+        let groups = cx.const_int("groups")?.unwrap_or(1).max(1) as usize;
         let mut inputs = vec![x, w];
-        if st.arg("bias").is_some() {
-            let b = self.operand(st, "bias")?;
-            if numel(self.shape(b)) != cout {
-                return Err(format!("conv bias {:?} for {cout} outputs", self.shape(b)));
-            }
-            inputs.push(b);
-        }
-        let shape = vec![xs[0], cout, xs[2], xs[3]];
-        let flops = 2.0 * (xs[0] * cout * cin_g * xs[2] * xs[3]) as f64;
-        self.push(st, Kind::Conv { groups: g }, inputs, shape, flops)
+        inputs.extend(self.optional_operand(cx, st, "bias")?);
+        let flops = 2.0 * numel(out.shape()) as f64 * ws[1] as f64;
+        self.push(st, out, Kind::Conv { groups }, inputs, flops);
+        Ok(())
     }
 
-    fn matmul(&mut self, st: &'a Statement) -> R<()> {
-        let x = self.operand(st, "x")?;
-        let y = self.operand(st, "y")?;
-        let tx = self.flag(st, "transpose_x", false)?;
-        let ty = self.flag(st, "transpose_y", false)?;
-        let (xs, ys) = (self.shape(x).to_vec(), self.shape(y).to_vec());
-        if xs.len() < 2 || ys.len() < 2 {
-            return Err(format!(
-                "matmul needs rank ≥ 2 operands, got {xs:?} and {ys:?}"
-            ));
-        }
-        let (m, k) = mat_dims(&xs, tx);
-        let (k2, n) = mat_dims(&ys, ty);
-        if k != k2 {
-            return Err(format!(
-                "matmul inner dimensions differ: {xs:?}{} · {ys:?}{}",
-                if tx { "ᵀ" } else { "" },
-                if ty { "ᵀ" } else { "" }
-            ));
-        }
-        let batch = broadcast_shapes(&xs[..xs.len() - 2], &ys[..ys.len() - 2])
-            .ok_or_else(|| format!("matmul batch dims of {xs:?} and {ys:?} do not broadcast"))?;
-        let flops = 2.0 * (numel(&batch) * m * n * k) as f64;
-        let mut shape = batch;
-        shape.extend([m, n]);
-        self.push(st, Kind::Matmul { tx, ty }, vec![x, y], shape, flops)
-    }
-
-    fn linear(&mut self, st: &'a Statement) -> R<()> {
-        let x = self.operand(st, "x")?;
-        let w = self.operand(st, "weight")?;
-        let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
-        if ws.len() != 2 || xs.is_empty() || xs[xs.len() - 1] != ws[1] {
-            return Err(format!("linear weight {ws:?} does not fit input {xs:?}"));
-        }
-        let mut inputs = vec![x, w];
-        if st.arg("bias").is_some() {
-            let b = self.operand(st, "bias")?;
-            if numel(self.shape(b)) != ws[0] {
-                return Err(format!(
-                    "linear bias {:?} for {} outputs",
-                    self.shape(b),
-                    ws[0]
-                ));
-            }
-            inputs.push(b);
-        }
-        let mut shape = xs.clone();
-        *shape.last_mut().unwrap_or(&mut 0) = ws[0];
-        let flops = 2.0 * (numel(&xs) * ws[0]) as f64;
-        self.push(st, Kind::Linear, inputs, shape, flops)
-    }
-
-    fn reduce(&mut self, st: &'a Statement) -> R<()> {
-        let kind = match st.op.as_str() {
-            "reduce_sum" => ReduceKind::Sum,
-            "reduce_mean" => ReduceKind::Mean,
-            "reduce_max" => ReduceKind::Max,
-            "reduce_min" => ReduceKind::Min,
-            "reduce_prod" => ReduceKind::Prod,
-            "reduce_sum_square" => ReduceKind::SumSquare,
-            "reduce_l2_norm" => ReduceKind::L2Norm,
-            _ => ReduceKind::LogSumExp,
-        };
-        let x = self.operand(st, "x")?;
-        let src = self.shape(x).to_vec();
-        let mut axes = match self.ints(st, "axes")? {
-            Some(a) => norm_axes(&a, src.len())?,
-            None => (0..src.len()).collect(),
-        };
-        axes.sort_unstable();
-        axes.dedup();
-        let keep = self.flag(st, "keep_dims", false)?;
-        let shape: Vec<usize> = (0..src.len())
-            .filter_map(|a| match (axes.contains(&a), keep) {
-                (false, _) => Some(src[a]),
-                (true, true) => Some(1),
-                (true, false) => None,
-            })
-            .collect();
-        let flops = numel(&src) as f64;
-        self.push(st, Kind::Reduce { kind, axes }, vec![x], shape, flops)
-    }
-
-    fn slice_by_size(&mut self, st: &'a Statement) -> R<()> {
-        let x = self.operand(st, "x")?;
-        let src = self.shape(x).to_vec();
-        let begin = self.req(st, "begin", self.ints(st, "begin"))?;
-        let size = self.req(st, "size", self.ints(st, "size"))?;
-        if begin.len() != src.len() || size.len() != src.len() {
-            return Err(format!(
-                "slice_by_size begin/size rank differs from {src:?}"
-            ));
-        }
-        let mut b = vec![0; src.len()];
-        let mut shape = vec![0; src.len()];
-        for a in 0..src.len() {
-            let d = src[a] as i64;
-            let bi = if begin[a] < 0 { begin[a] + d } else { begin[a] };
-            let sz = if size[a] < 0 { d - bi } else { size[a] };
-            if bi < 0 || sz < 0 || bi + sz > d {
-                return Err(format!(
-                    "slice_by_size begin {begin:?} size {size:?} outside {src:?}"
-                ));
-            }
-            b[a] = bi as usize;
-            shape[a] = sz as usize;
-        }
-        let step = vec![1; src.len()];
-        let kind = Kind::Slice {
-            begin: b,
-            step,
-            counts: shape.clone(),
-        };
-        self.push(st, kind, vec![x], shape, 0.0)
-    }
-
-    fn slice_by_index(&mut self, st: &'a Statement) -> R<()> {
-        let x = self.operand(st, "x")?;
-        let src = self.shape(x).to_vec();
-        let rank = src.len();
-        let begin = self.req(st, "begin", self.ints(st, "begin"))?;
-        let end = self.req(st, "end", self.ints(st, "end"))?;
-        let stride = self.ints(st, "stride")?.unwrap_or_else(|| vec![1; rank]);
-        let bm = self
-            .bools(st, "begin_mask")?
-            .unwrap_or_else(|| vec![false; rank]);
-        let em = self
-            .bools(st, "end_mask")?
-            .unwrap_or_else(|| vec![false; rank]);
-        let sm = self
-            .bools(st, "squeeze_mask")?
-            .unwrap_or_else(|| vec![false; rank]);
-        if [
-            begin.len(),
-            end.len(),
-            stride.len(),
-            bm.len(),
-            em.len(),
-            sm.len(),
-        ]
-        .iter()
-        .any(|&l| l != rank)
-        {
-            return Err(format!(
-                "slice_by_index parameters must all have rank {rank}"
-            ));
-        }
-        let (mut b, mut step, mut full, mut squeezed) = (vec![], vec![], vec![], vec![]);
-        for a in 0..rank {
-            let d = src[a] as i64;
-            if stride[a] <= 0 {
-                return Err(format!(
-                    "slice_by_index stride {} not supported (only > 0)",
-                    stride[a]
-                ));
-            }
-            let clamp = |v: i64| (if v < 0 { v + d } else { v }).clamp(0, d);
-            let bi = if bm[a] { 0 } else { clamp(begin[a]) };
-            let ei = if em[a] { d } else { clamp(end[a]) };
-            let n = if ei > bi {
-                (ei - bi + stride[a] - 1) / stride[a]
-            } else {
-                0
-            };
-            if sm[a] && n != 1 {
-                return Err(format!("slice_by_index squeezes axis {a} of length {n}"));
-            }
-            b.push(bi as usize);
-            step.push(stride[a] as usize);
-            full.push(n as usize);
-            if !sm[a] {
-                squeezed.push(n as usize);
-            }
-        }
-        let kind = Kind::Slice {
-            begin: b,
-            step,
-            counts: full,
-        };
-        self.push(st, kind, vec![x], squeezed, 0.0)
-    }
-
-    fn concat(&mut self, st: &'a Statement) -> R<()> {
-        let list = match st.arg("values") {
-            Some(Arg::List(v)) => v,
-            Some(other) => std::slice::from_ref(other),
-            None => return Err("concat needs `values`".into()),
-        };
-        if list.is_empty() {
-            return Err("concat of nothing".into());
-        }
-        let mut inputs = Vec::with_capacity(list.len());
-        for a in list {
-            inputs.push(self.operand_arg(a)?);
-        }
-        let first = self.shape(inputs[0]).to_vec();
-        let axis = axis_index(self.req(st, "axis", self.int(st, "axis"))?, first.len())?;
-        let interleave = self.flag(st, "interleave", false)?;
-        let mut shape = first.clone();
-        shape[axis] = 0;
-        for &i in &inputs {
-            let s = self.shape(i);
-            let same_rest =
-                s.len() == first.len() && (0..s.len()).all(|a| a == axis || s[a] == first[a]);
-            if !same_rest || (interleave && s[axis] != first[axis]) {
-                return Err(format!(
-                    "concat inputs {first:?} and {s:?} do not fit on axis {axis}"
-                ));
-            }
-            shape[axis] += s[axis];
-        }
-        self.push(st, Kind::Concat { axis, interleave }, inputs, shape, 0.0)
-    }
-
-    fn layer_norm(&mut self, st: &'a Statement) -> R<()> {
-        let x = self.operand(st, "x")?;
-        let src = self.shape(x).to_vec();
-        let mut axes = match self.ints(st, "axes")? {
-            Some(a) => norm_axes(&a, src.len())?,
-            None => vec![src.len().saturating_sub(1)],
-        };
-        axes.sort_unstable();
-        axes.dedup();
+    fn layer_norm(&mut self, cx: &OpContext, st: &'a Statement, out: &ValueType) -> R<()> {
+        let axes = cx.layer_norm_axes()?;
+        let eps = cx.layer_norm_epsilon()? as f32;
+        let rank = out.shape().len();
         if axes
             .iter()
             .enumerate()
-            .any(|(i, &a)| a != src.len() - axes.len() + i)
+            .any(|(i, &a)| a != rank - axes.len() + i)
         {
-            return Err(format!(
-                "layer_norm axes {axes:?} must be the trailing axes of {src:?}"
-            ));
+            return Err(cx.err(format!(
+                "layer_norm over axes {axes:?} of rank {rank}: the simulator only normalises \
+                 trailing axes"
+            )));
         }
-        let eps = self.float(st, "epsilon", 1e-5)?;
-        let mut inputs = vec![x];
-        let gamma = st.arg("gamma").is_some();
-        let beta = st.arg("beta").is_some();
-        let norm_shape: Vec<usize> = axes.iter().map(|&a| src[a]).collect();
-        for (present, key) in [(gamma, "gamma"), (beta, "beta")] {
-            if present {
-                let v = self.operand(st, key)?;
-                if numel(self.shape(v)) != numel(&norm_shape) {
-                    return Err(format!(
-                        "layer_norm {key} {:?} for axes {axes:?}",
-                        self.shape(v)
-                    ));
-                }
-                inputs.push(v);
-            }
-        }
-        let flops = 8.0 * numel(&src) as f64;
-        self.push(
-            st,
-            Kind::LayerNorm {
-                axes,
-                eps,
-                gamma,
-                beta,
-            },
-            inputs,
-            src,
-            flops,
-        )
+        let x = self.operand(cx, st, "x")?;
+        let g = self.optional_operand(cx, st, "gamma")?;
+        let b = self.optional_operand(cx, st, "beta")?;
+        let kind = Kind::LayerNorm {
+            axes,
+            eps,
+            gamma: g.is_some(),
+            beta: b.is_some(),
+        };
+        let inputs = [Some(x), g, b].into_iter().flatten().collect();
+        self.push(st, out, kind, inputs, 8.0 * numel(out.shape()) as f64);
+        Ok(())
     }
 }
 
-fn mat_dims(shape: &[usize], transposed: bool) -> (usize, usize) {
-    let (a, b) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-    if transposed {
-        (b, a)
-    } else {
-        (a, b)
-    }
-}
-
-fn norm_axes(axes: &[i64], rank: usize) -> R<Vec<usize>> {
-    axes.iter().map(|&a| axis_index(a, rank)).collect()
-}
-
-fn reshape_target(src: &[usize], want: &[i64]) -> R<Vec<usize>> {
-    let total = numel(src);
-    let mut infer = None;
-    let mut known = 1usize;
-    let mut out = Vec::with_capacity(want.len());
-    for (i, &d) in want.iter().enumerate() {
-        match d {
-            -1 if infer.is_none() => {
-                infer = Some(i);
-                out.push(0);
-            }
-            d if d >= 0 => {
-                known = known.saturating_mul(d as usize);
-                out.push(d as usize);
-            }
-            _ => return Err(format!("bad reshape target {want:?}")),
-        }
-    }
-    if let Some(i) = infer {
-        if total.checked_rem(known) != Some(0) {
-            return Err(format!("cannot reshape {src:?} to {want:?}"));
-        }
-        out[i] = total / known;
-    } else if known != total {
-        return Err(format!(
-            "cannot reshape {src:?} ({total} elements) to {want:?}"
-        ));
-    }
-    Ok(out)
+/// The pointwise kernel of a one-operand op, with its parameters resolved.
+fn unary(cx: &OpContext, op: Op) -> R<Unary> {
+    let float =
+        |key: &str, default: f64| -> R<f32> { Ok(cx.const_float(key)?.unwrap_or(default) as f32) };
+    let required = |key: &str| -> R<f32> {
+        cx.const_float(key)?
+            .map(|v| v as f32)
+            .ok_or_else(|| cx.err(format!("missing argument `{key}`")))
+    };
+    Ok(match op {
+        Op::Identity => Unary::Identity,
+        Op::Abs => Unary::Abs,
+        Op::Ceil => Unary::Ceil,
+        Op::Floor => Unary::Floor,
+        Op::Round => Unary::Round,
+        Op::Sign => Unary::Sign,
+        Op::Sin => Unary::Sin,
+        Op::Cos => Unary::Cos,
+        Op::Tan => Unary::Tan,
+        Op::Tanh => Unary::Tanh,
+        Op::Exp => Unary::Exp,
+        Op::Exp2 => Unary::Exp2,
+        Op::Log => Unary::Log(float("epsilon", 1e-45)?),
+        Op::Sqrt => Unary::Sqrt,
+        Op::Rsqrt => Unary::Rsqrt(float("epsilon", 1e-12)?),
+        Op::Inverse => Unary::Inverse(float("epsilon", 1e-4)?),
+        Op::Square => Unary::Square,
+        Op::Sigmoid => Unary::Sigmoid,
+        Op::Relu => Unary::Relu,
+        Op::Relu6 => Unary::Relu6,
+        Op::Silu => Unary::Silu,
+        Op::Softplus => Unary::Softplus,
+        Op::Erf => Unary::Erf,
+        Op::LogicalNot => Unary::LogicalNot,
+        Op::LeakyRelu => Unary::LeakyRelu(float("alpha", 0.01)?),
+        Op::Clip => Unary::Clip(required("alpha")?, required("beta")?),
+        Op::Gelu => match cx.const_str("mode")?.unwrap_or("EXACT") {
+            "EXACT" => Unary::GeluExact,
+            "TANH_APPROXIMATION" => Unary::GeluTanh,
+            "SIGMOID_APPROXIMATION" => Unary::GeluSigmoid,
+            m => return Err(cx.err(format!("unknown gelu mode {m:?}"))),
+        },
+        other => return Err(cx.err(format!("`{other}` is not a pointwise op"))),
+    })
 }
 
 impl Program {
     /// Lower `func`. `weights` resolves BLOBFILE paths to blob bytes.
-    /// On failure returns one message per problem found.
+    /// On failure returns one message per problem found (a shape error stops at the first).
     pub fn build<'a>(
         func: &'a Function,
         weights: &'a WeightLookup<'a>,
         precision: Precision,
     ) -> Result<Program, Vec<String>> {
+        // Repeated identical consts are harmless to execute (the validator reports them).
+        let lenient = InferOptions {
+            allow_repeated_consts: true,
+        };
+        let env: TypeEnv =
+            mil::infer_shapes_with(func, &lenient).map_err(|e| vec![e.to_string()])?;
+        let const_env: HashMap<String, Literal> = func
+            .body
+            .iter()
+            .filter_map(|s| Some((s.out_name.clone(), s.const_value()?.clone())))
+            .collect();
         let mut b = Builder {
-            func,
             weights,
             precision,
             names: HashMap::new(),
@@ -804,21 +437,19 @@ impl Program {
             const_values: HashMap::new(),
             steps: vec![],
             weight_bytes: 0.0,
-            errors: vec![],
         };
+        let mut errors = vec![];
         let mut inputs = vec![];
         let mut input_values = vec![];
         for (name, ty) in &func.inputs {
             if ty.dtype.size_bytes().is_none() {
-                b.errors.push(format!(
+                errors.push(format!(
                     "input `{name}`: {} cannot live in a surface",
                     ty.dtype
                 ));
             }
             let v = b.new_value(ty.shape.clone(), ty.dtype);
-            if b.names.insert(name.as_str(), v).is_some() {
-                b.errors.push(format!("input `{name}` is declared twice"));
-            }
+            b.names.insert(name.as_str(), v);
             inputs.push(IoTensor {
                 name: name.clone(),
                 dtype: ty.dtype,
@@ -826,35 +457,36 @@ impl Program {
             });
             input_values.push(v);
         }
-        for st in &b.func.body {
-            if let Err(e) = b.statement(st) {
-                b.errors
-                    .push(format!("`{}` ({}): {e}", st.out_name, st.op_name));
+        // Results whose statement failed (already reported; outputs naming them are skipped).
+        let mut failed: Vec<&str> = vec![];
+        for (index, st) in func.body.iter().enumerate() {
+            let cx = OpContext::new(index, st, &env, &const_env);
+            let Some(out) = env.get(&st.out_name) else {
+                errors.push(
+                    cx.err("result has no inferred type".to_string())
+                        .to_string(),
+                );
+                continue;
+            };
+            if let Err(e) = b.statement(&cx, st, out) {
+                errors.push(e.to_string());
+                failed.push(st.out_name.as_str());
             }
         }
         let mut outputs = vec![];
         let mut output_values = vec![];
         for name in &func.outputs {
-            let v = match b.names.get(name.as_str()).copied() {
-                Some(v) => v,
-                None if b.const_lits.contains_key(name.as_str()) => {
-                    match b.operand_arg_owned(name) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            b.errors.push(format!("output `{name}`: {e}"));
-                            continue;
-                        }
-                    }
-                }
-                None => {
-                    b.errors.push(format!("output `{name}` is not defined"));
+            let v = match b.value(name) {
+                Ok(v) => v,
+                Err(_) if failed.contains(&name.as_str()) => continue,
+                Err(e) => {
+                    errors.push(format!("output `{name}`: {e}"));
                     continue;
                 }
             };
             let (shape, dtype) = b.types[v].clone();
             if dtype.size_bytes().is_none() {
-                b.errors
-                    .push(format!("output `{name}`: {dtype} cannot live in a surface"));
+                errors.push(format!("output `{name}`: {dtype} cannot live in a surface"));
             }
             outputs.push(IoTensor {
                 name: name.clone(),
@@ -863,8 +495,8 @@ impl Program {
             });
             output_values.push(v);
         }
-        if !b.errors.is_empty() {
-            return Err(b.errors);
+        if !errors.is_empty() {
+            return Err(errors);
         }
         let mut steps = b.steps;
         plan_frees(&mut steps, &output_values);
@@ -881,24 +513,6 @@ impl Program {
             flops,
             weight_bytes: b.weight_bytes,
         })
-    }
-}
-
-impl Builder<'_> {
-    fn operand_arg_owned(&mut self, name: &str) -> R<usize> {
-        let key = self
-            .const_lits
-            .keys()
-            .find(|k| **k == name)
-            .copied()
-            .ok_or_else(|| format!("unknown value `{name}`"))?;
-        if let Some(&i) = self.const_values.get(key) {
-            return Ok(i);
-        }
-        let lit = self.const_lits[key];
-        let i = self.materialise(lit)?;
-        self.const_values.insert(key, i);
-        Ok(i)
     }
 }
 
