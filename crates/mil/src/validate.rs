@@ -135,7 +135,8 @@ impl Code {
             | Code::RankTooLarge
             | Code::BlobOffset
             | Code::UnknownWeightPath
-            | Code::BlobTooLarge => Severity::Error,
+            | Code::BlobTooLarge
+            | Code::UnverifiedOp => Severity::Error,
             Code::SurfaceTooSmall
             | Code::NonUniformIoSize
             | Code::SpatialWidth
@@ -146,8 +147,7 @@ impl Code {
             | Code::IoNotSorted
             | Code::IoDtype
             | Code::KernelTooWide
-            | Code::InlineLiteral
-            | Code::UnverifiedOp => Severity::Warning,
+            | Code::InlineLiteral => Severity::Warning,
             Code::SpatialLanes => Severity::Info,
         }
     }
@@ -356,7 +356,8 @@ impl FunctionCheck<'_, '_> {
                     at,
                     format!(
                         "`{}` is outside the reference's MIL vocabulary: the simulator runs it, but \
-                         no public source shows the ANE compiler accepting it in text MIL",
+                         no public source shows the ANE compiler accepting it in text MIL, so devices refuse it \
+                         (run it with `ane_sim::Program` directly)",
                         s.op
                     ),
                 ),

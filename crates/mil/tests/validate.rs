@@ -355,7 +355,7 @@ fn rejected_and_unverified_ops_come_from_the_op_table() {
             ),
         }
     }
-    assert_eq!(Code::UnverifiedOp.severity(), Severity::Warning);
+    assert_eq!(Code::UnverifiedOp.severity(), Severity::Error);
     assert_eq!(Code::UnverifiedOp.name(), "unverified-op");
     let line = format!("{T} y = relu7(x=x)[name=string(\"y\")];");
     assert_eq!(
