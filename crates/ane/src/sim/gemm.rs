@@ -158,17 +158,31 @@ unsafe fn small_n_rows_avx512(
     let k = a.cols;
     assert!(n <= SMALL_N && x.len() >= k * n && c.len() >= rows * n);
     assert!(rows == 0 || (r0 + rows - 1) * a.row_stride + k <= a.data.len());
-    let mut r = 0;
-    while r + 4 <= rows {
-        // SAFETY: rows r0+r .. r0+r+4 of `a` and all of `x`, `c` are in bounds (asserted
-        // above; `c` row r+3 ends at (r+4)·n ≤ rows·n).
-        unsafe { rows_block_avx512::<4>(a, r0 + r, x, n, &mut c[r * n..(r + 4) * n]) };
-        r += 4;
-    }
-    while r < rows {
-        // SAFETY: as above, for one row.
-        unsafe { rows_block_avx512::<1>(a, r0 + r, x, n, &mut c[r * n..(r + 1) * n]) };
-        r += 1;
+    // Blocks of K_BLOCK inputs keep the slice of `x` in L1 while all rows stream past it;
+    // accumulators round-trip through `c` in f32 between blocks (exact), so every output
+    // still sees its FMAs in order i = 0..k.
+    const K_BLOCK: usize = 96;
+    let mut k0 = 0;
+    while k0 < k {
+        let kb = (k - k0).min(K_BLOCK);
+        let first = k0 == 0;
+        let mut r = 0;
+        while r + 4 <= rows {
+            // SAFETY: rows r0+r .. r0+r+4 of `a` and all of `x`, `c` are in bounds
+            // (asserted above; `c` row r+3 ends at (r+4)·n ≤ rows·n; k0 + kb ≤ k).
+            unsafe {
+                rows_block_avx512::<4>(a, r0 + r, k0, kb, first, x, n, &mut c[r * n..(r + 4) * n])
+            };
+            r += 4;
+        }
+        while r < rows {
+            // SAFETY: as above, for one row.
+            unsafe {
+                rows_block_avx512::<1>(a, r0 + r, k0, kb, first, x, n, &mut c[r * n..(r + 1) * n])
+            };
+            r += 1;
+        }
+        k0 += kb;
     }
 }
 
@@ -176,15 +190,18 @@ unsafe fn small_n_rows_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
+#[allow(clippy::too_many_arguments)]
 unsafe fn rows_block_avx512<const R: usize>(
     a: MatRef<'_>,
     row: usize,
+    k0: usize,
+    kb: usize,
+    first: bool,
     x: &[f32],
     n: usize,
     c: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    let k = a.cols;
     let nv = n.div_ceil(16);
     let mut masks = [0u16; 4];
     for (v, m) in masks.iter_mut().enumerate().take(nv) {
@@ -197,14 +214,23 @@ unsafe fn rows_block_avx512<const R: usize>(
     }
     let xp = x.as_ptr();
     let wp = a.data.as_ptr();
+    let cp = c.as_mut_ptr();
     // SAFETY: the caller guarantees rows row..row+R of `a` (k values each from
-    // row·row_stride) lie in `a.data`, `x` holds k·n values and `c` holds R·n values. All
-    // loads/stores are masked to lanes < n (masked-off lanes are not accessed).
+    // row·row_stride, and k0 + kb ≤ k) lie in `a.data`, `x` holds k·n values and `c` holds
+    // R·n values. All loads/stores are masked to lanes < n (masked-off lanes are not
+    // accessed).
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        if !first {
+            for (rr, acc_r) in acc.iter_mut().enumerate() {
+                for v in 0..nv {
+                    acc_r[v] = _mm512_maskz_loadu_ps(masks[v], cp.add(rr * n + v * 16));
+                }
+            }
+        }
         macro_rules! run {
             ($nv:literal) => {
-                for i in 0..k {
+                for i in k0..k0 + kb {
                     let xr = xp.add(i * n);
                     let mut xv = [_mm512_setzero_ps(); $nv];
                     for v in 0..$nv {
@@ -225,7 +251,6 @@ unsafe fn rows_block_avx512<const R: usize>(
             3 => run!(3),
             _ => run!(4),
         }
-        let cp = c.as_mut_ptr();
         for (rr, acc_r) in acc.iter().enumerate() {
             for v in 0..nv {
                 _mm512_mask_storeu_ps(cp.add(rr * n + v * 16), masks[v], acc_r[v]);
@@ -395,6 +420,8 @@ mod tests {
             (5, 64, 16),
             (7, 33, 17),
             (4, 50, 50),
+            (6, 250, 64),
+            (5, 193, 20),
             (11, 96, 64),
         ] {
             let a_data = lcg(m * (k + 3), 3);
