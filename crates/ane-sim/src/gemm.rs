@@ -111,6 +111,11 @@ const SMALL_N: usize = 64;
 fn small_n_rows(a: MatRef<'_>, r0: usize, rows: usize, x: &[f32], n: usize, c: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { small_n_rows_avx512(a, r0, rows, x, n, c) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above); the function only
@@ -135,6 +140,123 @@ unsafe fn small_n_rows_avx2(
     c: &mut [f32],
 ) {
     stream_rows::<true>(a, r0, rows, x, n, c);
+}
+
+/// AVX-512 streaming kernel: four output rows × up to 64 lanes (16 accumulators) per
+/// block. Every output is `fma(w[i], x[i, j], acc)` over i = 0..k in order — the same
+/// operations, in the same order, as [`stream_rows`], so results are bit-identical.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn small_n_rows_avx512(
+    a: MatRef<'_>,
+    r0: usize,
+    rows: usize,
+    x: &[f32],
+    n: usize,
+    c: &mut [f32],
+) {
+    let k = a.cols;
+    assert!(n <= SMALL_N && x.len() >= k * n && c.len() >= rows * n);
+    assert!(rows == 0 || (r0 + rows - 1) * a.row_stride + k <= a.data.len());
+    // Blocks of K_BLOCK inputs keep the slice of `x` in L1 while all rows stream past it;
+    // accumulators round-trip through `c` in f32 between blocks (exact), so every output
+    // still sees its FMAs in order i = 0..k.
+    const K_BLOCK: usize = 96;
+    let mut k0 = 0;
+    while k0 < k {
+        let kb = (k - k0).min(K_BLOCK);
+        let first = k0 == 0;
+        let mut r = 0;
+        while r + 4 <= rows {
+            // SAFETY: rows r0+r .. r0+r+4 of `a` and all of `x`, `c` are in bounds
+            // (asserted above; `c` row r+3 ends at (r+4)·n ≤ rows·n; k0 + kb ≤ k).
+            unsafe {
+                rows_block_avx512::<4>(a, r0 + r, k0, kb, first, x, n, &mut c[r * n..(r + 4) * n])
+            };
+            r += 4;
+        }
+        while r < rows {
+            // SAFETY: as above, for one row.
+            unsafe {
+                rows_block_avx512::<1>(a, r0 + r, k0, kb, first, x, n, &mut c[r * n..(r + 1) * n])
+            };
+            r += 1;
+        }
+        k0 += kb;
+    }
+}
+
+/// `R` rows starting at `row` of `a · x` into `c` (`R·n` values), n ≤ 64.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_block_avx512<const R: usize>(
+    a: MatRef<'_>,
+    row: usize,
+    k0: usize,
+    kb: usize,
+    first: bool,
+    x: &[f32],
+    n: usize,
+    c: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let nv = n.div_ceil(16);
+    let mut masks = [0u16; 4];
+    for (v, m) in masks.iter_mut().enumerate().take(nv) {
+        let width = (n - v * 16).min(16);
+        *m = if width == 16 {
+            u16::MAX
+        } else {
+            (1u16 << width) - 1
+        };
+    }
+    let xp = x.as_ptr();
+    let wp = a.data.as_ptr();
+    let cp = c.as_mut_ptr();
+    // SAFETY: the caller guarantees rows row..row+R of `a` (k values each from
+    // row·row_stride, and k0 + kb ≤ k) lie in `a.data`, `x` holds k·n values and `c` holds
+    // R·n values. All loads/stores are masked to lanes < n (masked-off lanes are not
+    // accessed).
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        if !first {
+            for (rr, acc_r) in acc.iter_mut().enumerate() {
+                for v in 0..nv {
+                    acc_r[v] = _mm512_maskz_loadu_ps(masks[v], cp.add(rr * n + v * 16));
+                }
+            }
+        }
+        macro_rules! run {
+            ($nv:literal) => {
+                for i in k0..k0 + kb {
+                    let xr = xp.add(i * n);
+                    let mut xv = [_mm512_setzero_ps(); $nv];
+                    for v in 0..$nv {
+                        xv[v] = _mm512_maskz_loadu_ps(masks[v], xr.add(v * 16));
+                    }
+                    for rr in 0..R {
+                        let w = _mm512_set1_ps(*wp.add((row + rr) * a.row_stride + i));
+                        for v in 0..$nv {
+                            acc[rr][v] = _mm512_fmadd_ps(w, xv[v], acc[rr][v]);
+                        }
+                    }
+                }
+            };
+        }
+        match nv {
+            1 => run!(1),
+            2 => run!(2),
+            3 => run!(3),
+            _ => run!(4),
+        }
+        for (rr, acc_r) in acc.iter().enumerate() {
+            for v in 0..nv {
+                _mm512_mask_storeu_ps(cp.add(rr * n + v * 16), masks[v], acc_r[v]);
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -287,6 +409,40 @@ mod tests {
             for (x, y) in c2.iter().zip(&want) {
                 assert!((x - y).abs() < 1e-4);
             }
+        }
+    }
+
+    #[test]
+    fn simd_streaming_kernel_is_bit_identical_to_the_portable_one() {
+        for &(m, k, n) in &[
+            (9, 37, 1),
+            (6, 20, 7),
+            (5, 64, 16),
+            (7, 33, 17),
+            (4, 50, 50),
+            (6, 250, 64),
+            (5, 193, 20),
+            (11, 96, 64),
+        ] {
+            let a_data = lcg(m * (k + 3), 3);
+            let x = lcg(k * n, 4);
+            // a row stride larger than k exercises the stride handling
+            let a = MatRef {
+                data: &a_data,
+                rows: m,
+                cols: k,
+                row_stride: k + 3,
+                col_stride: 1,
+            };
+            let mut got = vec![f32::NAN; m * n];
+            small_n_rows(a, 0, m, &x, n, &mut got);
+            let mut want = vec![f32::NAN; m * n];
+            stream_rows::<true>(a, 0, m, &x, n, &mut want);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{m}x{k}x{n}"
+            );
         }
     }
 

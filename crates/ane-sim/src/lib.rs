@@ -28,7 +28,7 @@ use ane::binding::{binding_order, check_io_sizes, Padding};
 use ane::budget::CompileBudget;
 use ane::cost::{ChipProfile, KernelCost, Prediction};
 use ane::device::{Device, DeviceError, DeviceStats, KernelId, KernelSpec, SurfaceId};
-use ane::fp16::{f16_bits_to_f32, f32_to_f16_bits};
+use ane::fp16::{f16_le_decode_into, f32_to_f16_bits, f32_to_f16_le_encode_into};
 pub use program::{IoTensor, Precision, Program};
 pub use tensor::Tensor;
 
@@ -135,10 +135,12 @@ fn decode(io: &IoTensor, bytes: &[u8]) -> Vec<f32> {
     let n = io.bytes() / io.dtype.size_bytes().unwrap_or(1).max(1);
     let b = &bytes[..io.bytes()];
     match io.dtype {
-        DType::Fp16 => b
-            .chunks_exact(2)
-            .map(|c| f16_bits_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
+        DType::Fp16 => {
+            let mut out = tensor::take_buf(n);
+            out.resize(n, 0.0);
+            f16_le_decode_into(b, &mut out);
+            out
+        }
         DType::Fp32 => b
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -176,6 +178,11 @@ fn decode(io: &IoTensor, bytes: &[u8]) -> Vec<f32> {
 /// Encode f32 values as `dtype` into the start of `out`.
 fn encode(dtype: DType, values: &[f32], out: &mut [u8]) {
     let w = dtype.size_bytes().unwrap_or(1).max(1);
+    if dtype == DType::Fp16 {
+        let n = values.len().min(out.len() / 2);
+        f32_to_f16_le_encode_into(&values[..n], &mut out[..2 * n]);
+        return;
+    }
     for (v, dst) in values.iter().zip(out.chunks_exact_mut(w)) {
         match dtype {
             DType::Fp16 => dst.copy_from_slice(&f32_to_f16_bits(*v).to_le_bytes()),
@@ -513,7 +520,7 @@ impl Device for SimDevice {
             }
         }
         let tensors: Vec<Tensor> = tensors.into_iter().flatten().collect();
-        let results = p.run(tensors).map_err(DeviceError::Eval)?;
+        let results = p.run_decoded(tensors).map_err(DeviceError::Eval)?;
         let routes: Vec<(usize, DType)> = k
             .out_route
             .iter()
@@ -527,6 +534,9 @@ impl Device for SimDevice {
                 .get_mut(&sid.0)
                 .ok_or(DeviceError::UnknownSurface(sid))?;
             encode(dtype, &results[o].data, buf);
+        }
+        for t in results {
+            tensor::give_buf(t.data);
         }
         let pred = self.opts.profile.predict(&cost);
         self.stats.evals += 1;

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use mil::ast::{Arg, DType, Function, Literal, Statement, TensorData, ValueType};
 
 use super::gemm::{gemm, MatRef};
-use super::ops::{Binary, Unary};
+use super::ops::{sigmoid, Binary, Unary};
 use super::tensor::{
-    broadcast_map2, concat, concat_interleave, numel, reduce, softmax, strided_copy, strides,
-    transpose, ReduceKind, Tensor,
+    broadcast_map2, broadcast_map2_into, concat_interleave, concat_into, give_buf, numel, reduce,
+    softmax_into, strided_copy_into, strides, take_buf, ReduceKind, Tensor,
 };
 use ane::blob;
-use ane::fp16::round_f16;
+use ane::fp16::{round_f16, round_f16_slice};
 
 mod exec;
 mod lower;

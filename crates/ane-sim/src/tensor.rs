@@ -23,6 +23,48 @@ impl Tensor {
     }
 }
 
+thread_local! {
+    /// Value buffers of finished ops, reused by later ops and evals on this thread: avoids
+    /// a fresh allocation (and page faults on large buffers) per op.
+    static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most buffers the per-thread pool keeps.
+const POOL_MAX: usize = 192;
+
+/// An empty buffer with capacity for at least `n` values (best fit from the pool).
+pub fn take_buf(n: usize) -> Vec<f32> {
+    let reused = POOL.with_borrow_mut(|p| {
+        let mut best: Option<usize> = None;
+        for (i, b) in p.iter().enumerate() {
+            let cap = b.capacity();
+            if cap >= n && best.is_none_or(|j| cap < p[j].capacity()) {
+                best = Some(i);
+            }
+        }
+        best.map(|i| p.swap_remove(i))
+    });
+    match reused {
+        Some(mut b) => {
+            b.clear();
+            b
+        }
+        None => Vec::with_capacity(n),
+    }
+}
+
+/// Return a buffer to the pool (dropped when the pool is full or the buffer empty).
+pub fn give_buf(b: Vec<f32>) {
+    if b.capacity() < 16 {
+        return;
+    }
+    POOL.with_borrow_mut(|p| {
+        if p.len() < POOL_MAX {
+            p.push(b);
+        }
+    });
+}
+
 /// Number of elements of a shape (1 for rank 0).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -132,6 +174,82 @@ pub fn broadcast_map2(
     out
 }
 
+/// How an operand broadcast to an output shape lays out its values along the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pattern {
+    /// Same number of values: element i pairs with output element i.
+    Full,
+    /// The operand's values repeat with this period (leading broadcast axes).
+    Tile(usize),
+    /// Each value covers this many consecutive outputs (trailing broadcast axes).
+    Repeat(usize),
+    Other,
+}
+
+fn pattern(shape: &[usize], out: &[usize]) -> Pattern {
+    let (len, n) = (numel(shape), numel(out));
+    if len == n {
+        return Pattern::Full;
+    }
+    if len == 0 || shape.len() > out.len() {
+        return Pattern::Other;
+    }
+    let pad = out.len() - shape.len();
+    let dim = |i: usize| if i < pad { 1 } else { shape[i - pad] };
+    let rank = out.len();
+    let first = (0..rank).find(|&i| dim(i) != 1).unwrap_or(rank);
+    if (first..rank).all(|i| dim(i) == out[i]) {
+        return Pattern::Tile(len);
+    }
+    let end = (0..rank).rfind(|&i| dim(i) != 1).map_or(0, |i| i + 1);
+    if (0..end).all(|i| dim(i) == out[i]) {
+        return Pattern::Repeat(n / len);
+    }
+    Pattern::Other
+}
+
+/// [`broadcast_map2`] appending to `out`, with fast loops for the common layouts (same
+/// shape, scalar, an operand tiled along leading axes or repeated along trailing ones).
+/// Computes exactly the same values.
+#[inline]
+pub fn broadcast_map2_into(
+    x: &Tensor,
+    y: &Tensor,
+    out_shape: &[usize],
+    out: &mut Vec<f32>,
+    f: impl Fn(f32, f32) -> f32 + Copy,
+) {
+    let n = numel(out_shape);
+    let (px, py) = (pattern(&x.shape, out_shape), pattern(&y.shape, out_shape));
+    match (px, py) {
+        (Pattern::Full, Pattern::Full) => {
+            out.extend(x.data.iter().zip(&y.data).map(|(&a, &b)| f(a, b)))
+        }
+        (Pattern::Full, Pattern::Tile(p)) if p > 0 => {
+            for xc in x.data.chunks_exact(p) {
+                out.extend(xc.iter().zip(&y.data).map(|(&a, &b)| f(a, b)));
+            }
+        }
+        (Pattern::Tile(p), Pattern::Full) if p > 0 => {
+            for yc in y.data.chunks_exact(p) {
+                out.extend(x.data.iter().zip(yc).map(|(&a, &b)| f(a, b)));
+            }
+        }
+        (Pattern::Full, Pattern::Repeat(r)) if r > 0 => {
+            for (xc, &b) in x.data.chunks_exact(r).zip(&y.data) {
+                out.extend(xc.iter().map(|&a| f(a, b)));
+            }
+        }
+        (Pattern::Repeat(r), Pattern::Full) if r > 0 => {
+            for (yc, &a) in y.data.chunks_exact(r).zip(&x.data) {
+                out.extend(yc.iter().map(|&b| f(a, b)));
+            }
+        }
+        _ => out.extend(broadcast_map2(x, y, out_shape, f)),
+    }
+    debug_assert_eq!(out.len(), n);
+}
+
 /// Copy the strided view (`offset`, `view_strides`, `view_shape`) of `src` into a dense
 /// row-major buffer. Used for transpose and slicing.
 pub fn strided_copy(
@@ -140,11 +258,22 @@ pub fn strided_copy(
     view_strides: &[usize],
     view_shape: &[usize],
 ) -> Vec<f32> {
-    let n = numel(view_shape);
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(numel(view_shape));
+    strided_copy_into(src, offset, view_strides, view_shape, &mut out);
+    out
+}
+
+/// [`strided_copy`] appending to `out`.
+pub fn strided_copy_into(
+    src: &[f32],
+    offset: usize,
+    view_strides: &[usize],
+    view_shape: &[usize],
+    out: &mut Vec<f32>,
+) {
     if view_shape.is_empty() {
         out.push(src[offset]);
-        return out;
+        return;
     }
     let last = *view_shape.last().unwrap_or(&1);
     let inner = *view_strides.last().unwrap_or(&1);
@@ -156,7 +285,6 @@ pub fn strided_copy(
             out.extend((0..last).map(|j| src[o + j * inner]));
         }
     });
-    out
 }
 
 /// Transpose: output axis i is input axis `perm[i]`.
@@ -303,8 +431,32 @@ pub fn min_nan(a: f32, b: f32) -> f32 {
 
 /// Softmax along `axis`: exp(x − max) / Σ exp(x − max), computed in f32.
 pub fn softmax(x: &Tensor, axis: usize) -> Tensor {
-    let (outer, n, inner) = split_around(&x.shape, axis, axis);
     let mut out = vec![0f32; x.data.len()];
+    softmax_into(x, axis, &mut out);
+    Tensor::new(x.shape.clone(), out)
+}
+
+/// [`softmax`] into `out` (`x.data.len()` values).
+pub fn softmax_into(x: &Tensor, axis: usize, out: &mut [f32]) {
+    let (outer, n, inner) = split_around(&x.shape, axis, axis);
+    if n == 0 {
+        return;
+    }
+    if inner == 1 {
+        // Contiguous rows: the same operations in the same order, without the gather.
+        for (row, o) in x.data.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, max_nan);
+            let mut sum = 0f32;
+            for (c, &v) in o.iter_mut().zip(row) {
+                *c = exp_or_zero(v - m);
+                sum += *c;
+            }
+            for c in o.iter_mut() {
+                *c /= sum;
+            }
+        }
+        return;
+    }
     let mut col = vec![0f32; n];
     for o in 0..outer {
         for i in 0..inner {
@@ -323,20 +475,36 @@ pub fn softmax(x: &Tensor, axis: usize) -> Tensor {
             }
         }
     }
-    Tensor::new(x.shape.clone(), out)
+}
+
+/// `x.exp()`, short-cutting arguments whose exponential rounds to +0 in f32 (e^-104 is
+/// below half the smallest subnormal): masked attention slots, without libm's slow
+/// underflow path. Bit-identical to `x.exp()`.
+#[inline]
+fn exp_or_zero(x: f32) -> f32 {
+    if x < -110.0 {
+        0.0
+    } else {
+        x.exp()
+    }
 }
 
 /// Concatenate along `axis` (all other dimensions equal, checked by the caller).
 pub fn concat(xs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Tensor {
-    let outer = numel(&out_shape[..axis]);
     let mut data = Vec::with_capacity(numel(out_shape));
+    concat_into(xs, axis, out_shape, &mut data);
+    Tensor::new(out_shape.to_vec(), data)
+}
+
+/// [`concat`] appending to `data`.
+pub fn concat_into(xs: &[&Tensor], axis: usize, out_shape: &[usize], data: &mut Vec<f32>) {
+    let outer = numel(&out_shape[..axis]);
     for o in 0..outer {
         for x in xs {
             let chunk = numel(&x.shape[axis..]);
             data.extend_from_slice(&x.data[o * chunk..(o + 1) * chunk]);
         }
     }
-    Tensor::new(out_shape.to_vec(), data)
 }
 
 /// Interleaved concat along `axis`: element k of input i goes to position k·n + i.
@@ -390,6 +558,42 @@ mod tests {
             broadcast_shapes(&[5, 1, 3], &[4, 1]).unwrap(),
             vec![5, 4, 3]
         );
+    }
+
+    #[test]
+    fn fast_broadcast_layouts_match_the_generic_path() {
+        let cases: &[(&[usize], &[usize])] = &[
+            (&[1, 3, 2, 4], &[1, 1, 2, 4]),
+            (&[1, 3, 2, 4], &[1, 3, 1, 1]),
+            (&[1, 1, 1, 4], &[1, 3, 2, 4]),
+            (&[2, 3, 1], &[1, 3, 4]),
+            (&[5], &[]),
+            (&[3, 4], &[3, 4]),
+            (&[1, 3, 1, 4], &[1, 1, 2, 1]),
+        ];
+        for &(a, b) in cases {
+            let (x, y) = (t(a), t(b));
+            let s = broadcast_shapes(a, b).unwrap();
+            let f = |p: f32, q: f32| p * 7.0 - q;
+            for (x, y) in [(&x, &y), (&y, &x)] {
+                let mut fast = vec![];
+                broadcast_map2_into(x, y, &s, &mut fast, f);
+                let sx = broadcast_strides(&x.shape, &s);
+                let sy = broadcast_strides(&y.shape, &s);
+                let mut want = vec![];
+                let last = s.last().copied().unwrap_or(1);
+                let (ix, iy) = (
+                    sx.last().copied().unwrap_or(0),
+                    sy.last().copied().unwrap_or(0),
+                );
+                for_each_row(&s, [&sx, &sy], |[ox, oy]| {
+                    for j in 0..last {
+                        want.push(f(x.data[ox + j * ix], y.data[oy + j * iy]));
+                    }
+                });
+                assert_eq!(fast, want, "{:?} {:?}", x.shape, y.shape);
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,16 @@ impl Program {
     /// Run with `inputs` in declaration order (element counts must match); returns outputs in
     /// return order. fp16 inputs are rounded to fp16 first (a surface cannot hold more).
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        self.run_inner(inputs, false)
+    }
+
+    /// [`Program::run`] for inputs decoded from their declared surface dtypes: fp16 inputs
+    /// are already fp16 values, so the input rounding pass is skipped.
+    pub(crate) fn run_decoded(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        self.run_inner(inputs, true)
+    }
+
+    fn run_inner(&self, inputs: Vec<Tensor>, fp16_exact: bool) -> Result<Vec<Tensor>, String> {
         if inputs.len() != self.inputs.len() {
             return Err(format!(
                 "{} inputs given, program has {}",
@@ -27,71 +37,114 @@ impl Program {
                     io.shape
                 ));
             }
-            t.shape = io.shape.clone();
-            if io.dtype == DType::Fp16 {
-                t.data.iter_mut().for_each(|x| *x = round_f16(*x));
+            t.shape.clone_from(&io.shape);
+            if io.dtype == DType::Fp16 && !fp16_exact {
+                round_f16_slice(&mut t.data);
             }
             values[v] = Some(Arc::new(t));
         }
         for step in &self.steps {
-            let args: Vec<&Tensor> = step
-                .inputs
-                .iter()
-                .map(|&i| {
-                    values[i]
-                        .as_deref()
-                        .ok_or_else(|| format!("{}: operand missing", step.label))
-                })
-                .collect::<Result<_, _>>()?;
-            let mut data = self.exec(step, &args);
+            let n = numel(&step.shape);
+            // reshape / cast of a value whose last use this is: move its buffer.
+            let moved = match step.kind {
+                Kind::Reshape | Kind::Cast if step.free.contains(&step.inputs[0]) => {
+                    match values[step.inputs[0]].take().map(Arc::try_unwrap) {
+                        Some(Ok(t)) => Some(t.data),
+                        Some(Err(shared)) => {
+                            values[step.inputs[0]] = Some(shared);
+                            None
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let mut data = match moved {
+                Some(d) => d,
+                None => {
+                    let args: Vec<&Tensor> = step
+                        .inputs
+                        .iter()
+                        .map(|&i| {
+                            values[i]
+                                .as_deref()
+                                .ok_or_else(|| format!("{}: operand missing", step.label))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    let mut out = take_buf(n);
+                    self.exec(step, &args, &mut out);
+                    out
+                }
+            };
+            debug_assert_eq!(data.len(), n, "{}", step.label);
             if step.dtype == DType::Fp16 && self.precision == Precision::Fp16 {
-                data.iter_mut().for_each(|x| *x = round_f16(*x));
+                round_f16_slice(&mut data);
             } else if step.dtype.is_int() || step.dtype == DType::Bool {
                 data.iter_mut().for_each(|x| *x = x.trunc());
             }
             values[step.out] = Some(Arc::new(Tensor::new(step.shape.clone(), data)));
             for &f in &step.free {
-                values[f] = None;
+                if let Some(Ok(t)) = values[f].take().map(Arc::try_unwrap) {
+                    give_buf(t.data);
+                }
             }
         }
-        self.output_values
+        let outs: Vec<Option<Arc<Tensor>>> = self
+            .output_values
             .iter()
-            .map(|&v| {
-                values[v]
-                    .as_deref()
-                    .cloned()
-                    .ok_or_else(|| "output missing".to_string())
+            .map(|&v| values[v].clone())
+            .collect();
+        drop(values);
+        outs.into_iter()
+            .map(|v| {
+                let v = v.ok_or_else(|| "output missing".to_string())?;
+                Ok(Arc::try_unwrap(v).unwrap_or_else(|shared| (*shared).clone()))
             })
             .collect()
     }
 
-    fn exec(&self, step: &Step, a: &[&Tensor]) -> Vec<f32> {
+    /// Compute `step` into the empty buffer `out` (leaves `numel(step.shape)` values).
+    fn exec(&self, step: &Step, a: &[&Tensor], out: &mut Vec<f32>) {
+        let n = numel(&step.shape);
         match &step.kind {
-            Kind::Unary(u) => a[0].data.iter().map(|&x| u.apply(x)).collect(),
-            Kind::Binary(b) => broadcast_map2(a[0], a[1], &step.shape, |x, y| b.apply(x, y)),
-            Kind::Conv { groups } => conv1x1(a[0], a[1], a.get(2).copied(), *groups),
-            Kind::Matmul { tx, ty } => batched_matmul(a[0], a[1], *tx, *ty, &step.shape),
+            Kind::Unary(u) => unary_into(*u, &a[0].data, out),
+            Kind::Binary(b) => binary_into(*b, a[0], a[1], &step.shape, out),
+            Kind::Conv { groups } => {
+                out.resize(n, 0.0);
+                conv1x1(a[0], a[1], a.get(2).copied(), *groups, out);
+            }
+            Kind::Matmul { tx, ty } => {
+                out.resize(n, 0.0);
+                batched_matmul(a[0], a[1], *tx, *ty, &step.shape, out);
+            }
             Kind::Linear => {
                 let (x, w) = (a[0], a[1]);
                 let (n_out, k) = (w.shape[0], w.shape[1]);
                 let rows = x.data.len() / k.max(1);
-                let mut out = vec![0f32; rows * n_out];
+                out.resize(rows * n_out, 0.0);
                 gemm(
                     MatRef::row_major(&x.data, rows, k),
                     MatRef::row_major(&w.data, n_out, k).t(),
-                    &mut out,
+                    out,
                 );
                 if let Some(b) = a.get(2) {
                     for row in out.chunks_exact_mut(n_out) {
                         row.iter_mut().zip(&b.data).for_each(|(o, &bv)| *o += bv);
                     }
                 }
-                out
             }
-            Kind::Softmax { axis } => softmax(a[0], *axis).data,
-            Kind::Reduce { kind, axes } => reduce(a[0], axes, *kind).data,
-            Kind::Reshape | Kind::Cast => a[0].data.clone(),
-            Kind::Transpose { perm } => transpose(a[0], perm).data,
+            Kind::Softmax { axis } => {
+                out.resize(n, 0.0);
+                softmax_into(a[0], *axis, out);
+            }
+            Kind::Reduce { kind, axes } => replace(out, reduce(a[0], axes, *kind).data),
+            Kind::Reshape | Kind::Cast => out.extend_from_slice(&a[0].data),
+            Kind::Transpose { perm } => {
+                let x = a[0];
+                let st = strides(&x.shape);
+                let vs: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
+                strided_copy_into(&x.data, 0, &vs, &step.shape, out);
+            }
             Kind::Slice {
                 begin,
                 step: st,
@@ -101,13 +154,13 @@ impl Program {
                 let xs = strides(&x.shape);
                 let offset: usize = begin.iter().zip(&xs).map(|(b, s)| b * s).sum();
                 let vs: Vec<usize> = xs.iter().zip(st).map(|(s, k)| s * k).collect();
-                strided_copy(&x.data, offset, &vs, counts)
+                strided_copy_into(&x.data, offset, &vs, counts, out);
             }
             Kind::Concat { axis, interleave } => {
                 if *interleave {
-                    concat_interleave(a, *axis, &step.shape).data
+                    replace(out, concat_interleave(a, *axis, &step.shape).data)
                 } else {
-                    concat(a, *axis, &step.shape).data
+                    concat_into(a, *axis, &step.shape, out)
                 }
             }
             Kind::LayerNorm {
@@ -115,27 +168,57 @@ impl Program {
                 eps,
                 gamma,
                 beta,
-            } => layer_norm(a, axes, *eps, *gamma, *beta),
+            } => replace(out, layer_norm(a, axes, *eps, *gamma, *beta)),
             Kind::Select => {
                 let none = Tensor::scalar(0.0);
                 let c = broadcast_map2(a[0], &none, &step.shape, |c, _| c);
                 let x = broadcast_map2(a[1], &none, &step.shape, |x, _| x);
                 let y = broadcast_map2(a[2], &none, &step.shape, |y, _| y);
-                c.iter()
-                    .zip(x.iter().zip(&y))
-                    .map(|(&c, (&x, &y))| if c != 0.0 { x } else { y })
-                    .collect()
+                out.extend(
+                    c.iter()
+                        .zip(x.iter().zip(&y))
+                        .map(|(&c, (&x, &y))| if c != 0.0 { x } else { y }),
+                );
             }
         }
     }
 }
 
+/// Swap a freshly computed vector into `out`, returning the old buffer to the pool.
+fn replace(out: &mut Vec<f32>, v: Vec<f32>) {
+    give_buf(std::mem::replace(out, v));
+}
+
+/// Pointwise `u` over `x` appended to `out`; the hot ops get their own inlined loops.
+fn unary_into(u: Unary, x: &[f32], out: &mut Vec<f32>) {
+    match u {
+        Unary::Sigmoid => out.extend(x.iter().map(|&v| sigmoid(v))),
+        Unary::Identity => out.extend_from_slice(x),
+        Unary::Square => out.extend(x.iter().map(|&v| v * v)),
+        Unary::Sqrt => out.extend(x.iter().map(|&v| v.sqrt())),
+        Unary::Exp => out.extend(x.iter().map(|&v| v.exp())),
+        Unary::Rsqrt(eps) => out.extend(x.iter().map(|&v| 1.0 / (v + eps).sqrt())),
+        _ => out.extend(x.iter().map(|&v| u.apply(v))),
+    }
+}
+
+/// Broadcasting `b` appended to `out`; the hot ops get their own inlined loops.
+fn binary_into(b: Binary, x: &Tensor, y: &Tensor, shape: &[usize], out: &mut Vec<f32>) {
+    match b {
+        Binary::Add => broadcast_map2_into(x, y, shape, out, |p, q| p + q),
+        Binary::Sub => broadcast_map2_into(x, y, shape, out, |p, q| p - q),
+        Binary::Mul => broadcast_map2_into(x, y, shape, out, |p, q| p * q),
+        Binary::RealDiv => broadcast_map2_into(x, y, shape, out, |p, q| p / q),
+        _ => broadcast_map2_into(x, y, shape, out, move |p, q| b.apply(p, q)),
+    }
+}
+
 /// 1×1 convolution: per batch n and group g, `Y_g[Cout/g, H·W] = W_g[Cout/g, Cin/g] · X_g`.
-fn conv1x1(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, groups: usize) -> Vec<f32> {
+fn conv1x1(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, groups: usize, out: &mut [f32]) {
     let (n, cin, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
     let cout = w.shape[0];
     let (cin_g, cout_g) = (cin / groups, cout / groups);
-    let mut out = vec![0f32; n * cout * hw];
+    debug_assert_eq!(out.len(), n * cout * hw);
     for b in 0..n {
         for g in 0..groups {
             let wg = &w.data[g * cout_g * cin_g..(g + 1) * cout_g * cin_g];
@@ -155,11 +238,17 @@ fn conv1x1(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, groups: usize) -> Vec<
             row.1.iter_mut().for_each(|v| *v += bias.data[c]);
         }
     }
-    out
 }
 
 /// Batched matmul with NumPy broadcasting over the leading axes.
-fn batched_matmul(x: &Tensor, y: &Tensor, tx: bool, ty: bool, out_shape: &[usize]) -> Vec<f32> {
+fn batched_matmul(
+    x: &Tensor,
+    y: &Tensor,
+    tx: bool,
+    ty: bool,
+    out_shape: &[usize],
+    out: &mut [f32],
+) {
     let (xr, yr) = (x.shape.len(), y.shape.len());
     let (xa, xb) = (x.shape[xr - 2], x.shape[xr - 1]);
     let (ya, yb) = (y.shape[yr - 2], y.shape[yr - 1]);
@@ -171,7 +260,7 @@ fn batched_matmul(x: &Tensor, y: &Tensor, tx: bool, ty: bool, out_shape: &[usize
     let nb = numel(batch);
     let bx = batch_offsets(&x.shape[..xr - 2], batch, xa * xb);
     let by = batch_offsets(&y.shape[..yr - 2], batch, ya * yb);
-    let mut out = vec![0f32; nb * m * n];
+    debug_assert_eq!(out.len(), nb * m * n);
     for (i, c) in out.chunks_exact_mut((m * n).max(1)).enumerate().take(nb) {
         let mut a = MatRef::row_major(&x.data[bx[i]..bx[i] + xa * xb], xa, xb);
         if tx {
@@ -183,7 +272,6 @@ fn batched_matmul(x: &Tensor, y: &Tensor, tx: bool, ty: bool, out_shape: &[usize
         }
         gemm(a, b, c);
     }
-    out
 }
 
 /// Element offset of each broadcast batch index into an operand with batch dims `own`.
