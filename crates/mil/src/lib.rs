@@ -26,7 +26,7 @@ pub mod shape;
 pub mod validate;
 
 pub use ast::*;
-pub use builder::{BuildError, Builder, ConvParams, Names, Value};
+pub use builder::{BuildError, Builder, ConvParams, Names, Value, Weights};
 pub use half::f16;
 pub use parser::{parse, parse_bytes, ParseError};
 pub use printer::{print, print_with, Style};
