@@ -18,12 +18,12 @@ use ane::backend::{compare, eval_once, probe_inputs};
 use ane::hw::policy::{BudgetedDevice, CompilePolicy, PolicyStats, WeightReload};
 use ane::hw::probe::{self, BindingObservation, ReloadObservation};
 use ane::hw::{self, AneDevice};
-use ane::kernels::emit::Dt;
 use ane::kernels::head::head;
 use ane::kernels::layers::{fused_layers, LayerF32};
 use ane::kernels::{lanes_for, Geometry, Kernel};
 use ane::{AneBackend, AneOptions, CompileBudget, Device, DeviceError, KernelSpec, Precision};
 use ane::{SimDevice, SimOptions};
+use mil::DType;
 
 /// `Some(lock)` when the suite is switched on; otherwise prints the reason and gives `None`.
 fn enabled(test: &str) -> Option<MutexGuard<'static, ()>> {
@@ -220,7 +220,7 @@ fn smollm2_like() -> Geometry {
         rope_theta: 100_000.0,
         lanes: lanes_for(576, 2),
         max_seq: 256,
-        io: Dt::Fp16,
+        io: DType::Fp16,
     }
 }
 
