@@ -14,9 +14,9 @@
 //! generation loop stops with `ContextFull` there instead of failing.
 
 use engine::{Backend, BackendError, BackendStats};
+use mil::DType;
 use model::{LlamaConfig, LlamaWeights, Tensor};
 
-use crate::kernels::emit::Dt;
 use crate::kernels::head::head;
 use crate::kernels::host::{element, encode, position_input, read_lane, scatter_rows};
 use crate::kernels::layers::{fused_layers, LayerF32};
@@ -37,7 +37,7 @@ pub struct AneOptions {
     /// Transformer blocks fused into one kernel (one dispatch).
     pub layers_per_kernel: usize,
     /// Element type of every I/O surface; `None`: fp16 (the ANE's native type).
-    pub io: Option<Dt>,
+    pub io: Option<DType>,
     /// Run every compiled kernel once on a probe and compare with the f32 simulator.
     pub self_check: bool,
     /// Lanes per dispatch; `None`: the minimum-surface-size rule ([`crate::kernels::lanes_for`]).
@@ -121,8 +121,8 @@ pub fn ane_sim_backend<'a>(
     });
     if opts.io.is_none() {
         opts.io = Some(match precision {
-            Precision::Fp16 => Dt::Fp16,
-            Precision::F32 => Dt::Fp32,
+            Precision::Fp16 => DType::Fp16,
+            Precision::F32 => DType::Fp32,
         });
     }
     AneBackend::new(weights, Box::new(device), opts)
@@ -159,7 +159,7 @@ impl<'a> AneBackend<'a> {
         if opts.layers_per_kernel == 0 {
             return Err(AneError::Options("layers_per_kernel must be ≥ 1".into()));
         }
-        let mut geom = Geometry::new_unchecked(&cfg, max_seq, opts.io.unwrap_or(Dt::Fp16));
+        let mut geom = Geometry::new_unchecked(&cfg, max_seq, opts.io.unwrap_or(DType::Fp16));
         // The usable context is the cache: callers (the generation loop) stop there.
         let mut cfg = cfg;
         cfg.context_length = max_seq;
@@ -168,7 +168,7 @@ impl<'a> AneBackend<'a> {
         }
         geom.check()?;
         let (d, kv, l, s) = (geom.dim, geom.kv_dim, geom.lanes, geom.max_seq);
-        let esz = geom.io.bytes();
+        let esz = geom.io_bytes();
 
         let mut layers = Vec::new();
         for first in (0..cfg.n_layers).step_by(opts.layers_per_kernel) {
@@ -297,7 +297,7 @@ impl<'a> AneBackend<'a> {
         }
         self.write_surface(self.x[0], &x)?;
         self.write_surface(self.pos, &position_input(&g, pos, n))?;
-        let esz = g.io.bytes();
+        let esz = g.io_bytes();
         let mut cur = 0;
         for li in 0..self.layers.len() {
             let (id, first, count, kv_out) = {

@@ -4,11 +4,11 @@
 //! with the simulator in f32 mode (f32 surfaces) the only differences left are f32 summation
 //! order, so logits must agree to ~1e-5; in fp16 mode they agree to fp16 accuracy.
 
-use ane_llm::kernels::emit::Dt;
 use ane_llm::{ane_sim_backend, AneBackend, AneOptions};
 use ane_sim::Precision;
 use cpu::{CpuBackend, CpuOptions};
 use engine::{Backend, BackendError};
+use mil::DType;
 use model::synthetic::SyntheticModel;
 use model::{GgmlType, LlamaConfig, LlamaWeights};
 
@@ -90,7 +90,7 @@ fn run_against_cpu(
 fn f32_sim_matches_cpu_exact_on_gqa_model_through_prefill_and_decode() {
     let m = SyntheticModel::new(small_config(), 11, GgmlType::F16);
     let mut ane = ane_sim_backend(weights(&m), Precision::F32, small_opts()).expect("ane backend");
-    assert_eq!(ane.geometry().io, Dt::Fp32);
+    assert_eq!(ane.geometry().io, DType::Fp32);
     let mut cpu = CpuBackend::new(
         weights(&m),
         CpuOptions {
@@ -115,7 +115,7 @@ fn f32_sim_matches_cpu_exact_on_gqa_model_through_prefill_and_decode() {
 fn fp16_sim_matches_cpu_exact_within_fp16_tolerance() {
     let m = SyntheticModel::new(small_config(), 12, GgmlType::F16);
     let mut ane = ane_sim_backend(weights(&m), Precision::Fp16, small_opts()).expect("ane backend");
-    assert_eq!(ane.geometry().io, Dt::Fp16);
+    assert_eq!(ane.geometry().io, DType::Fp16);
     let mut cpu = CpuBackend::new(
         weights(&m),
         CpuOptions {

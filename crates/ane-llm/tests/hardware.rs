@@ -17,7 +17,6 @@ use std::sync::{Mutex, MutexGuard};
 use ane::policy::{BudgetedDevice, CompilePolicy, PolicyStats, WeightReload};
 use ane::{CompileBudget, Device, DeviceError, KernelSpec};
 use ane_llm::backend::{compare, eval_once, probe_inputs};
-use ane_llm::kernels::emit::Dt;
 use ane_llm::kernels::head::head;
 use ane_llm::kernels::layers::{fused_layers, LayerF32};
 use ane_llm::kernels::{lanes_for, Geometry, Kernel};
@@ -25,6 +24,7 @@ use ane_llm::{AneBackend, AneOptions};
 use ane_macos::probe::{self, BindingObservation, ReloadObservation};
 use ane_macos::{self as hw, AneDevice};
 use ane_sim::{Precision, SimDevice, SimOptions};
+use mil::DType;
 
 /// `Some(lock)` when the suite is switched on; otherwise prints the reason and gives `None`.
 fn enabled(test: &str) -> Option<MutexGuard<'static, ()>> {
@@ -216,7 +216,7 @@ fn smollm2_like() -> Geometry {
         rope_theta: 100_000.0,
         lanes: lanes_for(576, 2),
         max_seq: 256,
-        io: Dt::Fp16,
+        io: DType::Fp16,
     }
 }
 

@@ -9,13 +9,13 @@ use std::collections::HashSet;
 
 use ane::Device;
 use ane_llm::backend::{compare, eval_once};
-use ane_llm::kernels::emit::Dt;
 use ane_llm::kernels::head::{classifier_chunks, head};
 use ane_llm::kernels::host::position_input;
 use ane_llm::kernels::layers::{fused_layers, LayerF32};
 use ane_llm::kernels::{Geometry, Kernel, MAX_AXIS, MIN_SURFACE_BYTES};
 use ane_sim::{Precision, SimDevice, SimOptions};
 use cpu::ops::{attention, rms_norm, rope, swiglu};
+use mil::DType;
 use model::LlamaConfig;
 
 /// Deterministic values in [−a, a), rounded to fp16 (so fp16 blobs hold them exactly).
@@ -62,7 +62,7 @@ fn random_layer(g: &Geometry, seed: u64) -> LayerF32 {
     }
 }
 
-fn gqa_geometry(io: Dt) -> Geometry {
+fn gqa_geometry(io: DType) -> Geometry {
     Geometry {
         dim: 64,
         kv_dim: 32,
@@ -223,7 +223,7 @@ fn layer_case(
 
 #[test]
 fn decode_layer_matches_cpu_with_gqa_at_the_start_and_near_the_end_of_the_cache() {
-    let g = gqa_geometry(Dt::Fp32);
+    let g = gqa_geometry(DType::Fp32);
     let w = [random_layer(&g, 1)];
     for pos in [0, 5, g.max_seq - 1] {
         let dev = layer_case(&g, Precision::F32, &w, pos, 1, 40 + pos as u64);
@@ -234,7 +234,7 @@ fn decode_layer_matches_cpu_with_gqa_at_the_start_and_near_the_end_of_the_cache(
 
 #[test]
 fn prefill_chunk_matches_cpu_with_the_causal_mask() {
-    let g = gqa_geometry(Dt::Fp32);
+    let g = gqa_geometry(DType::Fp32);
     let w = [random_layer(&g, 2)];
     // A full chunk of 8 tokens ending at the last slot, and a partial chunk mid-cache.
     for (pos, n) in [(g.max_seq - 8, 8), (3, 5)] {
@@ -246,12 +246,12 @@ fn prefill_chunk_matches_cpu_with_the_causal_mask() {
 
 #[test]
 fn fused_three_layers_equal_three_cpu_blocks_in_f32_and_fp16() {
-    let g32 = gqa_geometry(Dt::Fp32);
+    let g32 = gqa_geometry(DType::Fp32);
     let ws: Vec<LayerF32> = (0..3).map(|i| random_layer(&g32, 10 + 10 * i)).collect();
     let f32_dev = layer_case(&g32, Precision::F32, &ws, 20, 3, 5);
     eprintln!("fused 3 layers: f32 relative RMS diff {f32_dev:.2e}");
     assert!(f32_dev < 1e-5, "{f32_dev}");
-    let g16 = gqa_geometry(Dt::Fp16);
+    let g16 = gqa_geometry(DType::Fp16);
     let fp16_dev = layer_case(&g16, Precision::Fp16, &ws, 20, 3, 5);
     eprintln!("fused 3 layers: fp16 relative RMS diff {fp16_dev:.2e}");
     assert!(fp16_dev < 3e-2, "{fp16_dev}");
@@ -260,7 +260,7 @@ fn fused_three_layers_equal_three_cpu_blocks_in_f32_and_fp16() {
 
 #[test]
 fn head_matches_cpu_norm_classifier_and_max_over_chunks() {
-    let g = gqa_geometry(Dt::Fp32);
+    let g = gqa_geometry(DType::Fp32);
     let (d, v, l) = (g.dim, g.vocab, g.lanes);
     assert_eq!(
         classifier_chunks(v).len(),
@@ -298,6 +298,53 @@ fn head_matches_cpu_norm_classifier_and_max_over_chunks() {
 
 // ---- structure: names, sizes, axes, for the two real model shapes ----
 
+/// Both kernels in both I/O types: the typed program prints, parses back to itself, passes
+/// the validator, references exactly its weight blobs and keeps the I/O names.
+#[test]
+fn programs_round_trip_through_text_and_validate() {
+    for io in [DType::Fp16, DType::Fp32] {
+        let g = gqa_geometry(io);
+        let ws: Vec<LayerF32> = (0..2).map(|i| random_layer(&g, 3 + i)).collect();
+        let fused = fused_layers(&g, 4, &ws).expect("fused");
+        let h = head(&g, &vec![1.0; g.dim], &rand(g.vocab * g.dim, 9, 0.2)).expect("head");
+        for k in [&fused, &h] {
+            let text = k.spec().mil_text();
+            let back = mil::parse(&text).unwrap_or_else(|e| panic!("{}: {e:?}", k.label));
+            assert_eq!(back, k.program, "{} ({io}): print → parse", k.label);
+            let paths: HashSet<String> = k.weights.iter().map(|(p, _)| p.clone()).collect();
+            let f = k.program.main().expect("main");
+            let refs: HashSet<String> = f.blob_refs().iter().map(|r| r.2.path.clone()).collect();
+            assert_eq!(refs, paths, "{}: blobs and BLOBFILE consts", k.label);
+            let diags = mil::validate(
+                &k.program,
+                &mil::ValidateOptions {
+                    weight_paths: Some(&paths),
+                    ..Default::default()
+                },
+            );
+            assert!(!mil::has_errors(&diags), "{} ({io}): {diags:?}", k.label);
+            let ins: Vec<&str> = f.inputs.iter().map(|(n, _)| n.as_str()).collect();
+            let host: Vec<&str> = k.io.inputs.iter().map(|i| i.name.as_str()).collect();
+            assert_eq!(ins, host);
+            assert!(k.io.inputs.iter().all(|i| i.dt == io));
+            assert!(k.io.outputs.iter().all(|o| o.dt == io));
+        }
+        assert_eq!(
+            fused.program.main().expect("main").outputs,
+            vec!["o00_x".to_string(), "o01_kv".to_string()]
+        );
+        assert_eq!(
+            h.program.main().expect("main").outputs,
+            vec!["o00_logits", "o01_logits", "o02_max"]
+        );
+        let fi: Vec<&str> = fused.io.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(
+            fi,
+            ["i00_x", "i01_pos", "i02_k0", "i03_v0", "i04_k1", "i05_v1"]
+        );
+    }
+}
+
 fn smollm2() -> LlamaConfig {
     LlamaConfig {
         n_layers: 30,
@@ -329,7 +376,7 @@ fn zero_layer(g: &Geometry) -> LayerF32 {
 }
 
 fn real_shape_kernels(cfg: &LlamaConfig, max_seq: usize) -> (Geometry, Vec<Kernel>) {
-    let g = Geometry::new(cfg, max_seq, Dt::Fp16).expect("geometry");
+    let g = Geometry::new(cfg, max_seq, DType::Fp16).expect("geometry");
     let layers: Vec<LayerF32> = (0..3).map(|_| zero_layer(&g)).collect();
     let fused = fused_layers(&g, 0, &layers).expect("fused");
     let h = head(&g, &vec![1.0; g.dim], &vec![0.0; g.vocab * g.dim]).expect("head");
@@ -340,7 +387,9 @@ fn check_structure(cfg: &LlamaConfig, max_seq: usize, want_lanes: usize) {
     let (g, kernels) = real_shape_kernels(cfg, max_seq);
     assert_eq!(g.lanes, want_lanes);
     for k in &kernels {
-        let program = mil::parse(&k.mil_text).unwrap_or_else(|e| panic!("{}: {e:?}", k.label));
+        let program =
+            mil::parse(&mil::print(&k.program)).unwrap_or_else(|e| panic!("{}: {e:?}", k.label));
+        assert_eq!(program, k.program, "{}: print → parse changes it", k.label);
         let f = program.main().expect("main");
         // Binding order: declaration order is byte-wise sorted, and the host's I/O list is it.
         let declared: Vec<&str> = f.inputs.iter().map(|(n, _)| n.as_str()).collect();

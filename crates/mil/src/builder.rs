@@ -21,6 +21,7 @@
 //! the op methods always return a value so kernel code stays linear.
 
 use crate::ast::*;
+use crate::blob::BlobError;
 use crate::shape::{infer_statement, ShapeError, TypeEnv};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -105,7 +106,21 @@ pub enum BuildError {
     NoOutputs,
     #[error("`{0}` is not a MIL identifier ([A-Za-z_][A-Za-z0-9_]*)")]
     InvalidName(String),
+    #[error("weight `{name}` has {got} values, its shape needs {expected}")]
+    WeightSize {
+        name: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("weight blob `{0}` is registered twice")]
+    DuplicateBlob(String),
+    #[error("weight blob `{path}`: {error}")]
+    Blob { path: String, error: BlobError },
 }
+
+/// Weight blobs registered with [`Builder::weight_data`]: `(path, file bytes)` in
+/// declaration order.
+pub type Weights = Vec<(String, Vec<u8>)>;
 
 /// Builds one function (default `main<ios18>`) and wraps it into a [`Program`].
 #[derive(Debug, Clone)]
@@ -116,6 +131,9 @@ pub struct Builder {
     env: TypeEnv,
     consts: HashMap<String, Literal>,
     default_conv: Option<ConvParams>,
+    default_keep_dims: Option<Value>,
+    weights: Weights,
+    next_fresh: usize,
     error: Option<BuildError>,
 }
 
@@ -146,6 +164,9 @@ impl Builder {
             env: TypeEnv::new(),
             consts: HashMap::new(),
             default_conv: None,
+            default_keep_dims: None,
+            weights: Vec::new(),
+            next_fresh: 0,
             error: None,
         }
     }
@@ -182,6 +203,18 @@ impl Builder {
     /// Shape of a value (`[]` for scalars and foreign handles).
     pub fn shape(&self, v: Value) -> &[usize] {
         self.value_type(v).map_or(&[], |t| t.shape())
+    }
+
+    /// A fresh name `<stem>_<n>` for an intermediate value: one counter per builder,
+    /// counting up across all stems (`mul_1`, `c_2`, `mul_3`), skipping names already defined.
+    pub fn fresh(&mut self, stem: &str) -> String {
+        loop {
+            self.next_fresh += 1;
+            let name = format!("{stem}_{}", self.next_fresh);
+            if !self.env.contains_key(&name) {
+                return name;
+            }
+        }
     }
 
     fn var(&mut self, v: Value) -> Arg {
@@ -310,6 +343,45 @@ impl Builder {
             },
         };
         self.constant(names, val)
+    }
+
+    /// fp16 weight `values` (row-major in `shape`) stored as its own single-tensor blob at
+    /// `path` (e.g. `@model_path/weights/wq.bin`): registers the blob bytes (see
+    /// [`Builder::weights`], [`Builder::finish_with_weights`]) and declares its BLOBFILE
+    /// const at offset 64 (§4.1). Values are rounded to fp16.
+    pub fn weight_data(
+        &mut self,
+        names: impl Into<Names>,
+        shape: impl Into<Vec<usize>>,
+        path: &str,
+        values: &[f32],
+    ) -> Value {
+        let names = names.into();
+        let shape = shape.into();
+        let expected = shape.iter().product::<usize>();
+        if values.len() != expected {
+            self.fail(BuildError::WeightSize {
+                name: names.out.clone(),
+                expected,
+                got: values.len(),
+            });
+        } else if self.weights.iter().any(|(p, _)| p == path) {
+            self.fail(BuildError::DuplicateBlob(path.to_string()));
+        } else {
+            match crate::blob::write_blob(values) {
+                Ok(bytes) => self.weights.push((path.to_string(), bytes)),
+                Err(error) => self.fail(BuildError::Blob {
+                    path: path.to_string(),
+                    error,
+                }),
+            }
+        }
+        self.weight(names, shape, path)
+    }
+
+    /// The blobs registered with [`Builder::weight_data`] so far, in declaration order.
+    pub fn weights(&self) -> &[(String, Vec<u8>)] {
+        &self.weights
     }
 
     // ----- conv / matmul ---------------------------------------------------------------
@@ -480,6 +552,29 @@ impl Builder {
         )
     }
 
+    /// The shared `bool kd = true` const the `*_keep` reductions use (created on first
+    /// use; call it early to place it with the other shared consts).
+    pub fn default_keep_dims(&mut self) -> Value {
+        if let Some(v) = self.default_keep_dims {
+            return v;
+        }
+        let v = self.bool("kd", true);
+        self.default_keep_dims = Some(v);
+        v
+    }
+
+    /// `reduce_sum(x, axes=AXES, keep_dims=kd)` with the default `keep_dims = true` const.
+    pub fn reduce_sum_keep(&mut self, names: impl Into<Names>, x: Value, axes: Value) -> Value {
+        let kd = self.default_keep_dims();
+        self.reduce_sum(names, x, axes, kd)
+    }
+
+    /// `reduce_max(x, axes=AXES, keep_dims=kd)` with the default `keep_dims = true` const.
+    pub fn reduce_max_keep(&mut self, names: impl Into<Names>, x: Value, axes: Value) -> Value {
+        let kd = self.default_keep_dims();
+        self.reduce_max(names, x, axes, kd)
+    }
+
     /// `reduce_max(x, axes=AXES, keep_dims=KD)`.
     pub fn reduce_max(
         &mut self,
@@ -611,6 +706,12 @@ impl Builder {
     /// A `program(1.3)` with the default buildInfo holding the built function.
     pub fn finish(self) -> Result<Program, BuildError> {
         Ok(Program::with_function(self.finish_function()?))
+    }
+
+    /// [`Builder::finish`] plus the blobs registered with [`Builder::weight_data`].
+    pub fn finish_with_weights(mut self) -> Result<(Program, Weights), BuildError> {
+        let weights = std::mem::take(&mut self.weights);
+        Ok((self.finish()?, weights))
     }
 }
 

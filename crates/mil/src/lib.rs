@@ -27,7 +27,7 @@ pub mod shape;
 pub mod validate;
 
 pub use ast::*;
-pub use builder::{BuildError, Builder, ConvParams, Names, Value};
+pub use builder::{BuildError, Builder, ConvParams, Names, Value, Weights};
 pub use half::f16;
 pub use op::{AneSupport, Op, OpClass};
 pub use parser::{parse, parse_bytes, ParseError};

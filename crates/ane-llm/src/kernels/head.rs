@@ -5,10 +5,7 @@
 //! the maximum logit of each lane, which the host uses as the argmax hint (first channel whose
 //! fp16 value equals it; lowest index wins ties).
 
-use super::emit::Val;
-use super::{
-    input_name, output_name, Blocks, Geometry, IoDesc, Kernel, KernelError, KernelIo, MAX_AXIS,
-};
+use super::{input_name, output_name, Blocks, Geometry, Kernel, KernelError, KernelIo, MAX_AXIS};
 
 /// Channel ranges of the classifier chunks: as few as possible, near-equal, each ≤ 65,536.
 pub fn classifier_chunks(vocab: usize) -> Vec<std::ops::Range<usize>> {
@@ -33,32 +30,31 @@ pub fn head(g: &Geometry, output_norm: &[f32], classifier: &[f32]) -> Result<Ker
         )));
     }
     let mut b = Blocks::new();
-    let x_in = b.m.input(&input_name(0, "x"), g.io, &[1, d, 1, l]);
-    let inputs = vec![IoDesc::of(&x_in)];
+    let x_in = b.input(&input_name(0, "x"), g.io, &[1, d, 1, l]);
+    let inputs = vec![b.io(x_in)];
     let x = b.as_compute(x_in);
-    let xn = b.rms_norm("output_norm", output_norm, g.rms_eps, &x);
+    let xn = b.rms_norm("output_norm", output_norm, g.rms_eps, x);
     let chunks = classifier_chunks(v);
-    let mut outs: Vec<Val> = Vec::new();
+    let mut outs = Vec::new();
     let mut maxes = Vec::new();
     for (c, r) in chunks.iter().enumerate() {
         let w = &classifier[r.start * d..r.end * d];
-        let logits = b.linear(&format!("classifier_{c:02}"), w, r.len(), &xn);
-        maxes.push(b.reduce("reduce_max", &logits, 1, None));
-        outs.push(b.as_io_output(&logits, g.io, &output_name(c, "logits")));
+        let logits = b.linear(&format!("classifier_{c:02}"), w, r.len(), xn);
+        maxes.push(b.reduce_max(logits, 1, None));
+        outs.push(b.as_io_output(logits, g.io, &output_name(c, "logits")));
     }
     let mx = if maxes.len() == 1 {
-        maxes.remove(0)
+        maxes[0]
     } else {
         let cat = b.concat_channels(&maxes, None);
-        b.reduce("reduce_max", &cat, 1, None)
+        b.reduce_max(cat, 1, None)
     };
-    outs.push(b.as_io_output(&mx, g.io, &output_name(chunks.len(), "max")));
-    let outputs = outs.iter().map(IoDesc::of).collect();
-    let refs: Vec<&Val> = outs.iter().collect();
-    let (mil_text, weights) = b.m.finish(&refs);
+    outs.push(b.as_io_output(mx, g.io, &output_name(chunks.len(), "max")));
+    let outputs = outs.iter().map(|&o| b.io(o)).collect();
+    let (program, weights) = b.finish(&outs)?;
     Ok(Kernel {
         label: "head".into(),
-        mil_text,
+        program,
         weights,
         io: KernelIo { inputs, outputs },
     })

@@ -1,7 +1,8 @@
 //! Host-side data for the kernels: the per-dispatch position input, surface encoding in the
 //! I/O element type, and the K/V-row scatter into the cache surfaces.
 
-use super::emit::Dt;
+use mil::DType;
+
 use super::{Geometry, MASK_HIDDEN};
 use ane::fp16::{f16_bits_to_f32, f32_to_f16_bits};
 
@@ -52,32 +53,42 @@ pub fn position_input(g: &Geometry, pos: usize, n: usize) -> Vec<f32> {
 }
 
 /// Encode f32 values as surface bytes of type `dt` (fp16: round to nearest even).
-pub fn encode(dt: Dt, values: &[f32]) -> Vec<u8> {
+///
+/// Surfaces are fp16 or fp32 ([`Geometry::check`]); other types panic.
+pub fn encode(dt: DType, values: &[f32]) -> Vec<u8> {
     match dt {
-        Dt::Fp16 => values
+        DType::Fp16 => values
             .iter()
             .flat_map(|&v| f32_to_f16_bits(v).to_le_bytes())
             .collect(),
-        Dt::Fp32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::Fp32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        _ => panic!("{dt} surfaces are not supported (fp16 or fp32)"),
     }
 }
 
 /// Decode element `i` of a surface of type `dt`.
 #[inline]
-pub fn element(dt: Dt, bytes: &[u8], i: usize) -> f32 {
+pub fn element(dt: DType, bytes: &[u8], i: usize) -> f32 {
     match dt {
-        Dt::Fp16 => f16_bits_to_f32(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])),
-        Dt::Fp32 => f32::from_le_bytes([
+        DType::Fp16 => f16_bits_to_f32(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])),
+        DType::Fp32 => f32::from_le_bytes([
             bytes[4 * i],
             bytes[4 * i + 1],
             bytes[4 * i + 2],
             bytes[4 * i + 3],
         ]),
+        _ => panic!("{dt} surfaces are not supported (fp16 or fp32)"),
     }
 }
 
 /// Lane `lane` of channels `0..channels` of a `[C, spatial]` surface of type `dt`.
-pub fn read_lane(dt: Dt, bytes: &[u8], spatial: usize, lane: usize, channels: usize) -> Vec<f32> {
+pub fn read_lane(
+    dt: DType,
+    bytes: &[u8],
+    spatial: usize,
+    lane: usize,
+    channels: usize,
+) -> Vec<f32> {
     (0..channels)
         .map(|c| element(dt, bytes, c * spatial + lane))
         .collect()
@@ -121,7 +132,7 @@ mod tests {
             rope_theta: 100.0,
             lanes: 4,
             max_seq: 8,
-            io: Dt::Fp16,
+            io: DType::Fp16,
         }
     }
 
@@ -154,10 +165,10 @@ mod tests {
     #[test]
     fn scatter_moves_lanes_into_slots() {
         // src [3 channels, 2 lanes] fp32; copy channels 1..3, 2 lanes → dst [2 rows, 4 slots] at slot 1.
-        let src = encode(Dt::Fp32, &[0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+        let src = encode(DType::Fp32, &[0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
         let mut dst = vec![0u8; 2 * 4 * 4];
         scatter_rows(&src, 2, 1, 2, 2, &mut dst, 4, 1, 4);
-        let got: Vec<f32> = (0..8).map(|i| element(Dt::Fp32, &dst, i)).collect();
+        let got: Vec<f32> = (0..8).map(|i| element(DType::Fp32, &dst, i)).collect();
         assert_eq!(got, vec![0.0, 1.0, 1.5, 0.0, 0.0, 2.0, 2.5, 0.0]);
     }
 }

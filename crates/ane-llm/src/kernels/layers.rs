@@ -23,9 +23,9 @@
 //! x    = x + W2·(silu(W1·xn2) ⊙ W3·xn2)        xn2 = RMSNorm(x; ffn_norm)
 //! ```
 
+use mil::{DType, Value};
 use model::LayerWeights;
 
-use super::emit::{Dt, Val};
 use super::{input_name, output_name, Blocks, Geometry, IoDesc, Kernel, KernelError, KernelIo};
 
 /// One transformer block's weights as f32, `nn.Linear` layout (`[out][in]` row-major).
@@ -101,19 +101,19 @@ pub fn pair_swap_rows(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// Values shared by all layers of one kernel: RoPE tables, mask, scatter and keep.
 struct Shared {
-    cos: Val,
-    sin: Val,
-    cos_k: Val,
-    sin_k: Val,
+    cos: Value,
+    sin: Value,
+    cos_k: Value,
+    sin_k: Value,
     /// `[1, 1, L, S]` additive causal mask.
-    mask: Val,
+    mask: Value,
     /// `[1, 1, L, S]` lane → slot one-hot rows.
-    scatter: Val,
+    scatter: Value,
     /// `[1, 1, 1, S]`: 0 on slots written by this chunk, else 1.
-    keep: Val,
+    keep: Value,
 }
 
-fn shared(b: &mut Blocks, g: &Geometry, pos: &Val) -> Shared {
+fn shared(b: &mut Blocks, g: &Geometry, pos: Value) -> Shared {
     let (d, kv, s, l) = (g.dim, g.kv_dim, g.max_seq, g.lanes);
     let cos = b.slice(pos, &[0, 0, 0, 0], &[1, d, 1, l]);
     let sin = b.slice(pos, &[0, d, 0, 0], &[1, d, 1, l]);
@@ -121,20 +121,14 @@ fn shared(b: &mut Blocks, g: &Geometry, pos: &Val) -> Shared {
     let sin_k = b.slice(pos, &[0, d, 0, 0], &[1, kv, 1, l]);
     let lanes_by_slot = |b: &mut Blocks, at: usize| {
         let t = b.slice(pos, &[0, at, 0, 0], &[1, s, 1, l]);
-        let t = b.reshape(&t, &[1, 1, s, l]);
-        b.transpose_last(&t)
+        let t = b.reshape(t, &[1, 1, s, l]);
+        b.transpose_last(t)
     };
     let mask = lanes_by_slot(b, 2 * d);
     let scatter = lanes_by_slot(b, 2 * d + s);
-    let written = b.reduce("reduce_sum", &scatter, 2, None);
-    let one = b.m.scalar(1.0);
-    let keep = b.m.op(
-        None,
-        "sub",
-        &[("x", &one), ("y", &written.name)],
-        Dt::Fp16,
-        &[1, 1, 1, s],
-    );
+    let written = b.reduce_sum(scatter, 2);
+    let one = b.scalar(1.0);
+    let keep = b.sub(one, written);
     Shared {
         cos,
         sin,
@@ -147,51 +141,51 @@ fn shared(b: &mut Blocks, g: &Geometry, pos: &Val) -> Shared {
 }
 
 /// `z ⊙ cos + zp ⊙ sin` with `zp = P·z` computed by the pair-swapped weights.
-fn rope(b: &mut Blocks, z: &Val, zp: &Val, cos: &Val, sin: &Val) -> Val {
-    let a = b.binary2("mul", z, cos);
-    let c = b.binary2("mul", zp, sin);
-    b.binary2("add", &a, &c)
+fn rope(b: &mut Blocks, z: Value, zp: Value, cos: Value, sin: Value) -> Value {
+    let a = b.mul(z, cos);
+    let c = b.mul(zp, sin);
+    b.add(a, c)
 }
 
 /// The cache with this chunk's rows written in: `cache ⊙ keep + new·scatter`.
 /// `cache: [1, KV, 1, S]`, `new: [1, KV, 1, L]` → `[1, NKV, hd, S]`.
-fn blend(b: &mut Blocks, g: &Geometry, sh: &Shared, cache: &Val, new: &Val) -> Val {
+fn blend(b: &mut Blocks, g: &Geometry, sh: &Shared, cache: Value, new: Value) -> Value {
     let (kv, s, l) = (g.kv_dim, g.max_seq, g.lanes);
     let c4 = b.reshape(cache, &[1, 1, kv, s]);
-    let kept = b.binary2("mul", &c4, &sh.keep);
+    let kept = b.mul(c4, sh.keep);
     let n4 = b.reshape(new, &[1, 1, kv, l]);
-    let placed = b.matmul(&n4, &sh.scatter, false, &[1, 1, kv, s]);
-    let all = b.binary2("add", &kept, &placed);
-    b.reshape(&all, &[1, g.n_kv_heads, g.head_dim, s])
+    let placed = b.matmul(n4, sh.scatter, false);
+    let all = b.add(kept, placed);
+    b.reshape(all, &[1, g.n_kv_heads, g.head_dim, s])
 }
 
 /// Causal GQA attention of `q: [1, D, 1, L]` over `k_all, v_all: [1, NKV, hd, S]`.
-fn attention(b: &mut Blocks, g: &Geometry, sh: &Shared, q: &Val, k_all: &Val, v_all: &Val) -> Val {
+fn attention(
+    b: &mut Blocks,
+    g: &Geometry,
+    sh: &Shared,
+    q: Value,
+    k_all: Value,
+    v_all: Value,
+) -> Value {
     let (d, s, l, hd) = (g.dim, g.max_seq, g.lanes, g.head_dim);
     let (nh, nkv, grp) = (g.n_heads, g.n_kv_heads, g.group());
     // [1, NH, hd, L] → [1, NH, L, hd] → [1, NKV, G·L, hd]: the G query heads of one KV head
     // stacked as rows.
     let q4 = b.reshape(q, &[1, nh, hd, l]);
-    let qt = b.transpose_last(&q4);
-    let qg = b.reshape(&qt, &[1, nkv, grp * l, hd]);
-    let scores = b.matmul(&qg, k_all, false, &[1, nkv, grp * l, s]);
-    let scale = b.m.scalar(1.0 / (hd as f32).sqrt());
-    let scaled = b.binary("mul", &scores, &scale);
-    let per_head = b.reshape(&scaled, &[1, nh, l, s]);
-    let masked = b.binary2("add", &per_head, &sh.mask);
-    let ax = b.m.int(-1);
-    let probs = b.m.op(
-        None,
-        "softmax",
-        &[("axis", &ax), ("x", &masked.name)],
-        Dt::Fp16,
-        &[1, nh, l, s],
-    );
-    let pg = b.reshape(&probs, &[1, nkv, grp * l, s]);
-    let ctx = b.matmul(&pg, v_all, true, &[1, nkv, grp * l, hd]);
-    let ch = b.reshape(&ctx, &[1, nh, l, hd]);
-    let ct = b.transpose_last(&ch);
-    b.reshape(&ct, &[1, d, 1, l])
+    let qt = b.transpose_last(q4);
+    let qg = b.reshape(qt, &[1, nkv, grp * l, hd]);
+    let scores = b.matmul(qg, k_all, false);
+    let scale = b.scalar(1.0 / (hd as f32).sqrt());
+    let scaled = b.mul(scores, scale);
+    let per_head = b.reshape(scaled, &[1, nh, l, s]);
+    let masked = b.add(per_head, sh.mask);
+    let probs = b.softmax(masked, -1);
+    let pg = b.reshape(probs, &[1, nkv, grp * l, s]);
+    let ctx = b.matmul(pg, v_all, true);
+    let ch = b.reshape(ctx, &[1, nh, l, hd]);
+    let ct = b.transpose_last(ch);
+    b.reshape(ct, &[1, d, 1, l])
 }
 
 /// One block; returns (new x, new k rows, new v rows).
@@ -201,35 +195,34 @@ fn block(
     sh: &Shared,
     w: &LayerF32,
     tag: &str,
-    x: &Val,
-    (k_cache, v_cache): (&Val, &Val),
-) -> (Val, Val, Val) {
+    x: Value,
+    (k_cache, v_cache): (Value, Value),
+) -> (Value, Value, Value) {
     let (d, kv, h) = (g.dim, g.kv_dim, g.ffn_dim);
     let f = |s: &str| format!("{tag}_{s}");
     // --- attention ---
     let xn = b.rms_norm(&f("attn_norm"), &w.attn_norm, g.rms_eps, x);
-    let q = b.linear(&f("wq"), &w.wq, d, &xn);
-    let qp = b.linear(&f("wq_swap"), &pair_swap_rows(&w.wq, d, d), d, &xn);
-    let k = b.linear(&f("wk"), &w.wk, kv, &xn);
-    let kp = b.linear(&f("wk_swap"), &pair_swap_rows(&w.wk, kv, d), kv, &xn);
-    let v = b.linear(&f("wv"), &w.wv, kv, &xn);
-    let q = rope(b, &q, &qp, &sh.cos, &sh.sin);
-    let k = rope(b, &k, &kp, &sh.cos_k, &sh.sin_k);
-    let k_all = blend(b, g, sh, k_cache, &k);
-    let v_all = blend(b, g, sh, v_cache, &v);
-    let att = attention(b, g, sh, &q, &k_all, &v_all);
-    let o = b.linear(&f("wo"), &w.wo, d, &att);
-    let x1 = b.binary2("add", x, &o);
+    let q = b.linear(&f("wq"), &w.wq, d, xn);
+    let qp = b.linear(&f("wq_swap"), &pair_swap_rows(&w.wq, d, d), d, xn);
+    let k = b.linear(&f("wk"), &w.wk, kv, xn);
+    let kp = b.linear(&f("wk_swap"), &pair_swap_rows(&w.wk, kv, d), kv, xn);
+    let v = b.linear(&f("wv"), &w.wv, kv, xn);
+    let q = rope(b, q, qp, sh.cos, sh.sin);
+    let k = rope(b, k, kp, sh.cos_k, sh.sin_k);
+    let k_all = blend(b, g, sh, k_cache, k);
+    let v_all = blend(b, g, sh, v_cache, v);
+    let att = attention(b, g, sh, q, k_all, v_all);
+    let o = b.linear(&f("wo"), &w.wo, d, att);
+    let x1 = b.add(x, o);
     // --- SwiGLU feed-forward ---
-    let xn2 = b.rms_norm(&f("ffn_norm"), &w.ffn_norm, g.rms_eps, &x1);
-    let h1 = b.linear(&f("w_gate"), &w.w_gate, h, &xn2);
-    let h3 = b.linear(&f("w_up"), &w.w_up, h, &xn2);
-    let sig =
-        b.m.op(None, "sigmoid", &[("x", &h1.name)], Dt::Fp16, &h1.shape);
-    let silu = b.binary2("mul", &h1, &sig);
-    let gate = b.binary2("mul", &silu, &h3);
-    let y = b.linear(&f("w_down"), &w.w_down, d, &gate);
-    let x2 = b.binary2("add", &x1, &y);
+    let xn2 = b.rms_norm(&f("ffn_norm"), &w.ffn_norm, g.rms_eps, x1);
+    let h1 = b.linear(&f("w_gate"), &w.w_gate, h, xn2);
+    let h3 = b.linear(&f("w_up"), &w.w_up, h, xn2);
+    let sig = b.sigmoid(h1);
+    let silu = b.mul(h1, sig);
+    let gate = b.mul(silu, h3);
+    let y = b.linear(&f("w_down"), &w.w_down, d, gate);
+    let x2 = b.add(x1, y);
     (x2, k, v)
 }
 
@@ -252,62 +245,53 @@ pub fn fused_layers(
     }
     let (d, kv, s, l) = (g.dim, g.kv_dim, g.max_seq, g.lanes);
     let mut b = Blocks::new();
-    let x_in = b.m.input(&input_name(0, "x"), g.io, &[1, d, 1, l]);
-    let pos_in =
-        b.m.input(&input_name(1, "pos"), g.io, &[1, g.pos_channels(), 1, l]);
+    let x_in = b.input(&input_name(0, "x"), g.io, &[1, d, 1, l]);
+    let pos_in = b.input(&input_name(1, "pos"), g.io, &[1, g.pos_channels(), 1, l]);
     let mut caches = Vec::new();
     for j in 0..layers.len() {
-        let k = b.m.input(
+        let k = b.input(
             &input_name(2 + 2 * j, &format!("k{j}")),
             g.io,
             &[1, kv, 1, s],
         );
-        let v = b.m.input(
+        let v = b.input(
             &input_name(3 + 2 * j, &format!("v{j}")),
             g.io,
             &[1, kv, 1, s],
         );
         caches.push((k, v));
     }
-    let mut inputs: Vec<IoDesc> = vec![IoDesc::of(&x_in), IoDesc::of(&pos_in)];
-    for (k, v) in &caches {
-        inputs.push(IoDesc::of(k));
-        inputs.push(IoDesc::of(v));
+    let mut inputs: Vec<IoDesc> = vec![b.io(x_in), b.io(pos_in)];
+    for &(k, v) in &caches {
+        inputs.push(b.io(k));
+        inputs.push(b.io(v));
     }
     let mut x = b.as_compute(x_in);
     let pos = b.as_compute(pos_in);
-    let sh = shared(&mut b, g, &pos);
+    let sh = shared(&mut b, g, pos);
     let mut new_rows = Vec::new();
     for (j, (w, (kc, vc))) in layers.iter().zip(caches).enumerate() {
         let kc = b.as_compute(kc);
         let vc = b.as_compute(vc);
-        let (x2, k, v) = block(
-            &mut b,
-            g,
-            &sh,
-            w,
-            &format!("l{}", first + j),
-            &x,
-            (&kc, &vc),
-        );
+        let (x2, k, v) = block(&mut b, g, &sh, w, &format!("l{}", first + j), x, (kc, vc));
         x = x2;
         new_rows.push(k);
         new_rows.push(v);
     }
-    let x_out = b.as_io_output(&x, g.io, &output_name(0, "x"));
+    let x_out = b.as_io_output(x, g.io, &output_name(0, "x"));
     let kv_name = output_name(1, "kv");
-    let kv_out = if g.io == Dt::Fp16 {
+    let kv_out = if g.io == DType::Fp16 {
         b.concat_channels(&new_rows, Some(&kv_name))
     } else {
         let cat = b.concat_channels(&new_rows, None);
-        b.as_io_output(&cat, g.io, &kv_name)
+        b.as_io_output(cat, g.io, &kv_name)
     };
-    let outputs = vec![IoDesc::of(&x_out), IoDesc::of(&kv_out)];
-    let (mil_text, weights) = b.m.finish(&[&x_out, &kv_out]);
+    let outputs = vec![b.io(x_out), b.io(kv_out)];
+    let (program, weights) = b.finish(&[x_out, kv_out])?;
     let last = first + layers.len() - 1;
     Ok(Kernel {
         label: format!("layers {first}-{last}"),
-        mil_text,
+        program,
         weights,
         io: KernelIo { inputs, outputs },
     })

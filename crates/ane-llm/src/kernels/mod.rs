@@ -1,4 +1,5 @@
-//! Transformer kernels for the ANE, generated as MIL text plus fp16 weight blobs.
+//! Transformer kernels for the ANE, built as typed [`mil::Program`]s (with [`mil::Builder`])
+//! plus fp16 weight blobs.
 //!
 //! Two kernel families cover a Llama-family model (GQA aware):
 //!
@@ -15,12 +16,11 @@
 //! fixed-width index (`i00_x`, `i01_pos`, `o00_x`, …) so byte-wise sorted order — the binding
 //! order (§3.6) — equals declaration order; [`KernelIo`] records that order for the host.
 
-pub mod emit;
 pub mod head;
 pub mod host;
 pub mod layers;
 
-use emit::{Dt, Mil, Val};
+use mil::{Builder, DType, Program, Value};
 use model::LlamaConfig;
 
 use ane::device::KernelSpec;
@@ -49,7 +49,7 @@ pub struct Geometry {
     /// KV-cache slots `S` (a power of two; the softmax axis).
     pub max_seq: usize,
     /// Element type of every I/O surface (compute is always fp16-typed inside).
-    pub io: Dt,
+    pub io: DType,
 }
 
 /// Errors of kernel generation.
@@ -59,6 +59,8 @@ pub enum KernelError {
     Geometry(String),
     #[error("weights do not fit the model shape: {0}")]
     Weights(String),
+    #[error("kernel program: {0}")]
+    Build(#[from] mil::BuildError),
 }
 
 /// Smallest multiple of 32 lanes with `channels · L · elem_bytes ≥ 49,152` (reference §3.3).
@@ -73,14 +75,14 @@ pub fn lanes_for(channels: usize, elem_bytes: usize) -> usize {
 impl Geometry {
     /// The geometry of `cfg` with `max_seq` cache slots and `io` surfaces; lanes from
     /// [`lanes_for`] on the model width.
-    pub fn new(cfg: &LlamaConfig, max_seq: usize, io: Dt) -> Result<Self, KernelError> {
+    pub fn new(cfg: &LlamaConfig, max_seq: usize, io: DType) -> Result<Self, KernelError> {
         let g = Self::new_unchecked(cfg, max_seq, io);
         g.check()?;
         Ok(g)
     }
 
     /// [`Geometry::new`] without [`Geometry::check`] (to adjust fields first).
-    pub fn new_unchecked(cfg: &LlamaConfig, max_seq: usize, io: Dt) -> Self {
+    pub fn new_unchecked(cfg: &LlamaConfig, max_seq: usize, io: DType) -> Self {
         Self {
             dim: cfg.dim,
             kv_dim: cfg.kv_dim(),
@@ -91,7 +93,7 @@ impl Geometry {
             vocab: cfg.vocab_size,
             rms_eps: cfg.rms_eps,
             rope_theta: cfg.rope_theta,
-            lanes: lanes_for(cfg.dim, io.bytes()),
+            lanes: lanes_for(cfg.dim, io.size_bytes().unwrap_or(1)),
             max_seq,
             io,
         }
@@ -100,6 +102,9 @@ impl Geometry {
     /// Check the invariants the generators rely on.
     pub fn check(&self) -> Result<(), KernelError> {
         let bad = |m: String| Err(KernelError::Geometry(m));
+        if !matches!(self.io, DType::Fp16 | DType::Fp32) {
+            return bad(format!("{} I/O surfaces (fp16 or fp32 only)", self.io));
+        }
         if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} heads, {} KV heads",
@@ -138,14 +143,20 @@ impl Geometry {
     pub fn pos_channels(&self) -> usize {
         2 * self.dim + 2 * self.max_seq
     }
+
+    /// Bytes per element of the I/O surfaces.
+    pub fn io_bytes(&self) -> usize {
+        self.io.size_bytes().unwrap_or(1)
+    }
 }
 
-/// A generated kernel: MIL text, weight blobs and its I/O in binding order.
+/// A generated kernel: the MIL program, its weight blobs and its I/O in binding order.
 #[derive(Debug, Clone)]
 pub struct Kernel {
     /// Short label for messages (e.g. `layers 0-2`, `head`).
     pub label: String,
-    pub mil_text: String,
+    pub program: Program,
+    /// `(path, blob bytes)` for every BLOBFILE the program references.
     pub weights: Vec<(String, Vec<u8>)>,
     pub io: KernelIo,
 }
@@ -161,22 +172,23 @@ pub struct KernelIo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IoDesc {
     pub name: String,
-    pub dt: Dt,
+    pub dt: DType,
     /// `[1, C, 1, S]`.
     pub shape: Vec<usize>,
 }
 
 impl IoDesc {
-    fn of(v: &Val) -> Self {
+    /// The description of input or output `v` of the program being built.
+    fn of(b: &Builder, v: Value) -> Self {
         Self {
-            name: v.name.clone(),
-            dt: v.dt,
-            shape: v.shape.clone(),
+            name: b.name(v).to_string(),
+            dt: b.value_type(v).map_or(DType::Fp16, |t| t.dtype()),
+            shape: b.shape(v).to_vec(),
         }
     }
 
     pub fn bytes(&self) -> usize {
-        self.shape.iter().product::<usize>() * self.dt.bytes()
+        self.shape.iter().product::<usize>() * self.dt.size_bytes().unwrap_or(0)
     }
 
     /// Channels `C` of a `[1, C, 1, S]` surface.
@@ -191,10 +203,11 @@ impl IoDesc {
 }
 
 impl Kernel {
-    /// The device compile request (surface sizes in binding order).
+    /// The device compile request (surface sizes in binding order). The only place a
+    /// kernel becomes a [`KernelSpec`].
     pub fn spec(&self) -> KernelSpec {
         KernelSpec {
-            program: mil::parse(&self.mil_text).expect("generated MIL parses"),
+            program: self.program.clone(),
             weights: self.weights.clone(),
             input_bytes: self.io.inputs.iter().map(IoDesc::bytes).collect(),
             output_bytes: self.io.outputs.iter().map(IoDesc::bytes).collect(),
@@ -212,42 +225,27 @@ pub fn output_name(index: usize, stem: &str) -> String {
     format!("o{index:02}_{stem}")
 }
 
-/// Shared building blocks on top of [`Mil`]: conv parameters declared once per function.
+/// Shared building blocks on top of [`mil::Builder`]: conv parameters and the other shared
+/// consts declared once per function, fresh names for every intermediate.
 pub(crate) struct Blocks {
-    pub m: Mil,
-    pt: String,
-    st: String,
-    pd: String,
-    dl: String,
-    gr: String,
-    kd: String,
-    ax_c: String,
-    f: String,
-    t: String,
-    perm: String,
+    pub b: Builder,
+    ax_c: Value,
+    f: Value,
+    t: Value,
+    perm: Value,
 }
 
 impl Blocks {
     pub fn new() -> Self {
-        let mut m = Mil::new();
-        let pt = m.string("valid");
-        let st = m.ints(&[1, 1]);
-        let pd = m.ints(&[0, 0, 0, 0]);
-        let dl = m.ints(&[1, 1]);
-        let gr = m.int(1);
-        let kd = m.boolean(true);
-        let ax_c = m.ints(&[1]);
-        let f = m.boolean(false);
-        let t = m.boolean(true);
-        let perm = m.ints(&[0, 1, 3, 2]);
+        let mut b = Builder::new();
+        b.default_conv_params();
+        b.default_keep_dims();
+        let ax_c = b.int32s("ax_c", &[1]);
+        let f = b.bool("flag_f", false);
+        let t = b.bool("flag_t", true);
+        let perm = b.int32s("perm", &[0, 1, 3, 2]);
         Self {
-            m,
-            pt,
-            st,
-            pd,
-            dl,
-            gr,
-            kd,
+            b,
             ax_c,
             f,
             t,
@@ -255,86 +253,112 @@ impl Blocks {
         }
     }
 
+    /// Declare a function input of type `dt`.
+    pub fn input(&mut self, name: &str, dt: DType, shape: &[usize]) -> Value {
+        self.b.input(name, dt, shape)
+    }
+
+    /// The I/O description of `v`.
+    pub fn io(&self, v: Value) -> IoDesc {
+        IoDesc::of(&self.b, v)
+    }
+
+    /// An fp16 scalar const of the f32 `v` (the simulator reads back exactly `v`).
+    pub fn scalar(&mut self, v: f32) -> Value {
+        let n = self.b.fresh("c");
+        self.b.fp16(n, f64::from(v))
+    }
+
+    pub fn int(&mut self, v: i32) -> Value {
+        let n = self.b.fresh("i");
+        self.b.int32(n, v)
+    }
+
+    pub fn string(&mut self, v: &str) -> Value {
+        let n = self.b.fresh("s");
+        self.b.string(n, v)
+    }
+
+    pub fn ints(&mut self, v: &[usize]) -> Value {
+        let v: Vec<i32> = v.iter().map(|&d| d as i32).collect();
+        self.ints_signed(&v)
+    }
+
+    fn ints_signed(&mut self, v: &[i32]) -> Value {
+        let n = self.b.fresh("t");
+        self.b.int32s(n, v)
+    }
+
+    /// An fp16 weight const stored as `@model_path/weights/<file>.bin`. `values` is
+    /// row-major in `shape` (a 1×1 conv weight `[out, in, 1, 1]` is `[out][in]`).
+    pub fn weight(&mut self, file: &str, shape: &[usize], values: &[f32]) -> Value {
+        let n = self.b.fresh(&format!("w_{file}"));
+        let path = format!("@model_path/weights/{file}.bin");
+        self.b.weight_data(n, shape, &path, values)
+    }
+
     /// Cast an I/O value to fp16 compute (no-op for fp16 surfaces).
-    pub fn as_compute(&mut self, v: Val) -> Val {
-        if v.dt == Dt::Fp16 {
+    pub fn as_compute(&mut self, v: Value) -> Value {
+        if self.b.value_type(v).map(|t| t.dtype()) == Some(DType::Fp16) {
             return v;
         }
-        let dt = self.m.string("fp16");
-        self.m.op(
-            None,
-            "cast",
-            &[("dtype", &dt), ("x", &v.name)],
-            Dt::Fp16,
-            &v.shape,
-        )
+        let dt = self.string("fp16");
+        let n = self.b.fresh("cast");
+        self.b.cast(n, v, dt)
     }
 
     /// Finish an output: cast to the I/O type under the output's name.
-    pub fn as_io_output(&mut self, v: &Val, io: Dt, name: &str) -> Val {
-        if io == Dt::Fp16 {
-            return self.m.op(
-                Some(name),
-                "identity",
-                &[("x", &v.name)],
-                Dt::Fp16,
-                &v.shape,
-            );
+    pub fn as_io_output(&mut self, v: Value, io: DType, name: &str) -> Value {
+        if io == DType::Fp16 {
+            return self.b.identity(name, v);
         }
-        let dt = self.m.string(io.name());
-        self.m.op(
-            Some(name),
-            "cast",
-            &[("dtype", &dt), ("x", &v.name)],
-            io,
-            &v.shape,
-        )
+        let dt = self.string(io.name());
+        self.b.cast(name, v, dt)
     }
 
-    pub fn binary(&mut self, op: &str, x: &Val, y: &str) -> Val {
-        let shape = x.shape.clone();
-        self.m
-            .op(None, op, &[("x", &x.name), ("y", y)], Dt::Fp16, &shape)
+    pub fn add(&mut self, x: Value, y: Value) -> Value {
+        let n = self.b.fresh("add");
+        self.b.add(n, x, y)
     }
 
-    /// Elementwise op of two tensors of possibly different (broadcastable) shapes.
-    pub fn binary2(&mut self, op: &str, x: &Val, y: &Val) -> Val {
-        let shape: Vec<usize> = x
-            .shape
-            .iter()
-            .zip(&y.shape)
-            .map(|(a, b)| *a.max(b))
-            .collect();
-        self.m.op(
-            None,
-            op,
-            &[("x", &x.name), ("y", &y.name)],
-            Dt::Fp16,
-            &shape,
-        )
+    pub fn sub(&mut self, x: Value, y: Value) -> Value {
+        let n = self.b.fresh("sub");
+        self.b.sub(n, x, y)
+    }
+
+    pub fn mul(&mut self, x: Value, y: Value) -> Value {
+        let n = self.b.fresh("mul");
+        self.b.mul(n, x, y)
+    }
+
+    pub fn pow(&mut self, x: Value, y: Value) -> Value {
+        let n = self.b.fresh("pow");
+        self.b.pow(n, x, y)
+    }
+
+    pub fn relu(&mut self, x: Value) -> Value {
+        let n = self.b.fresh("relu");
+        self.b.relu(n, x)
+    }
+
+    pub fn sigmoid(&mut self, x: Value) -> Value {
+        let n = self.b.fresh("sigmoid");
+        self.b.sigmoid(n, x)
+    }
+
+    /// `softmax` over `axis`.
+    pub fn softmax(&mut self, x: Value, axis: i32) -> Value {
+        let ax = self.int(axis);
+        let n = self.b.fresh("softmax");
+        self.b.softmax(n, x, ax)
     }
 
     /// `y = W x` as a 1×1 conv; `w` is `[out][in]` row-major. `x: [1, in, 1, L]`.
-    pub fn linear(&mut self, file: &str, w: &[f32], out: usize, x: &Val) -> Val {
-        let cin = x.shape[1];
-        let wv = self.m.weight(file, &[out, cin, 1, 1], w);
-        let shape = [1, out, 1, x.shape[3]];
-        let (pt, st, pd, dl, gr) = (&self.pt, &self.st, &self.pd, &self.dl, &self.gr);
-        self.m.op(
-            None,
-            "conv",
-            &[
-                ("dilations", dl),
-                ("groups", gr),
-                ("pad", pd),
-                ("pad_type", pt),
-                ("strides", st),
-                ("weight", &wv.name),
-                ("x", &x.name),
-            ],
-            Dt::Fp16,
-            &shape,
-        )
+    pub fn linear(&mut self, file: &str, w: &[f32], out: usize, x: Value) -> Value {
+        let cin = self.b.shape(x)[1];
+        let wv = self.weight(file, &[out, cin, 1, 1], w);
+        let n = self.b.fresh("conv");
+        self.b.conv(n, x, wv)
     }
 
     /// RMSNorm over channels (Zhang & Sennrich 2019): `x / sqrt(mean(x²) + eps) · g`.
@@ -344,135 +368,85 @@ impl Blocks {
     /// first divided by its max |x| (`m`, plus 2⁻¹⁴ so an all-zero lane stays finite):
     /// `xs = x / m`, `xn = xs / sqrt(mean(xs²) + eps/m²) · g` — the same value, with every
     /// square ≤ 1 and the sum ≤ D. `|x| = relu(x) + relu(−x)`.
-    pub fn rms_norm(&mut self, file: &str, gain: &[f32], eps: f32, x: &Val) -> Val {
-        let d = x.shape[1];
-        let lanes = x.shape[3];
-        let pos = self
-            .m
-            .op(None, "relu", &[("x", &x.name)], Dt::Fp16, &x.shape);
-        let minus = self.m.scalar(-1.0);
-        let neg_x = self.binary("mul", x, &minus);
-        let neg = self
-            .m
-            .op(None, "relu", &[("x", &neg_x.name)], Dt::Fp16, &x.shape);
-        let abs = self.binary2("add", &pos, &neg);
-        let m = self.reduce("reduce_max", &abs, 1, None);
-        let tiny = self.m.scalar(2f32.powi(-14));
-        let m_safe = self.binary("add", &m, &tiny);
-        let minus_one = self.m.scalar(-1.0);
-        let inv = self.binary("pow", &m_safe, &minus_one);
-        let xs = self.binary2("mul", x, &inv);
-        let sq = self.binary("mul", &xs, &xs.name.clone());
-        let (ax, kd) = (self.ax_c.clone(), self.kd.clone());
-        let ss = self.m.op(
-            None,
-            "reduce_sum",
-            &[("axes", &ax), ("keep_dims", &kd), ("x", &sq.name)],
-            Dt::Fp16,
-            &[1, 1, 1, lanes],
-        );
-        let inv_d = self.m.scalar(1.0 / d as f32);
-        let ms = self.binary("mul", &ss, &inv_d);
-        let e = self.m.scalar(eps);
-        let inv_e = self.binary("mul", &inv, &e);
-        let eps_scaled = self.binary2("mul", &inv_e, &inv);
-        let mse = self.binary2("add", &ms, &eps_scaled);
-        let nh = self.m.scalar(-0.5);
-        let rrms = self.binary("pow", &mse, &nh);
-        let xr = self.binary2("mul", &xs, &rrms);
-        let g = self.m.weight(file, &[1, d, 1, 1], gain);
-        self.binary2("mul", &xr, &g)
+    pub fn rms_norm(&mut self, file: &str, gain: &[f32], eps: f32, x: Value) -> Value {
+        let d = self.b.shape(x)[1];
+        let pos = self.relu(x);
+        let minus = self.scalar(-1.0);
+        let neg_x = self.mul(x, minus);
+        let neg = self.relu(neg_x);
+        let abs = self.add(pos, neg);
+        let m = self.reduce_max(abs, 1, None);
+        let tiny = self.scalar(2f32.powi(-14));
+        let m_safe = self.add(m, tiny);
+        let minus_one = self.scalar(-1.0);
+        let inv = self.pow(m_safe, minus_one);
+        let xs = self.mul(x, inv);
+        let sq = self.mul(xs, xs);
+        let n = self.b.fresh("reduce_sum");
+        let ss = self.b.reduce_sum_keep(n, sq, self.ax_c);
+        let inv_d = self.scalar(1.0 / d as f32);
+        let ms = self.mul(ss, inv_d);
+        let e = self.scalar(eps);
+        let inv_e = self.mul(inv, e);
+        let eps_scaled = self.mul(inv_e, inv);
+        let mse = self.add(ms, eps_scaled);
+        let nh = self.scalar(-0.5);
+        let rrms = self.pow(mse, nh);
+        let xr = self.mul(xs, rrms);
+        let g = self.weight(file, &[1, d, 1, 1], gain);
+        self.mul(xr, g)
     }
 
-    pub fn reshape(&mut self, x: &Val, shape: &[usize]) -> Val {
-        let s: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let sh = self.m.ints(&s);
-        self.m.op(
-            None,
-            "reshape",
-            &[("shape", &sh), ("x", &x.name)],
-            Dt::Fp16,
-            shape,
-        )
+    pub fn reshape(&mut self, x: Value, shape: &[usize]) -> Value {
+        let sh = self.ints(shape);
+        let n = self.b.fresh("reshape");
+        self.b.reshape(n, x, sh)
     }
 
     /// Swap the last two axes of a rank-4 value.
-    pub fn transpose_last(&mut self, x: &Val) -> Val {
-        let s = &x.shape;
-        let shape = [s[0], s[1], s[3], s[2]];
-        let perm = self.perm.clone();
-        self.m.op(
-            None,
-            "transpose",
-            &[("perm", &perm), ("x", &x.name)],
-            Dt::Fp16,
-            &shape,
-        )
+    pub fn transpose_last(&mut self, x: Value) -> Value {
+        let n = self.b.fresh("transpose");
+        self.b.transpose(n, x, self.perm)
     }
 
-    pub fn slice(&mut self, x: &Val, begin: &[usize], size: &[usize]) -> Val {
-        let b: Vec<i64> = begin.iter().map(|&d| d as i64).collect();
-        let s: Vec<i64> = size.iter().map(|&d| d as i64).collect();
-        let (bv, sv) = (self.m.ints(&b), self.m.ints(&s));
-        self.m.op(
-            None,
-            "slice_by_size",
-            &[("begin", &bv), ("size", &sv), ("x", &x.name)],
-            Dt::Fp16,
-            size,
-        )
+    pub fn slice(&mut self, x: Value, begin: &[usize], size: &[usize]) -> Value {
+        let (bv, sv) = (self.ints(begin), self.ints(size));
+        let n = self.b.fresh("slice_by_size");
+        self.b.slice_by_size(n, x, bv, sv)
     }
 
-    /// Batched matmul with optional transposes.
-    pub fn matmul(&mut self, x: &Val, y: &Val, ty: bool, shape: &[usize]) -> Val {
-        let fx = self.f.clone();
-        let fy = if ty { self.t.clone() } else { self.f.clone() };
-        self.m.op(
-            None,
-            "matmul",
-            &[
-                ("transpose_x", &fx),
-                ("transpose_y", &fy),
-                ("x", &x.name),
-                ("y", &y.name),
-            ],
-            Dt::Fp16,
-            shape,
-        )
+    /// Batched matmul, `y` optionally transposed.
+    pub fn matmul(&mut self, x: Value, y: Value, ty: bool) -> Value {
+        let fy = if ty { self.t } else { self.f };
+        let n = self.b.fresh("matmul");
+        self.b.matmul(n, x, y, self.f, fy)
     }
 
-    pub fn reduce(&mut self, op: &str, x: &Val, axis: i64, name: Option<&str>) -> Val {
-        let ax = self.m.ints(&[axis]);
-        let kd = self.kd.clone();
-        let mut shape = x.shape.clone();
-        let a = if axis < 0 {
-            (shape.len() as i64 + axis) as usize
-        } else {
-            axis as usize
-        };
-        shape[a] = 1;
-        self.m.op(
-            name,
-            op,
-            &[("axes", &ax), ("keep_dims", &kd), ("x", &x.name)],
-            Dt::Fp16,
-            &shape,
-        )
+    /// `reduce_max` over `axis`, keeping dims; `name` = `None` picks a fresh name.
+    pub fn reduce_max(&mut self, x: Value, axis: i32, name: Option<&str>) -> Value {
+        let ax = self.ints_signed(&[axis]);
+        let n = name.map_or_else(|| self.b.fresh("reduce_max"), str::to_string);
+        self.b.reduce_max_keep(n, x, ax)
     }
 
-    pub fn concat_channels(&mut self, xs: &[Val], name: Option<&str>) -> Val {
-        let ax = self.m.int(1);
-        let il = self.f.clone();
-        let mut shape = xs[0].shape.clone();
-        shape[1] = xs.iter().map(|v| v.shape[1]).sum();
-        let list: Vec<&str> = xs.iter().map(|v| v.name.as_str()).collect();
-        let values = format!("({})", list.join(","));
-        self.m.op(
-            name,
-            "concat",
-            &[("axis", &ax), ("interleave", &il), ("values", &values)],
-            Dt::Fp16,
-            &shape,
-        )
+    /// `reduce_sum` over `axis`, keeping dims.
+    pub fn reduce_sum(&mut self, x: Value, axis: i32) -> Value {
+        let ax = self.ints_signed(&[axis]);
+        let n = self.b.fresh("reduce_sum");
+        self.b.reduce_sum_keep(n, x, ax)
+    }
+
+    pub fn concat_channels(&mut self, xs: &[Value], name: Option<&str>) -> Value {
+        let ax = self.int(1);
+        let n = name.map_or_else(|| self.b.fresh("concat"), str::to_string);
+        self.b.concat(n, xs, ax, self.f)
+    }
+
+    /// Return `outputs` in order and finish the program with its weight blobs.
+    pub fn finish(mut self, outputs: &[Value]) -> Result<(Program, mil::Weights), KernelError> {
+        for &v in outputs {
+            self.b.output(v);
+        }
+        Ok(self.b.finish_with_weights()?)
     }
 }
