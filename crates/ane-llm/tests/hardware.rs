@@ -3,7 +3,7 @@
 //! Compiled only for Apple targets and run only with `ESPRESSO_ANE_TESTS=1`:
 //!
 //! ```sh
-//! ESPRESSO_ANE_TESTS=1 cargo test -p ane --test hardware -- --nocapture
+//! ESPRESSO_ANE_TESTS=1 cargo test -p ane-llm --test hardware -- --nocapture
 //! ```
 //!
 //! Without the switch every test prints why it did nothing and returns. With it, a missing

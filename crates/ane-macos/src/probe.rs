@@ -679,9 +679,22 @@ mod tests {
         let c = auto_backend(&Ok(()), Some(&bad));
         assert_eq!(c.backend, "cpu");
         assert!(c.reason.contains("unexpected order"), "{}", c.reason);
+        // Each condition failing alone sends auto to the CPU, with the reason.
+        let mut outputs_only = good.clone();
+        outputs_only.outputs_equal_sizes = BindingObservation::DeclarationOrder;
+        let c = auto_backend(&Ok(()), Some(&outputs_only));
+        assert_eq!(c.backend, "cpu");
+        assert!(c.reason.contains("binds outputs"), "{}", c.reason);
+        let mut inputs_only = good.clone();
+        inputs_only.inputs = BindingObservation::Failed("eval failed".into());
+        let c = auto_backend(&Ok(()), Some(&inputs_only));
+        assert_eq!(c.backend, "cpu");
+        assert!(c.reason.contains("binds inputs"), "{}", c.reason);
         let mut small_only = good.clone();
         small_only.sizes[0].failure = Some("status=0x1d".into());
-        assert_eq!(auto_backend(&Ok(()), Some(&small_only)).backend, "cpu");
+        let c = auto_backend(&Ok(()), Some(&small_only));
+        assert_eq!(c.backend, "cpu");
+        assert!(c.reason.contains("49152-byte surfaces"), "{}", c.reason);
         let mut broken = good;
         broken.tiny = Err("compile failed".into());
         assert!(auto_backend(&Ok(()), Some(&broken))

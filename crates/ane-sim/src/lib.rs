@@ -1,10 +1,12 @@
-//! `SimDevice`: an ANE simulator implementing [`Device`] on the CPU.
+//! The ANE simulator: [`SimDevice`] implements [`ane::Device`] on the CPU, and
+//! [`SimDevice::run_once`] is the logic behind `espresso mil run`. This crate owns executing
+//! MIL: nothing here parses or prints text, and it has no shape rules of its own.
 //!
-//! Compile parses the MIL text (`mil` crate), runs the `mil` validator (errors fail the
-//! compile with the diagnostics), lowers the main function (every BLOBFILE must be among the
-//! provided weights; every result shape is checked against its declared type) and checks the
-//! requested surface sizes against the declared I/O tensors in binding order. Eval decodes
-//! the bound input surfaces, runs the program with ANE-like numerics (see [`Precision`]) and
+//! Compile takes the typed program of the `KernelSpec`, runs the `mil` validator (errors fail
+//! the compile with the diagnostics), lowers the main function with every type from
+//! `mil::shape` and every op from `mil::Op` (every BLOBFILE must be among the provided weights)
+//! and checks the requested surface sizes with `ane::binding`'s one rule. Eval decodes the
+//! bound input surfaces, runs the program with ANE-like numerics (see [`Precision`]) and
 //! encodes the outputs. Every eval adds the cost model's predicted ANE time to the stats.
 //!
 //! Binding: [`Binding::Alphabetical`] (default) binds surface i to the i-th MIL name in
