@@ -459,3 +459,41 @@ fn interactive_chat_keeps_history_and_reuses_the_cache() {
         "history not kept: {text:?}"
     );
 }
+
+/// One `auto` rule: `--backend auto` and `espresso doctor` give the same pick for the same reason.
+#[test]
+fn backend_auto_and_doctor_agree() {
+    let doctor = espresso(&["doctor"]);
+    assert!(doctor.status.success(), "{doctor:?}");
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("auto:      --backend auto would pick "))
+        .unwrap_or_else(|| panic!("doctor has no auto line: {text}"));
+    // "`cpu`: <reason>"
+    let (pick, reason) = line.split_once(": ").expect("pick: reason");
+    let model = real_model();
+    let out = espresso(&[
+        "generate",
+        "-m",
+        &model,
+        "--backend",
+        "auto",
+        "-n",
+        "1",
+        "Hello",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = stderr
+        .lines()
+        .find(|l| l.starts_with("backend auto: "))
+        .unwrap_or_else(|| panic!("generate did not say what auto picked: {stderr}"));
+    assert!(said.contains(reason), "doctor: {line}\ngenerate: {said}");
+    if cfg!(target_vendor = "apple") {
+        assert!(said.contains(pick.trim_matches('`')), "{said}");
+    } else {
+        assert_eq!(pick, "`cpu`", "{line}");
+        assert!(said.contains("using the CPU"), "{said}");
+    }
+}
