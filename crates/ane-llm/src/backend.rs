@@ -18,10 +18,11 @@ use mil::DType;
 use model::{LlamaConfig, LlamaWeights, Tensor};
 
 use crate::kernels::head::head;
-use crate::kernels::host::{element, encode, position_input, read_lane, scatter_rows};
+use crate::kernels::host::{position_input, read_lane, scatter_rows};
 use crate::kernels::layers::{fused_layers, LayerF32};
 use crate::kernels::{Geometry, IoDesc, Kernel, KernelError};
 use ane::device::{Device, DeviceError, KernelId, SurfaceId};
+use ane::surface;
 use ane_sim::{Precision, SimDevice, SimOptions};
 
 /// Relative RMS difference above which a self-check fails (fp16 rounding of a few fused layers
@@ -253,7 +254,7 @@ impl<'a> AneBackend<'a> {
     }
 
     fn write_surface(&mut self, s: SurfaceId, values: &[f32]) -> Result<(), DeviceError> {
-        let bytes = encode(self.geom.io, values);
+        let bytes = surface::encode(self.geom.io, values)?;
         let mut res = Ok(());
         self.device.with_surface_mut(s, &mut |b| {
             if b.len() < bytes.len() {
@@ -330,13 +331,15 @@ impl<'a> AneBackend<'a> {
         for (o, desc) in outs.iter().zip(&self.head_io).take(self.head_io.len() - 1) {
             let bytes = self.read_bytes(*o)?;
             for (dst, &lane) in logits.iter_mut().zip(want) {
-                dst.extend(read_lane(g.io, &bytes, l, lane, desc.channels()));
+                dst.extend(read_lane(g.io, &bytes, l, lane, desc.channels())?);
             }
         }
         if let (Some(max_s), Some(last)) = (outs.last(), logits.last()) {
             let bytes = self.read_bytes(*max_s)?;
             let lane = want[want.len() - 1];
-            let hint = element(g.io, &bytes, lane);
+            let hint = surface::element(g.io, &bytes, lane).ok_or_else(|| {
+                DeviceError::OutOfBounds(format!("lane {lane} outside the head's max output"))
+            })?;
             self.last_argmax = Some(argmax_with_hint(last, hint) as u32);
         }
         Ok(logits)
@@ -509,7 +512,7 @@ pub fn eval_once(
         for (io, vals) in kernel.io.inputs.iter().zip(inputs) {
             let s = device.new_surface(io.bytes())?;
             ins.push(s);
-            let bytes = encode(io.dt, vals);
+            let bytes = surface::encode(io.dt, vals)?;
             device.with_surface_mut(s, &mut |b| b.copy_from_slice(&bytes))?;
         }
         for io in &kernel.io.outputs {
@@ -519,10 +522,10 @@ pub fn eval_once(
         let mut values = Vec::new();
         for (io, &s) in kernel.io.outputs.iter().zip(&outs) {
             let n: usize = io.shape.iter().product();
-            let mut v = Vec::new();
-            device.with_surface(s, &mut |b| {
-                v = (0..n).map(|i| element(io.dt, b, i)).collect()
-            })?;
+            let mut v = vec![0f32; n];
+            let mut res = Ok(());
+            device.with_surface(s, &mut |b| res = surface::decode_into(io.dt, b, &mut v))?;
+            res?;
             values.push(v);
         }
         Ok(values)

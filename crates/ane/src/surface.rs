@@ -4,11 +4,20 @@
 //! element (c, s) lives at element index `c·S + s`, i.e. byte `2·(c·S + s)`, little-endian.
 //! `C` is implied by the surface length: `C = len / (2·S)`. Every function checks bounds and
 //! returns [`DeviceError::OutOfBounds`] instead of panicking.
+//!
+//! This is the one surface codec of the workspace: [`encode_into`], [`decode_into`] and
+//! [`element`] convert between f32 values and surface bytes of any MIL element type (fp16 by
+//! hardware conversion where present, round-to-nearest-even), and every host and device uses
+//! them.
 
 use std::ops::Range;
 
 use crate::device::DeviceError;
-use crate::fp16::{f16_bits_to_f32, f32_to_f16_bits};
+use mil::DType;
+
+use crate::fp16::{
+    f16_bits_to_f32, f16_le_decode_into, f32_to_f16_bits, f32_to_f16_le_encode_into,
+};
 
 const FP16_BYTES: usize = 2;
 
@@ -190,6 +199,102 @@ fn f32_range(len: usize, off: usize, n: usize) -> Result<Range<usize>, DeviceErr
     Ok(off * 4..end)
 }
 
+fn codec_width(dtype: DType) -> Result<usize, DeviceError> {
+    dtype
+        .size_bytes()
+        .ok_or_else(|| oob(format!("{dtype} values cannot live in a surface")))
+}
+
+fn codec_bytes(dtype: DType, n: usize, have: usize) -> Result<usize, DeviceError> {
+    let need = n
+        .checked_mul(codec_width(dtype)?)
+        .filter(|&b| b <= have)
+        .ok_or_else(|| oob(format!("{n} {dtype} values do not fit {have} bytes")))?;
+    Ok(need)
+}
+
+/// Encode `values` as `dtype` (little-endian; fp16 rounds to nearest even, integers truncate
+/// toward zero with saturation, bool is `v != 0`) into the start of `out`.
+pub fn encode_into(dtype: DType, values: &[f32], out: &mut [u8]) -> Result<(), DeviceError> {
+    let n = codec_bytes(dtype, values.len(), out.len())?;
+    let out = &mut out[..n];
+    match dtype {
+        DType::Fp16 => f32_to_f16_le_encode_into(values, out),
+        DType::Fp32 => {
+            for (d, v) in out.chunks_exact_mut(4).zip(values) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        _ => {
+            let w = codec_width(dtype)?;
+            for (d, &v) in out.chunks_exact_mut(w).zip(values) {
+                match dtype {
+                    DType::Fp64 => d.copy_from_slice(&f64::from(v).to_le_bytes()),
+                    DType::Int32 => d.copy_from_slice(&(v as i32).to_le_bytes()),
+                    DType::Uint32 => d.copy_from_slice(&(v as u32).to_le_bytes()),
+                    DType::Int16 => d.copy_from_slice(&(v as i16).to_le_bytes()),
+                    DType::Uint16 => d.copy_from_slice(&(v as u16).to_le_bytes()),
+                    DType::Int8 => d[0] = v as i8 as u8,
+                    DType::Uint8 => d[0] = v as u8,
+                    DType::Bool => d[0] = u8::from(v != 0.0),
+                    DType::Int64 | DType::Uint64 => d.copy_from_slice(&(v as i64).to_le_bytes()),
+                    DType::Fp16 | DType::Fp32 | DType::String => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `values` as surface bytes of `dtype` (see [`encode_into`]).
+pub fn encode(dtype: DType, values: &[f32]) -> Result<Vec<u8>, DeviceError> {
+    let mut out = vec![0u8; values.len() * codec_width(dtype)?];
+    encode_into(dtype, values, &mut out)?;
+    Ok(out)
+}
+
+/// Decode the first `out.len()` elements of `dtype` from `bytes` into f32.
+pub fn decode_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<(), DeviceError> {
+    let n = codec_bytes(dtype, out.len(), bytes.len())?;
+    let bytes = &bytes[..n];
+    if dtype == DType::Fp16 {
+        f16_le_decode_into(bytes, out);
+        return Ok(());
+    }
+    let w = codec_width(dtype)?;
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = element_at(dtype, &bytes[i * w..(i + 1) * w]);
+    }
+    Ok(())
+}
+
+/// Element `i` of a surface of `dtype` as f32, or `None` outside the surface.
+pub fn element(dtype: DType, bytes: &[u8], i: usize) -> Option<f32> {
+    let w = dtype.size_bytes()?;
+    let b = bytes.get(i.checked_mul(w)?..(i + 1).checked_mul(w)?)?;
+    Some(element_at(dtype, b))
+}
+
+/// One element from exactly its `size_bytes()` bytes.
+fn element_at(dtype: DType, b: &[u8]) -> f32 {
+    let a2 = || [b[0], b[1]];
+    let a4 = || [b[0], b[1], b[2], b[3]];
+    let a8 = || [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+    match dtype {
+        DType::Fp16 => f16_bits_to_f32(u16::from_le_bytes(a2())),
+        DType::Fp32 => f32::from_le_bytes(a4()),
+        DType::Fp64 => f64::from_le_bytes(a8()) as f32,
+        DType::Int32 => i32::from_le_bytes(a4()) as f32,
+        DType::Uint32 => u32::from_le_bytes(a4()) as f32,
+        DType::Int16 => f32::from(i16::from_le_bytes(a2())),
+        DType::Uint16 => f32::from(u16::from_le_bytes(a2())),
+        DType::Int8 => f32::from(b[0] as i8),
+        DType::Uint8 | DType::Bool => f32::from(b[0]),
+        DType::Int64 | DType::Uint64 => i64::from_le_bytes(a8()) as f32,
+        DType::String => 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +366,39 @@ mod tests {
         let mut out = [0.0; 4];
         read_f32_raw(&buf, 0, &mut out).unwrap();
         assert_eq!(out, [0.0, 1.5, -2.25, 0.0]);
+    }
+
+    #[test]
+    fn codec_round_trips_every_surface_type() {
+        let vals = [0.0f32, 1.0, -2.0, 3.0, 100.0];
+        for dt in [
+            DType::Fp16,
+            DType::Fp32,
+            DType::Fp64,
+            DType::Int8,
+            DType::Int16,
+            DType::Int32,
+            DType::Int64,
+            DType::Uint16,
+            DType::Uint32,
+        ] {
+            let unsigned = matches!(dt, DType::Uint16 | DType::Uint32);
+            let vals = vals.map(|v| if unsigned { v.abs() } else { v });
+            let bytes = encode(dt, &vals).unwrap();
+            assert_eq!(bytes.len(), vals.len() * dt.size_bytes().unwrap(), "{dt}");
+            let mut back = [9.0f32; 5];
+            decode_into(dt, &bytes, &mut back).unwrap();
+            assert_eq!(back, vals, "{dt}");
+            assert_eq!(element(dt, &bytes, 4), Some(100.0), "{dt}");
+            assert_eq!(element(dt, &bytes, 5), None, "{dt}");
+        }
+        // fp16 rounds to nearest even; bool is v != 0; too-small buffers are errors, not panics.
+        let b = encode(DType::Fp16, &[1.0 + 1.0 / 4096.0]).unwrap();
+        assert_eq!(element(DType::Fp16, &b, 0), Some(1.0));
+        let b = encode(DType::Bool, &[0.0, 0.5, -3.0]).unwrap();
+        assert_eq!(b, [0, 1, 1]);
+        assert!(encode_into(DType::Fp32, &[1.0, 2.0], &mut [0u8; 7]).is_err());
+        assert!(decode_into(DType::Fp16, &[0u8; 3], &mut [0.0; 2]).is_err());
+        assert!(encode(DType::String, &[1.0]).is_err());
     }
 }

@@ -1,10 +1,10 @@
-//! Host-side data for the kernels: the per-dispatch position input, surface encoding in the
-//! I/O element type, and the K/V-row scatter into the cache surfaces.
+//! Host-side data for the kernels: the per-dispatch position input, lane reads in the I/O
+//! element type (through `ane::surface`'s codec), and the K/V-row scatter into the caches.
 
 use mil::DType;
 
 use super::{Geometry, MASK_HIDDEN};
-use ane::fp16::{f16_bits_to_f32, f32_to_f16_bits};
+use ane::{surface, DeviceError};
 
 /// RoPE angles of one position (RoFormer, Su et al. 2021): `theta_i = pos · base^(−2i/hd)`
 /// for `i in 0..hd/2`, as `(cos, sin)` — the same f64 computation as the CPU backend.
@@ -52,35 +52,6 @@ pub fn position_input(g: &Geometry, pos: usize, n: usize) -> Vec<f32> {
     out
 }
 
-/// Encode f32 values as surface bytes of type `dt` (fp16: round to nearest even).
-///
-/// Surfaces are fp16 or fp32 ([`Geometry::check`]); other types panic.
-pub fn encode(dt: DType, values: &[f32]) -> Vec<u8> {
-    match dt {
-        DType::Fp16 => values
-            .iter()
-            .flat_map(|&v| f32_to_f16_bits(v).to_le_bytes())
-            .collect(),
-        DType::Fp32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        _ => panic!("{dt} surfaces are not supported (fp16 or fp32)"),
-    }
-}
-
-/// Decode element `i` of a surface of type `dt`.
-#[inline]
-pub fn element(dt: DType, bytes: &[u8], i: usize) -> f32 {
-    match dt {
-        DType::Fp16 => f16_bits_to_f32(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])),
-        DType::Fp32 => f32::from_le_bytes([
-            bytes[4 * i],
-            bytes[4 * i + 1],
-            bytes[4 * i + 2],
-            bytes[4 * i + 3],
-        ]),
-        _ => panic!("{dt} surfaces are not supported (fp16 or fp32)"),
-    }
-}
-
 /// Lane `lane` of channels `0..channels` of a `[C, spatial]` surface of type `dt`.
 pub fn read_lane(
     dt: DType,
@@ -88,9 +59,16 @@ pub fn read_lane(
     spatial: usize,
     lane: usize,
     channels: usize,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, DeviceError> {
     (0..channels)
-        .map(|c| element(dt, bytes, c * spatial + lane))
+        .map(|c| {
+            surface::element(dt, bytes, c * spatial + lane).ok_or_else(|| {
+                DeviceError::OutOfBounds(format!(
+                    "lane {lane} of channel {c} outside a {}-byte [{channels}, {spatial}] {dt} surface",
+                    bytes.len()
+                ))
+            })
+        })
         .collect()
 }
 
@@ -165,10 +143,11 @@ mod tests {
     #[test]
     fn scatter_moves_lanes_into_slots() {
         // src [3 channels, 2 lanes] fp32; copy channels 1..3, 2 lanes → dst [2 rows, 4 slots] at slot 1.
-        let src = encode(DType::Fp32, &[0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+        let src = surface::encode(DType::Fp32, &[0.0, 0.5, 1.0, 1.5, 2.0, 2.5]).unwrap();
         let mut dst = vec![0u8; 2 * 4 * 4];
         scatter_rows(&src, 2, 1, 2, 2, &mut dst, 4, 1, 4);
-        let got: Vec<f32> = (0..8).map(|i| element(DType::Fp32, &dst, i)).collect();
+        let mut got = vec![0f32; 8];
+        surface::decode_into(DType::Fp32, &dst, &mut got).unwrap();
         assert_eq!(got, vec![0.0, 1.0, 1.5, 0.0, 0.0, 2.0, 2.5, 0.0]);
     }
 }
