@@ -202,7 +202,7 @@ fn run_file(device: &mut dyn Device, path: &Path) -> Result<()> {
         precision: Precision::F32,
         ..SimOptions::default()
     });
-    let (_, outs) = run_spec(&mut reference, &spec, &inputs)?;
+    let outs = run_spec(&mut reference, &spec, &inputs)?;
     let mut want = Vec::new();
     for (&s, t) in outs.iter().zip(&io.outputs) {
         let mut v = vec![0f32; t.bytes / 2];
@@ -211,7 +211,7 @@ fn run_file(device: &mut dyn Device, path: &Path) -> Result<()> {
     }
 
     // The device under test, read in place.
-    let (_, outs) = run_spec(device, &spec, &inputs)?;
+    let outs = run_spec(device, &spec, &inputs)?;
     let mut worst = 0f32;
     for ((s, t), w) in outs.iter().zip(&io.outputs).zip(&want) {
         let d = compare_in_place(device, *s, w)?;
@@ -225,12 +225,12 @@ fn run_file(device: &mut dyn Device, path: &Path) -> Result<()> {
 }
 
 /// Compile `spec`, write `inputs` (f32, one per input in binding order) and eval once.
-/// Returns the kernel and the output surfaces.
+/// Returns the output surfaces (binding order).
 fn run_spec(
     dev: &mut dyn Device,
     spec: &KernelSpec,
     inputs: &[Vec<f32>],
-) -> Result<(ane::KernelId, Vec<SurfaceId>)> {
+) -> Result<Vec<SurfaceId>> {
     let kernel = dev.compile(spec)?;
     let mut ins = Vec::new();
     for (&bytes, xs) in spec.input_bytes.iter().zip(inputs) {
@@ -245,7 +245,7 @@ fn run_spec(
         .map(|&b| dev.new_surface(b))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     dev.eval(kernel, &ins, &outs)?;
-    Ok((kernel, outs))
+    Ok(outs)
 }
 
 /// The distinct BLOBFILE paths a program's main function reads.
