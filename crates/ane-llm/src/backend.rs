@@ -58,14 +58,20 @@ impl Default for AneOptions {
     }
 }
 
+/// Why an [`AneBackend`] could not be built or run.
 #[derive(Debug, thiserror::Error)]
 pub enum AneError {
+    /// A kernel could not be generated for this model.
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// The device refused a compile, allocation or evaluation.
     #[error("ANE device error: {0}")]
     Device(#[from] DeviceError),
+    /// The options (or the model's shape) do not fit the ANE path.
     #[error("invalid ANE backend options: {0}")]
     Options(String),
+    /// A compiled kernel disagreed with the f32 simulator on its probe input; hosts should
+    /// fall back to the CPU backend (as the CLI does).
     #[error(
         "ANE self-check failed for kernel `{kernel}`: {detail} (max |diff| {max_diff} against \
          the f32 simulator); the ANE path is disabled and the CPU backend is used instead"

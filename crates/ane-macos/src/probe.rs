@@ -509,6 +509,7 @@ pub const REQUIRED_MIN_SURFACE: usize = 49_152;
 pub struct AutoChoice {
     /// `"ane"` or `"cpu"`.
     pub backend: &'static str,
+    /// One line saying why, for messages (e.g. why the ANE is not used).
     pub reason: String,
 }
 

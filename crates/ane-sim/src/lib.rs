@@ -65,7 +65,10 @@ impl fmt::Display for Precision {
 /// Simulator configuration.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
+    /// Numerics: ANE-like fp16 (default) or pure f32 (a reference for the fp16 path).
     pub precision: Precision,
+    /// How surfaces bind to MIL names: alphabetical (default, as on hardware) or the
+    /// deliberately faulty declaration order.
     pub binding: Binding,
     /// Compile counter and limit (default: private counter, 119).
     pub budget: CompileBudget,
@@ -203,6 +206,7 @@ fn encode(dtype: DType, values: &[f32], out: &mut [u8]) {
 }
 
 impl SimDevice {
+    /// A simulator with `opts` (`SimDevice::default()`: fp16 numerics, alphabetical binding).
     pub fn new(opts: SimOptions) -> Self {
         let stats = DeviceStats {
             chip_profile: Some(opts.profile.name.to_string()),

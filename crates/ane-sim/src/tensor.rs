@@ -496,7 +496,7 @@ pub fn concat(xs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Tensor {
     Tensor::new(out_shape.to_vec(), data)
 }
 
-/// [`concat`] appending to `data`.
+/// [`concat()`] appending to `data`.
 pub fn concat_into(xs: &[&Tensor], axis: usize, out_shape: &[usize], data: &mut Vec<f32>) {
     let outer = numel(&out_shape[..axis]);
     for o in 0..outer {

@@ -18,15 +18,20 @@ use crate::device::{DeviceError, KernelSpec};
 /// One input or output: MIL name, declared tensor type and packed byte size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclaredTensor {
+    /// The MIL name (binding order sorts these byte-wise).
     pub name: String,
+    /// Declared element type and shape.
     pub ty: TensorType,
+    /// Packed size in bytes: the surface size a host allocates.
     pub bytes: usize,
 }
 
 /// Inputs and outputs of the main function, each in binding order (byte-wise sorted names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclaredIo {
+    /// Function inputs in binding order.
     pub inputs: Vec<DeclaredTensor>,
+    /// Returned values in binding order.
     pub outputs: Vec<DeclaredTensor>,
 }
 

@@ -14,7 +14,7 @@
 //! 4. otherwise fails with [`DeviceError::CompileBudgetExhausted`], which tells the user to
 //!    restart the process or reuse kernels.
 //!
-//! The same policy runs on Linux against [`SimDevice`] and its simulated budget.
+//! The same policy runs on Linux against `ane_sim::SimDevice` and its simulated budget.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;

@@ -7,6 +7,7 @@ use model::tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
 use serde::Serialize;
 use std::time::Instant;
 
+/// Why [`generate`] stopped before producing a result.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error("the prompt is empty: give some text to continue")]
@@ -21,10 +22,13 @@ pub enum GenerateError {
     Tokenizer(#[from] TokenizerError),
 }
 
+/// What to generate and how; `GenerateOptions::default()` is greedy decoding of 0 tokens, so
+/// set at least `max_tokens`.
 #[derive(Debug, Clone, Default)]
 pub struct GenerateOptions {
     /// Maximum number of tokens to generate.
     pub max_tokens: usize,
+    /// Sampling; the default (temperature 0) is greedy: always the most likely token.
     pub sampler: SamplerConfig,
     /// Generation stops when the text contains any of these; the stop string is not emitted.
     pub stop: Vec<String>,
@@ -37,26 +41,37 @@ pub struct GenerateOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
+    /// The model emitted its end-of-generation token.
     EndOfGeneration,
+    /// The text reached one of the stop strings.
     StopString,
+    /// `max_tokens` were generated.
     MaxTokens,
+    /// The model's context is full.
     ContextFull,
 }
 
+/// Wall-clock times of one [`generate`] call.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timings {
+    /// Time of the prompt's forward pass, milliseconds.
     pub prefill_ms: f64,
     /// Mean wall time of one decode step (forward of one token), over the steps taken.
     pub decode_ms_per_token: f64,
 }
 
+/// The result of [`generate`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Generation {
+    /// The prompt's token ids, as given.
     pub prompt_tokens: Vec<u32>,
     /// Generated token ids only (an end-of-generation token is not included).
     pub tokens: Vec<u32>,
+    /// The generated text (what the callback received, concatenated).
     pub text: String,
+    /// Why generation ended.
     pub stop_reason: StopReason,
+    /// Prefill and per-token decode times.
     pub timings: Timings,
 }
 
