@@ -30,7 +30,6 @@ use ane::binding::{binding_order, check_io_sizes, Padding};
 use ane::budget::CompileBudget;
 use ane::cost::{ChipProfile, KernelCost, Prediction};
 use ane::device::{Device, DeviceError, DeviceStats, KernelId, KernelSpec, SurfaceId};
-use ane::fp16::{f16_le_decode_into, f32_to_f16_bits, f32_to_f16_le_encode_into};
 pub use program::{IoTensor, Precision, Program};
 pub use tensor::Tensor;
 
@@ -135,74 +134,13 @@ pub fn compile_program(spec: &KernelSpec, precision: Precision) -> Result<Progra
     }
 }
 
-/// Decode a surface prefix holding `io` into f32 values.
-fn decode(io: &IoTensor, bytes: &[u8]) -> Vec<f32> {
-    let n = io.bytes() / io.dtype.size_bytes().unwrap_or(1).max(1);
-    let b = &bytes[..io.bytes()];
-    match io.dtype {
-        DType::Fp16 => {
-            let mut out = tensor::take_buf(n);
-            out.resize(n, 0.0);
-            f16_le_decode_into(b, &mut out);
-            out
-        }
-        DType::Fp32 => b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DType::Fp64 => b
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-            .collect(),
-        DType::Int32 => b
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-            .collect(),
-        DType::Uint32 => b
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-            .collect(),
-        DType::Int16 => b
-            .chunks_exact(2)
-            .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
-            .collect(),
-        DType::Uint16 => b
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32)
-            .collect(),
-        DType::Int8 => b.iter().map(|&v| v as i8 as f32).collect(),
-        DType::Uint8 | DType::Bool => b.iter().map(|&v| v as f32).collect(),
-        DType::Int64 | DType::Uint64 => b
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-            .collect(),
-        DType::String => vec![0.0; n],
-    }
-}
-
-/// Encode f32 values as `dtype` into the start of `out`.
-fn encode(dtype: DType, values: &[f32], out: &mut [u8]) {
-    let w = dtype.size_bytes().unwrap_or(1).max(1);
-    if dtype == DType::Fp16 {
-        let n = values.len().min(out.len() / 2);
-        f32_to_f16_le_encode_into(&values[..n], &mut out[..2 * n]);
-        return;
-    }
-    for (v, dst) in values.iter().zip(out.chunks_exact_mut(w)) {
-        match dtype {
-            DType::Fp16 => dst.copy_from_slice(&f32_to_f16_bits(*v).to_le_bytes()),
-            DType::Fp32 => dst.copy_from_slice(&v.to_le_bytes()),
-            DType::Fp64 => dst.copy_from_slice(&(*v as f64).to_le_bytes()),
-            DType::Int32 => dst.copy_from_slice(&(*v as i32).to_le_bytes()),
-            DType::Uint32 => dst.copy_from_slice(&(*v as u32).to_le_bytes()),
-            DType::Int16 => dst.copy_from_slice(&(*v as i16).to_le_bytes()),
-            DType::Uint16 => dst.copy_from_slice(&(*v as u16).to_le_bytes()),
-            DType::Int8 => dst[0] = *v as i8 as u8,
-            DType::Uint8 | DType::Bool => dst[0] = *v as u8,
-            DType::Int64 | DType::Uint64 => dst.copy_from_slice(&(*v as i64).to_le_bytes()),
-            DType::String => {}
-        }
-    }
+/// Decode a surface prefix holding `io` into f32 values (pooled buffer; `ane::surface`'s codec).
+fn decode(io: &IoTensor, bytes: &[u8]) -> Result<Vec<f32>, DeviceError> {
+    let n = numel_of(io);
+    let mut out = tensor::take_buf(n);
+    out.resize(n, 0.0);
+    ane::surface::decode_into(io.dtype, bytes, &mut out)?;
+    Ok(out)
 }
 
 impl SimDevice {
@@ -306,7 +244,7 @@ impl SimDevice {
             }
             let s = self.new_surface(io.bytes())?;
             let mut bytes = vec![0u8; io.bytes()];
-            encode(io.dtype, values, &mut bytes);
+            ane::surface::encode_into(io.dtype, values, &mut bytes)?;
             self.with_surface_mut(s, &mut |b| b.copy_from_slice(&bytes))?;
             in_surfaces.push(s);
         }
@@ -321,7 +259,7 @@ impl SimDevice {
                 let bytes = self.surface(s)?;
                 outs.push((
                     io.name.clone(),
-                    Tensor::new(io.shape.clone(), decode(io, bytes)),
+                    Tensor::new(io.shape.clone(), decode(io, bytes)?),
                 ));
             }
         }
@@ -511,7 +449,7 @@ impl Device for SimDevice {
                     io.bytes()
                 )));
             }
-            tensors[k.in_route[slot]] = Some(Tensor::new(io.shape.clone(), decode(io, bytes)));
+            tensors[k.in_route[slot]] = Some(Tensor::new(io.shape.clone(), decode(io, bytes)?));
         }
         for (slot, &sid) in outputs.iter().enumerate() {
             let io = &p.outputs()[k.out_route[slot]];
@@ -539,7 +477,7 @@ impl Device for SimDevice {
                 .surfaces
                 .get_mut(&sid.0)
                 .ok_or(DeviceError::UnknownSurface(sid))?;
-            encode(dtype, &results[o].data, buf);
+            ane::surface::encode_into(dtype, &results[o].data, buf)?;
         }
         for t in results {
             tensor::give_buf(t.data);
