@@ -16,7 +16,10 @@ impl<R: Real> RopeTable<R> {
     /// Angles of positions `pos0 .. pos0 + seq_len`, computed in f64 like
     /// [`crate::ops::rope_angles`].
     pub fn new(seq_len: usize, head_dim: usize, pos0: usize, base: f64) -> Self {
-        assert!(head_dim % 2 == 0, "rope: head_dim {head_dim} is odd");
+        assert!(
+            head_dim.is_multiple_of(2),
+            "rope: head_dim {head_dim} is odd"
+        );
         let half = head_dim / 2;
         let (mut cos, mut sin) = (Vec::with_capacity(seq_len * half), Vec::new());
         for pos in pos0..pos0 + seq_len {
