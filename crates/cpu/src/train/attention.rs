@@ -157,11 +157,11 @@ pub fn attention_backward<R: Real>(
         let kv = |s: usize| s * kv_dim + kv_off..s * kv_dim + kv_off + hd;
         for t in 0..n {
             let p = &cache.probs[(h * n + t) * n..(h * n + t) * n + t + 1];
-            let dot_t = &dout[head(t)];
+            let d_out_t = &dout[head(t)];
             // dP and the softmax backward into dS.
             let ds = &mut ds[..t + 1];
             for (s, d) in ds.iter_mut().enumerate() {
-                *d = dot(dot_t, &v[kv(s)]);
+                *d = dot(d_out_t, &v[kv(s)]);
             }
             let mean: R = p.iter().zip(ds.iter()).map(|(&a, &d)| a * d).sum();
             for (d, &a) in ds.iter_mut().zip(p) {
@@ -172,7 +172,7 @@ pub fn attention_backward<R: Real>(
                 let (a, g) = (p[s], ds[s]);
                 let (dvs, dks) = (&mut dv[kv(s)], &mut dk[kv(s)]);
                 for i in 0..hd {
-                    dvs[i] += a * dot_t[i];
+                    dvs[i] += a * d_out_t[i];
                     dks[i] += g * qt[i];
                 }
                 let ks = &k[kv(s)];
