@@ -387,7 +387,7 @@ impl Builder {
     // ----- conv / matmul ---------------------------------------------------------------
 
     /// Declare the five conv consts with the given names, in the order the fixtures use
-    /// (pad_type "valid", strides [1,1], pad [0,0,0,0], dilations [1,1], groups).
+    /// (pad_type "valid", strides `[1,1]`, pad `[0,0,0,0]`, dilations `[1,1]`, groups).
     pub fn conv_params(&mut self, names: [&str; 5], groups: i32) -> ConvParams {
         ConvParams {
             pad_type: self.string(names[0], "valid"),

@@ -1,8 +1,9 @@
 //! MIL language toolkit: the program model ([`ast`]), the text [`parser`] and [`printer`] for
 //! the `program(1.3)` / `func main<ios18>` dialect the ANE compiler accepts, type and shape
 //! inference ([`shape`]) over the op table ([`op`]), a kernel [`builder`], the BLOBFILE weight-blob format ([`blob`])
-//! and a [`validate`]or for the known ANE rules. This crate owns everything about MIL *text
-//! and weights*; executing programs (simulator, hardware bridge) is the `ane` crate's job.
+//! and a [validator](mod@validate) for the known ANE rules. This crate owns everything about
+//! MIL *text and weights*; executing programs is the job of `ane-sim` (the simulator) and
+//! `ane-macos` (the hardware), behind `ane`'s device contract.
 //!
 //! Facts and formats follow `shared/reference/ane-reference.md` §4 (weight blob), §5 (MIL
 //! dialect and kernels) and §11 (hardware limits and traps).

@@ -3,7 +3,7 @@
 //! [`Op`] has one variant per op this toolkit knows — every op shape inference
 //! ([`crate::shape`]) types and the `ane` simulator executes. Each op has its MIL name
 //! ([`Op::name`], [`Op::from_name`]), a class ([`Op::class`]) that says which family of
-//! shape rule and execution it belongs to, and the ANE facts the [`crate::validate`]or uses
+//! shape rule and execution it belongs to, and the ANE facts the [validator](mod@crate::validate) uses
 //! ([`Op::ane_support`]). Statements keep their op as text (so unknown ops still parse and
 //! the validator can report them); [`crate::Statement::known_op`] looks it up here.
 //!
