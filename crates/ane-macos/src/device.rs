@@ -31,7 +31,8 @@ struct HwKernel {
     model: Retained<AnyObject>,
     hex_id: String,
     dir: PathBuf,
-    mil_text: String,
+    /// The program, kept to recognise a donor with the same program (weight reload).
+    program: mil::Program,
     /// The options dictionary that was accepted at load; reused for every eval.
     options: Options,
     input_bytes: Vec<usize>,
@@ -185,7 +186,7 @@ impl AneDevice {
                     model,
                     hex_id,
                     dir,
-                    mil_text: spec.mil_text(),
+                    program: spec.program.clone(),
                     options,
                     input_bytes: spec.input_bytes.clone(),
                     output_bytes: spec.output_bytes.clone(),
@@ -402,7 +403,7 @@ impl BudgetedDevice for AneDevice {
             .kernels
             .get(&donor.0)
             .ok_or(DeviceError::UnknownKernel(donor))?;
-        if d.mil_text != spec.mil_text()
+        if d.program != spec.program
             || d.input_bytes != spec.input_bytes
             || d.output_bytes != spec.output_bytes
         {
@@ -437,7 +438,7 @@ impl BudgetedDevice for AneDevice {
                     model,
                     hex_id,
                     dir,
-                    mil_text: spec.mil_text(),
+                    program: spec.program.clone(),
                     options,
                     input_bytes: spec.input_bytes.clone(),
                     output_bytes: spec.output_bytes.clone(),
