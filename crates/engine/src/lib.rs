@@ -7,6 +7,7 @@ pub mod backend;
 pub mod bench;
 pub mod generate;
 pub mod sampler;
+pub mod train;
 
 pub use backend::{Backend, BackendError, BackendStats};
 pub use generate::{generate, GenerateError, GenerateOptions, Generation, StopReason};

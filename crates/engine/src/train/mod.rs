@@ -1,0 +1,62 @@
+//! Training: the loop behind `espresso train`, independent of the device that computes gradients.
+//!
+//! A [`TrainBackend`] (the CPU trainer in `cpu::train::model`; later the ANE) turns parameters and
+//! a [`Batch`] into a loss and gradients. This module owns everything around it: the flat
+//! parameter buffer and its layout ([`params`]), the token data and how windows are cut from it
+//! ([`data`]), the optimizers, learning-rate schedule and clipping ([`optim`]), checkpoints
+//! ([`checkpoint`]), GGUF export ([`export`]) and the loop with its log ([`trainer`]).
+
+pub mod params;
+
+pub use params::{LayerRanges, ParamInfo, ParamLayout, Params};
+
+/// A target equal to this carries no loss (a prompt token of a chat example), like PyTorch's
+/// `ignore_index`.
+pub const IGNORE_INDEX: u32 = u32::MAX;
+
+/// `batch` sequences of `seq_len` tokens, row-major: `inputs[b * seq_len + t]` predicts
+/// `targets[b * seq_len + t]` ([`IGNORE_INDEX`] = no loss there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub inputs: Vec<u32>,
+    pub targets: Vec<u32>,
+}
+
+impl Batch {
+    /// Number of targets that carry loss.
+    pub fn counted(&self) -> usize {
+        self.targets.iter().filter(|&&t| t != IGNORE_INDEX).count()
+    }
+}
+
+/// Errors a backend reports for one batch.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("token id {token} is outside the vocabulary of {vocab} tokens")]
+    BadToken { token: u32, vocab: usize },
+    #[error("{0}")]
+    Device(String),
+}
+
+/// A device that computes the loss of a batch and its gradient.
+pub trait TrainBackend {
+    /// Short name for logs (e.g. "cpu").
+    fn name(&self) -> String;
+
+    /// Run forward and backward on `batch` and **add** `scale · ∂(Σ token losses)/∂params` into
+    /// `grads` (same layout as `params`). Returns the sum of the counted token losses (f64).
+    /// The trainer passes `scale = 1/N` with `N` the counted targets of the whole step, so the
+    /// accumulated gradient is the gradient of the step's mean loss.
+    fn accumulate(
+        &mut self,
+        params: &Params,
+        batch: &Batch,
+        scale: f32,
+        grads: &mut [f32],
+    ) -> Result<f64, StepError>;
+
+    /// The sum of the counted token losses of `batch`, forward only.
+    fn loss(&mut self, params: &Params, batch: &Batch) -> Result<f64, StepError>;
+}
