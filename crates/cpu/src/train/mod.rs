@@ -34,6 +34,7 @@ mod attention;
 mod embedding;
 mod linear;
 mod loss;
+pub mod model;
 mod norm;
 mod rope;
 mod swiglu;

@@ -343,9 +343,9 @@ mod inference_parity {
         );
         let y = linear(&x, &w, n_in, n_out);
         let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let tensor = model::Tensor {
+        let tensor = ::model::Tensor {
             name: "w",
-            ty: model::GgmlType::F32,
+            ty: ::model::GgmlType::F32,
             rows: n_out,
             cols: n_in,
             data: &bytes,

@@ -6,9 +6,13 @@
 //! ([`data`]), the optimizers, learning-rate schedule and clipping ([`optim`]), checkpoints
 //! ([`checkpoint`]), GGUF export ([`export`]) and the loop with its log ([`trainer`]).
 
+pub mod optim;
 pub mod params;
+pub mod step;
 
+pub use optim::{OptimState, Optimizer, Schedule};
 pub use params::{LayerRanges, ParamInfo, ParamLayout, Params};
+pub use step::{mean_loss, optimizer_step, StepReport};
 
 /// A target equal to this carries no loss (a prompt token of a chat example), like PyTorch's
 /// `ignore_index`.
@@ -36,6 +40,10 @@ impl Batch {
 pub enum StepError {
     #[error("token id {token} is outside the vocabulary of {vocab} tokens")]
     BadToken { token: u32, vocab: usize },
+    #[error("step {step} has no target tokens that carry loss")]
+    NoTargets { step: u64 },
+    #[error("the loss became {loss} (gradient norm {grad_norm}) at step {step}; stopped without applying it")]
+    NonFinite { step: u64, loss: f64, grad_norm: f64 },
     #[error("{0}")]
     Device(String),
 }

@@ -114,7 +114,15 @@ impl ParamLayout {
         let layer: usize = self
             .layers
             .iter()
-            .map(|l| l.wq.len() + l.wk.len() + l.wv.len() + l.wo.len() + l.w_gate.len() + l.w_up.len() + l.w_down.len())
+            .map(|l| {
+                l.wq.len()
+                    + l.wk.len()
+                    + l.wv.len()
+                    + l.wo.len()
+                    + l.w_gate.len()
+                    + l.w_up.len()
+                    + l.w_down.len()
+            })
             .sum();
         layer + self.output.len()
     }
@@ -163,7 +171,8 @@ impl Params {
         let layout = ParamLayout::new(config, tied);
         let mut data = vec![0f32; layout.len];
         let resid = 0.02 / (2.0 * config.n_layers as f64).sqrt();
-        let is_resid = |name: &str| name.ends_with("attn_output.weight") || name.ends_with("ffn_down.weight");
+        let is_resid =
+            |name: &str| name.ends_with("attn_output.weight") || name.ends_with("ffn_down.weight");
         for (ti, t) in layout.tensors.iter().enumerate() {
             let out = &mut data[t.range.clone()];
             if t.name.ends_with("norm.weight") {
@@ -238,8 +247,12 @@ mod tests {
         assert_ne!(a.data, Params::init(&c, true, 8).data);
         let e = a.slice(&a.layout.token_embd);
         let mean = e.iter().map(|&v| v as f64).sum::<f64>() / e.len() as f64;
-        let std = (e.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / e.len() as f64).sqrt();
-        assert!(mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3, "mean {mean} std {std}");
+        let std =
+            (e.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / e.len() as f64).sqrt();
+        assert!(
+            mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3,
+            "mean {mean} std {std}"
+        );
         assert!(a.slice(&a.layout.output_norm).iter().all(|&v| v == 1.0));
     }
 }

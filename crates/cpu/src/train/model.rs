@@ -1,0 +1,379 @@
+//! The whole Llama forward and backward on the CPU: [`CpuTrainer`] implements
+//! [`engine::train::TrainBackend`] by chaining the ops of this module's parent.
+//!
+//! A batch of `B` sequences of `S` tokens is processed as `T = B·S` rows: every projection is one
+//! GEMM over all rows, RoPE and attention run per sequence (in parallel), and the classifier and
+//! loss run over chunks of rows so the `[T, V]` logits never exist at once. The forward keeps a
+//! [`LayerTape`] per layer (what the backward needs); the backward walks the layers in reverse.
+
+use super::{
+    attention, attention_backward, cross_entropy, cross_entropy_backward, embedding,
+    embedding_backward, linear, linear_backward, rms_norm, rms_norm_backward, rope, rope_backward,
+    swiglu, swiglu_backward, AttentionCache, AttentionShape, RmsNormCache, RopeTable, TrainError,
+};
+use crate::CpuError;
+use engine::train::{Batch, LayerRanges, Params, StepError, TrainBackend};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Rows of the classifier computed at once (bounds the logits buffer to `CHUNK · V` floats).
+const CLASSIFIER_CHUNK: usize = 256;
+
+/// What the backward of one transformer block needs from its forward.
+/// Shapes (T rows): `x, xn1, q, att, h, hn: [T, D]`; `k, v: [T, KV]`; `g, u, s: [T, H]`.
+struct LayerTape {
+    x: Vec<f32>,
+    xn1: Vec<f32>,
+    c1: RmsNormCache<f32>,
+    /// After RoPE.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    att_cache: Vec<AttentionCache<f32>>,
+    h: Vec<f32>,
+    hn: Vec<f32>,
+    c2: RmsNormCache<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+    s: Vec<f32>,
+}
+
+fn shape_of(p: &Params, seq_len: usize) -> AttentionShape {
+    let c = &p.layout.config;
+    AttentionShape {
+        seq_len,
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+    }
+}
+
+/// `f(b)` for every sequence `b`, in parallel, results in sequence order.
+fn map_seqs<T: Send>(batch: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    (0..batch).into_par_iter().map(f).collect()
+}
+
+/// The rows of sequence `b` in a `[B·S, width]` buffer.
+fn rows(x: &[f32], b: usize, n_seqs: usize) -> &[f32] {
+    let per = x.len() / n_seqs;
+    &x[b * per..(b + 1) * per]
+}
+
+/// One transformer block: `h = x + Wo·attention(rope(Wq·n1), rope(Wk·n1), Wv·n1)`,
+/// `out = h + W_down·swiglu(W_gate·n2, W_up·n2)` with `n1 = rms_norm(x)`, `n2 = rms_norm(h)`.
+fn block_forward(
+    p: &Params,
+    l: &LayerRanges,
+    x: Vec<f32>,
+    rope_t: &RopeTable<f32>,
+    n_seqs: usize,
+) -> (Vec<f32>, LayerTape) {
+    let c = &p.layout.config;
+    let (d, kv, hdim) = (c.dim, c.kv_dim(), c.ffn_dim);
+    let eps = c.rms_eps as f64;
+    let shape = shape_of(p, rope_t.seq_len());
+    let (xn1, c1) = rms_norm(&x, p.slice(&l.attn_norm), eps);
+    let q = linear(&xn1, p.slice(&l.wq), d, d);
+    let k = linear(&xn1, p.slice(&l.wk), d, kv);
+    let v = linear(&xn1, p.slice(&l.wv), d, kv);
+    // RoPE and attention per sequence, in parallel.
+    let per: Vec<_> = map_seqs(n_seqs, |b| {
+        let qr = rope(rows(&q, b, n_seqs), rope_t);
+        let kr = rope(rows(&k, b, n_seqs), rope_t);
+        let (o, cache) = attention(&qr, &kr, rows(&v, b, n_seqs), shape);
+        (qr, kr, o, cache)
+    });
+    let (mut q, mut k, mut att) = (
+        Vec::with_capacity(q.len()),
+        Vec::with_capacity(k.len()),
+        Vec::with_capacity(q.len()),
+    );
+    let mut att_cache = Vec::with_capacity(n_seqs);
+    for (qr, kr, o, cache) in per {
+        q.extend(qr);
+        k.extend(kr);
+        att.extend(o);
+        att_cache.push(cache);
+    }
+    let mut h = linear(&att, p.slice(&l.wo), d, d);
+    add_into(&mut h, &x);
+    let (hn, c2) = rms_norm(&h, p.slice(&l.ffn_norm), eps);
+    let g = linear(&hn, p.slice(&l.w_gate), d, hdim);
+    let u = linear(&hn, p.slice(&l.w_up), d, hdim);
+    let s = swiglu(&g, &u);
+    let mut out = linear(&s, p.slice(&l.w_down), hdim, d);
+    add_into(&mut out, &h);
+    let tape = LayerTape {
+        x,
+        xn1,
+        c1,
+        q,
+        k,
+        v,
+        att,
+        att_cache,
+        h,
+        hn,
+        c2,
+        g,
+        u,
+        s,
+    };
+    (out, tape)
+}
+
+/// Backward of [`block_forward`]: takes `dout: [T, D]`, adds the block's weight gradients into
+/// `grads` and returns `dx: [T, D]`.
+fn block_backward(
+    p: &Params,
+    l: &LayerRanges,
+    t: &LayerTape,
+    dout: Vec<f32>,
+    rope_t: &RopeTable<f32>,
+    n_seqs: usize,
+    grads: &mut [f32],
+) -> Vec<f32> {
+    let c = &p.layout.config;
+    let (d, kv, hdim) = (c.dim, c.kv_dim(), c.ffn_dim);
+    let shape = shape_of(p, rope_t.seq_len());
+    // FFN: out = h + W_down·swiglu(g, u).
+    let ds = linear_backward(
+        &dout,
+        &t.s,
+        p.slice(&l.w_down),
+        hdim,
+        d,
+        &mut grads[l.w_down.clone()],
+    );
+    let (dg, du) = swiglu_backward(&ds, &t.g, &t.u);
+    let mut dhn = linear_backward(
+        &dg,
+        &t.hn,
+        p.slice(&l.w_gate),
+        d,
+        hdim,
+        &mut grads[l.w_gate.clone()],
+    );
+    add_into(
+        &mut dhn,
+        &linear_backward(
+            &du,
+            &t.hn,
+            p.slice(&l.w_up),
+            d,
+            hdim,
+            &mut grads[l.w_up.clone()],
+        ),
+    );
+    let mut dh = rms_norm_backward(
+        &dhn,
+        &t.h,
+        p.slice(&l.ffn_norm),
+        &t.c2,
+        &mut grads[l.ffn_norm.clone()],
+    );
+    add_into(&mut dh, &dout);
+    // Attention: h = x + Wo·att.
+    let datt = linear_backward(&dh, &t.att, p.slice(&l.wo), d, d, &mut grads[l.wo.clone()]);
+    let per: Vec<_> = map_seqs(n_seqs, |b| {
+        let g = attention_backward(
+            rows(&datt, b, n_seqs),
+            rows(&t.q, b, n_seqs),
+            rows(&t.k, b, n_seqs),
+            rows(&t.v, b, n_seqs),
+            shape,
+            &t.att_cache[b],
+        );
+        (
+            rope_backward(&g.dq, rope_t),
+            rope_backward(&g.dk, rope_t),
+            g.dv,
+        )
+    });
+    let (mut dq, mut dk, mut dv) = (
+        Vec::with_capacity(t.q.len()),
+        Vec::with_capacity(t.k.len()),
+        Vec::with_capacity(t.v.len()),
+    );
+    for (a, b, c) in per {
+        dq.extend(a);
+        dk.extend(b);
+        dv.extend(c);
+    }
+    let mut dxn1 = linear_backward(&dq, &t.xn1, p.slice(&l.wq), d, d, &mut grads[l.wq.clone()]);
+    add_into(
+        &mut dxn1,
+        &linear_backward(&dk, &t.xn1, p.slice(&l.wk), d, kv, &mut grads[l.wk.clone()]),
+    );
+    add_into(
+        &mut dxn1,
+        &linear_backward(&dv, &t.xn1, p.slice(&l.wv), d, kv, &mut grads[l.wv.clone()]),
+    );
+    let mut dx = rms_norm_backward(
+        &dxn1,
+        &t.x,
+        p.slice(&l.attn_norm),
+        &t.c1,
+        &mut grads[l.attn_norm.clone()],
+    );
+    add_into(&mut dx, &dh);
+    dx
+}
+
+fn add_into(acc: &mut [f32], x: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += v;
+    }
+}
+
+fn bad_token(e: TrainError) -> StepError {
+    match e {
+        TrainError::TokenOutOfRange { token, vocab, .. } => StepError::BadToken { token, vocab },
+        TrainError::TargetOutOfRange { target, vocab, .. } => StepError::BadToken {
+            token: target,
+            vocab,
+        },
+    }
+}
+
+/// Forward (and, with `grad = Some((scale, grads))`, backward) of the whole model on `batch`.
+/// Returns the sum of the counted token losses.
+pub fn loss_and_grad(
+    p: &Params,
+    batch: &Batch,
+    grad: Option<(f32, &mut [f32])>,
+) -> Result<f64, StepError> {
+    let c = &p.layout.config;
+    let (d, vocab) = (c.dim, c.vocab_size);
+    let n_seqs = batch.batch;
+    assert_eq!(
+        batch.inputs.len(),
+        n_seqs * batch.seq_len,
+        "batch inputs are not [B, S]"
+    );
+    assert_eq!(
+        batch.targets.len(),
+        batch.inputs.len(),
+        "batch targets are not [B, S]"
+    );
+    let rope_t = RopeTable::<f32>::new(batch.seq_len, c.head_dim, 0, c.rope_theta as f64);
+    let mut x = embedding(p.slice(&p.layout.token_embd), d, &batch.inputs).map_err(bad_token)?;
+    let keep = grad.is_some();
+    let mut tapes = Vec::with_capacity(if keep { c.n_layers } else { 0 });
+    for l in &p.layout.layers {
+        let (out, tape) = block_forward(p, l, x, &rope_t, n_seqs);
+        if keep {
+            tapes.push(tape);
+        }
+        x = out;
+    }
+    let (xf, cf) = rms_norm(&x, p.slice(&p.layout.output_norm), c.rms_eps as f64);
+    let w_out = p.slice(&p.layout.output);
+    let mut total = 0f64;
+    let Some((scale, grads)) = grad else {
+        for (xc, yc) in xf
+            .chunks(CLASSIFIER_CHUNK * d)
+            .zip(batch.targets.chunks(CLASSIFIER_CHUNK))
+        {
+            let logits = linear(xc, w_out, d, vocab);
+            let (mean, cache) = cross_entropy(&logits, vocab, yc).map_err(bad_token)?;
+            total += mean as f64 * cache.count as f64;
+        }
+        return Ok(total);
+    };
+    // Classifier and loss, chunk by chunk: dxf = dlogits·W_out, dW_out += dlogitsᵀ·xf.
+    let mut dxf = Vec::with_capacity(xf.len());
+    for (xc, yc) in xf
+        .chunks(CLASSIFIER_CHUNK * d)
+        .zip(batch.targets.chunks(CLASSIFIER_CHUNK))
+    {
+        let logits = linear(xc, w_out, d, vocab);
+        let (mean, cache) = cross_entropy(&logits, vocab, yc).map_err(bad_token)?;
+        total += mean as f64 * cache.count as f64;
+        // cross_entropy_backward divides by the chunk's count; undo that so the result is
+        // `scale · ∂(Σ losses)/∂logits`.
+        let dlogits = cross_entropy_backward(scale * cache.count as f32, &logits, yc, &cache);
+        dxf.extend(linear_backward(
+            &dlogits,
+            xc,
+            w_out,
+            d,
+            vocab,
+            &mut grads[p.layout.output.clone()],
+        ));
+    }
+    let mut dx = rms_norm_backward(
+        &dxf,
+        &x,
+        p.slice(&p.layout.output_norm),
+        &cf,
+        &mut grads[p.layout.output_norm.clone()],
+    );
+    for (l, tape) in p.layout.layers.iter().zip(&tapes).rev() {
+        dx = block_backward(p, l, tape, dx, &rope_t, n_seqs, grads);
+    }
+    embedding_backward(
+        &dx,
+        &batch.inputs,
+        d,
+        &mut grads[p.layout.token_embd.clone()],
+    )
+    .map_err(bad_token)?;
+    Ok(total)
+}
+
+/// The CPU training backend: [`loss_and_grad`] on its own thread pool.
+pub struct CpuTrainer {
+    pool: Arc<rayon::ThreadPool>,
+    threads: usize,
+}
+
+impl CpuTrainer {
+    /// `threads = 0`: one per available core.
+    pub fn new(threads: usize) -> Result<Self, CpuError> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("espresso-train-{i}"))
+            .build()
+            .map_err(|e| CpuError::ThreadPool {
+                threads,
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            pool: Arc::new(pool),
+            threads,
+        })
+    }
+}
+
+impl TrainBackend for CpuTrainer {
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", self.threads)
+    }
+
+    fn accumulate(
+        &mut self,
+        params: &Params,
+        batch: &Batch,
+        scale: f32,
+        grads: &mut [f32],
+    ) -> Result<f64, StepError> {
+        assert_eq!(
+            grads.len(),
+            params.data.len(),
+            "gradient buffer does not match the parameters"
+        );
+        self.pool
+            .install(|| loss_and_grad(params, batch, Some((scale, grads))))
+    }
+
+    fn loss(&mut self, params: &Params, batch: &Batch) -> Result<f64, StepError> {
+        self.pool.install(|| loss_and_grad(params, batch, None))
+    }
+}
