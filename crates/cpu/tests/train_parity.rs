@@ -132,7 +132,10 @@ fn check_case(case: &str) {
         .expect("step");
         let want = losses[k as usize - 1].as_f64().expect("loss");
         let r = (report.loss - want).abs() / want.abs();
-        eprintln!("{case} step {k}: loss {:.6} torch {want:.6} rel {r:.2e}", report.loss);
+        eprintln!(
+            "{case} step {k}: loss {:.6} torch {want:.6} rel {r:.2e}",
+            report.loss
+        );
         assert!(
             r <= 1e-4,
             "{case} step {k}: loss {} vs PyTorch {want} (rel {r:.2e})",

@@ -3,7 +3,7 @@
 //! Query head `h` reads KV head `h / (n_heads / n_kv_heads)`. For each head and query position `t`:
 //! `S[t][s] = q_t · k_s / sqrt(hd)` for `s <= t`, `P[t] = softmax(S[t])`, `o_t = sum_s P[t][s] v_s`.
 
-use super::Real;
+use super::{matmul, Real};
 
 /// The sizes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,26 +55,9 @@ pub struct AttentionGrads<R> {
     pub dv: Vec<R>,
 }
 
-/// Dot product in the order of the portable [`crate::dot::dot_f32`]: eight running lanes, then
-/// the tail.
-fn dot<R: Real>(a: &[R], b: &[R]) -> R {
-    let mut acc = [R::zero(); 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: R = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(&x, &y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().copied().sum::<R>() + tail
-}
-
-/// Causal GQA attention, computed like [`crate::ops::attention`] at every position.
+/// Causal GQA attention. Per head, `S = q_h k_gᵀ` and `O_h = P v_g` are GEMMs over the whole
+/// sequence (the masked upper triangle of `S` is computed and discarded: a dense product is
+/// still far faster than a triangular loop), the softmax runs per row over `s <= t`.
 /// Shapes: `q, out: [T, n_heads * hd]` (already RoPE'd), `k, v: [T, n_kv_heads * hd]`.
 pub fn attention<R: Real>(
     q: &[R],
@@ -93,41 +76,56 @@ pub fn attention<R: Real>(
     let scale = R::one() / R::of(hd as f64).sqrt();
     let mut out = vec![R::zero(); n * q_dim];
     let mut probs = vec![R::zero(); n_heads * n * n];
-    for h in 0..n_heads {
-        let kv_off = (h / group) * hd;
-        for t in 0..n {
-            let qt = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-            let p = &mut probs[(h * n + t) * n..(h * n + t) * n + t + 1];
-            // Scores, then a softmax shifted by the maximum.
-            for (s, ps) in p.iter_mut().enumerate() {
-                *ps = dot(qt, &k[s * kv_dim + kv_off..s * kv_dim + kv_off + hd]) * scale;
-            }
-            let max = p.iter().fold(R::neg_infinity(), |a, &x| a.max(x));
-            let mut sum = R::zero();
-            for ps in p.iter_mut() {
-                *ps = (*ps - max).exp();
-                sum += *ps;
-            }
-            for ps in p.iter_mut() {
-                *ps /= sum;
-            }
-            let ot = &mut out[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-            for (s, &a) in p.iter().enumerate() {
-                let vs = &v[s * kv_dim + kv_off..s * kv_dim + kv_off + hd];
-                for (o, &vv) in ot.iter_mut().zip(vs) {
-                    *o += a * vv;
-                }
-            }
+    for (h, p) in probs.chunks_exact_mut(n * n).enumerate() {
+        let g = (h / group) * hd;
+        // S = q_h · k_gᵀ: [T, hd] · [hd, T].
+        matmul(
+            (n, n, hd),
+            p,
+            (n, 1),
+            false,
+            &q[h * hd..],
+            (q_dim, 1),
+            &k[g..],
+            (1, kv_dim),
+        );
+        for (t, row) in p.chunks_exact_mut(n).enumerate() {
+            softmax_causal(row, t, scale);
         }
+        // O_h = P · v_g: [T, T] · [T, hd].
+        matmul(
+            (n, hd, n),
+            &mut out[h * hd..],
+            (q_dim, 1),
+            false,
+            p,
+            (n, 1),
+            &v[g..],
+            (kv_dim, 1),
+        );
     }
     (out, AttentionCache { probs })
 }
 
-/// Backward of [`attention`]. Per head, with `dO` the output gradient:
-/// `dv_s += sum_t P[t][s] dO_t`; `dP[t][s] = dO_t · v_s`;
-/// `dS[t][s] = P[t][s] (dP[t][s] - sum_r P[t][r] dP[t][r])` (softmax backward);
-/// `dq_t = scale sum_s dS[t][s] k_s`; `dk_s += scale sum_t dS[t][s] q_t`. KV heads shared by a
-/// group of query heads sum the group's gradients.
+/// Row `t` of the scores in place: `softmax(scale · row[..=t])`, zero above the diagonal.
+fn softmax_causal<R: Real>(row: &mut [R], t: usize, scale: R) {
+    let (live, masked) = row.split_at_mut(t + 1);
+    masked.iter_mut().for_each(|x| *x = R::zero());
+    let max = live
+        .iter()
+        .fold(R::neg_infinity(), |a, &x| a.max(x * scale));
+    let mut sum = R::zero();
+    for x in live.iter_mut() {
+        *x = (*x * scale - max).exp();
+        sum += *x;
+    }
+    live.iter_mut().for_each(|x| *x /= sum);
+}
+
+/// Backward of [`attention`]. Per head, with `dO` the output gradient (all GEMMs but the
+/// softmax backward): `dP = dO_h v_gᵀ`; `dS[t][s] = scale · P[t][s] (dP[t][s] − Σ_r P[t][r]
+/// dP[t][r])`; `dq_h = dS k_g`; `dk_g += dSᵀ q_h`; `dv_g += Pᵀ dO_h`. KV heads shared by a group
+/// of query heads sum the group's gradients.
 pub fn attention_backward<R: Real>(
     dout: &[R],
     q: &[R],
@@ -150,38 +148,59 @@ pub fn attention_backward<R: Real>(
     let mut dq = vec![R::zero(); q.len()];
     let mut dk = vec![R::zero(); k.len()];
     let mut dv = vec![R::zero(); v.len()];
-    let mut ds = vec![R::zero(); n];
-    for h in 0..n_heads {
-        let kv_off = (h / group) * hd;
-        let head = |t: usize| t * q_dim + h * hd..t * q_dim + (h + 1) * hd;
-        let kv = |s: usize| s * kv_dim + kv_off..s * kv_dim + kv_off + hd;
-        for t in 0..n {
-            let p = &cache.probs[(h * n + t) * n..(h * n + t) * n + t + 1];
-            let d_out_t = &dout[head(t)];
-            // dP and the softmax backward into dS.
-            let ds = &mut ds[..t + 1];
-            for (s, d) in ds.iter_mut().enumerate() {
-                *d = dot(d_out_t, &v[kv(s)]);
-            }
-            let mean: R = p.iter().zip(ds.iter()).map(|(&a, &d)| a * d).sum();
-            for (d, &a) in ds.iter_mut().zip(p) {
+    let mut ds = vec![R::zero(); n * n];
+    for (h, p) in cache.probs.chunks_exact(n * n).enumerate() {
+        let g = (h / group) * hd;
+        let d_out = &dout[h * hd..];
+        // dv_g += Pᵀ · dO_h.
+        matmul(
+            (n, hd, n),
+            &mut dv[g..],
+            (kv_dim, 1),
+            true,
+            p,
+            (1, n),
+            d_out,
+            (q_dim, 1),
+        );
+        // dP = dO_h · v_gᵀ, then the softmax backward in place.
+        matmul(
+            (n, n, hd),
+            &mut ds,
+            (n, 1),
+            false,
+            d_out,
+            (q_dim, 1),
+            &v[g..],
+            (1, kv_dim),
+        );
+        for (t, (dsr, pr)) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)).enumerate() {
+            let mean: R = pr[..=t].iter().zip(&dsr[..=t]).map(|(&a, &d)| a * d).sum();
+            for (d, &a) in dsr.iter_mut().zip(pr) {
                 *d = a * (*d - mean) * scale;
             }
-            let qt = &q[head(t)];
-            for s in 0..=t {
-                let (a, g) = (p[s], ds[s]);
-                let (dvs, dks) = (&mut dv[kv(s)], &mut dk[kv(s)]);
-                for i in 0..hd {
-                    dvs[i] += a * d_out_t[i];
-                    dks[i] += g * qt[i];
-                }
-                let ks = &k[kv(s)];
-                let dqt = &mut dq[head(t)];
-                for i in 0..hd {
-                    dqt[i] += g * ks[i];
-                }
-            }
         }
+        // dq_h = dS · k_g;  dk_g += dSᵀ · q_h.
+        matmul(
+            (n, hd, n),
+            &mut dq[h * hd..],
+            (q_dim, 1),
+            false,
+            &ds,
+            (n, 1),
+            &k[g..],
+            (kv_dim, 1),
+        );
+        matmul(
+            (n, hd, n),
+            &mut dk[g..],
+            (kv_dim, 1),
+            true,
+            &ds,
+            (1, n),
+            &q[h * hd..],
+            (q_dim, 1),
+        );
     }
     AttentionGrads { dq, dk, dv }
 }

@@ -88,3 +88,58 @@ pub fn cross_entropy_backward<R: Real>(
     }
     dlogits
 }
+
+/// [`cross_entropy`] and [`cross_entropy_backward`] in one pass for training: overwrites
+/// `logits: [T, V]` with `scale · ∂(Σ_t loss_t)/∂logits` (rows of ignored targets become 0) and
+/// returns `(Σ_t loss_t, counted targets)`. Each logit is exponentiated once and rows run in
+/// parallel on the current rayon pool, so the `[T, V]` buffer is read twice instead of four
+/// times and never copied.
+pub fn cross_entropy_grad<R: Real>(
+    logits: &mut [R],
+    vocab: usize,
+    targets: &[u32],
+    scale: R,
+) -> Result<(f64, usize), TrainError> {
+    use rayon::prelude::*;
+    assert_eq!(
+        logits.len(),
+        targets.len() * vocab,
+        "cross_entropy_grad: logits are not [T, {vocab}]"
+    );
+    if let Some((pos, &y)) = targets
+        .iter()
+        .enumerate()
+        .find(|(_, &y)| y != IGNORE_INDEX && y as usize >= vocab)
+    {
+        return Err(TrainError::TargetOutOfRange {
+            target: y,
+            pos,
+            vocab,
+        });
+    }
+    let per_row = logits
+        .par_chunks_mut(vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &y)| {
+            if y == IGNORE_INDEX {
+                row.iter_mut().for_each(|v| *v = R::zero());
+                return (0.0, 0);
+            }
+            let m = row.iter().fold(R::neg_infinity(), |a, &v| a.max(v));
+            let ly = row[y as usize];
+            let mut sum = 0f64;
+            for v in row.iter_mut() {
+                *v = (*v - m).exp();
+                sum += v.f64();
+            }
+            let lse = m.f64() + sum.ln();
+            let k = scale / R::of(sum);
+            row.iter_mut().for_each(|v| *v *= k);
+            row[y as usize] -= scale;
+            (lse - ly.f64(), 1usize)
+        })
+        .collect::<Vec<_>>();
+    Ok(per_row
+        .into_iter()
+        .fold((0.0, 0), |(s, n), (l, c)| (s + l, n + c)))
+}

@@ -2,12 +2,13 @@
 //!
 //! This is the foundation of `espresso train` (no autograd framework): each op is a forward
 //! function and, next to it, `<op>_backward`, which turns the gradient of the loss with respect to
-//! the op's output into gradients with respect to its inputs and weights. The math is exactly the
-//! inference math of [`crate::ops`] (same formulas, same order of f32 operations where it
-//! matters), lifted from one position to a whole sequence of `T` tokens held row-major as `[T, D]`,
-//! so a model trained here computes what inference computes (tests check the f32 forwards against
-//! [`crate::ops`] and [`crate::matmul`], and every backward against central finite differences in
-//! f64).
+//! the op's output into gradients with respect to its inputs and weights. The math is the
+//! inference math of [`crate::ops`] (same formulas), lifted from one position to a whole sequence
+//! of `T` tokens held row-major as `[T, D]` and computed with GEMMs where the inference path uses
+//! dot products, so a model trained here computes what inference computes up to f32 summation
+//! order (tests check the f32 forwards against [`crate::ops`] and [`crate::matmul`], and every
+//! backward against central finite differences in f64). [`model`] chains the ops into the whole
+//! Llama forward and backward ([`model::CpuTrainer`]).
 //!
 //! Conventions:
 //! - Every op is generic over [`Real`] (f32 for training, f64 for gradient checks).
@@ -47,7 +48,9 @@ pub use attention::{
 };
 pub use embedding::{embedding, embedding_backward};
 pub use linear::{linear, linear_backward, matmul};
-pub use loss::{cross_entropy, cross_entropy_backward, CrossEntropyCache, IGNORE_INDEX};
+pub use loss::{
+    cross_entropy, cross_entropy_backward, cross_entropy_grad, CrossEntropyCache, IGNORE_INDEX,
+};
 pub use norm::{rms_norm, rms_norm_backward, RmsNormCache};
 pub use rope::{rope, rope_backward, RopeTable};
 pub use swiglu::{silu, swiglu, swiglu_backward};

@@ -7,7 +7,7 @@
 //! [`LayerTape`] per layer (what the backward needs); the backward walks the layers in reverse.
 
 use super::{
-    attention, attention_backward, cross_entropy, cross_entropy_backward, embedding,
+    attention, attention_backward, cross_entropy, cross_entropy_grad, embedding,
     embedding_backward, linear, linear_backward, rms_norm, rms_norm_backward, rope, rope_backward,
     swiglu, swiglu_backward, AttentionCache, AttentionShape, RmsNormCache, RopeTable, TrainError,
 };
@@ -288,12 +288,10 @@ pub fn loss_and_grad(
         .chunks(CLASSIFIER_CHUNK * d)
         .zip(batch.targets.chunks(CLASSIFIER_CHUNK))
     {
-        let logits = linear(xc, w_out, d, vocab);
-        let (mean, cache) = cross_entropy(&logits, vocab, yc).map_err(bad_token)?;
-        total += mean as f64 * cache.count as f64;
-        // cross_entropy_backward divides by the chunk's count; undo that so the result is
-        // `scale · ∂(Σ losses)/∂logits`.
-        let dlogits = cross_entropy_backward(scale * cache.count as f32, &logits, yc, &cache);
+        let mut dlogits = linear(xc, w_out, d, vocab);
+        total += cross_entropy_grad(&mut dlogits, vocab, yc, scale)
+            .map_err(bad_token)?
+            .0;
         dxf.extend(linear_backward(
             &dlogits,
             xc,

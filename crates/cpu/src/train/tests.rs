@@ -183,6 +183,25 @@ fn embedding_gradients_and_bad_tokens() {
     assert!(embedding_backward(&r[..6], &[1, 9], d, &mut dtable).is_err());
 }
 
+/// The fused training form equals the separate forward and backward (scaled to a sum).
+#[test]
+fn fused_cross_entropy_equals_forward_plus_backward() {
+    let (vocab, scale) = (6, 0.25);
+    let targets = [3u32, IGNORE_INDEX, 0, 5];
+    let logits = Rng(9).vec(targets.len() * vocab, 3.0);
+    let (mean, cache) = cross_entropy(&logits, vocab, &targets).unwrap();
+    let want = cross_entropy_backward(scale * cache.count as f64, &logits, &targets, &cache);
+    let mut fused = logits.clone();
+    let (sum, n) = cross_entropy_grad(&mut fused, vocab, &targets, scale).unwrap();
+    assert_eq!(n, 3);
+    assert!((sum - mean * 3.0).abs() < 1e-12, "{sum} vs {}", mean * 3.0);
+    for (a, b) in fused.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-14, "{a} vs {b}");
+    }
+    let mut bad = logits.clone();
+    assert!(cross_entropy_grad(&mut bad, vocab, &[0, 6, 0, 0], 1.0).is_err());
+}
+
 #[test]
 fn cross_entropy_gradients_with_ignored_targets() {
     let (vocab, dloss) = (6, 0.7);

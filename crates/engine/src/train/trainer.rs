@@ -1,0 +1,315 @@
+//! The training loop: steps, held-out evaluation, the JSONL log, checkpoints and resume.
+//!
+//! [`Trainer::run`] takes optimizer steps `step + 1 ..= steps`. Each step cuts its micro-batches
+//! from the data ([`data::step_batches`], a pure function of the step number), so a run resumed
+//! from a checkpoint (weights, optimizer moments, step) takes exactly the steps the
+//! uninterrupted run would have taken: same batches, same arithmetic, same log lines (apart from
+//! the measured `tokens_per_s`).
+
+use super::checkpoint::{self, Checkpoint, CheckpointError};
+use super::data::{self, Shuffle, TokenData};
+use super::optim::{learning_rate, OptimState, Optimizer, Schedule};
+use super::step::{mean_loss, optimizer_step};
+use super::{Params, StepError, TrainBackend};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Everything that shapes a run (the `espresso train` flags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSettings {
+    pub seq_len: usize,
+    pub batch: usize,
+    pub grad_accum: usize,
+    /// Total optimizer steps (a resumed run continues up to this).
+    pub steps: u64,
+    pub lr: f64,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub warmup: u64,
+    /// Global-norm clipping threshold (0 = off).
+    pub clip: f64,
+    pub shuffle: Shuffle,
+    pub seed: u64,
+    /// Held-out loss every K steps (0 = never; needs validation data).
+    pub eval_every: u64,
+    /// At most this many windows of `seq_len` for each held-out evaluation.
+    pub eval_windows: usize,
+    /// Checkpoint directory (written every `save_every` steps, at the end and on interrupt).
+    pub checkpoint: Option<PathBuf>,
+    pub save_every: u64,
+}
+
+impl TrainSettings {
+    /// What must match between a checkpoint and the run that resumes it (everything that
+    /// changes which batches are drawn or how they update the weights, except `steps`).
+    fn identity(&self, data_fingerprint: &str) -> serde_json::Value {
+        let shuffle = match self.shuffle {
+            Shuffle::None => "none".to_string(),
+            Shuffle::Random { seed } => format!("random:{seed}"),
+        };
+        serde_json::json!({
+            "seq_len": self.seq_len,
+            "batch": self.batch,
+            "grad_accum": self.grad_accum,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "schedule": self.schedule,
+            "warmup": self.warmup,
+            "clip": self.clip,
+            "shuffle": shuffle,
+            "data": data_fingerprint,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Step(#[from] StepError),
+    #[error("{0}")]
+    Data(#[from] data::DataError),
+    #[error("{0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot resume: the checkpoint was made with {field} = {saved}, this run has {now}")]
+    ResumeMismatch {
+        field: String,
+        saved: String,
+        now: String,
+    },
+    #[error("{0}")]
+    Settings(String),
+    #[error("cannot write the log {path}: {source}")]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One line of `--log`: one per optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLine {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// All `steps` are done.
+    Finished,
+    /// Stopped on request after this step (checkpoint saved if a directory was given).
+    Interrupted { step: u64 },
+}
+
+/// Receives progress (the CLI draws a bar and writes the log).
+pub trait Observer {
+    fn on_step(&mut self, line: &LogLine, steps: u64);
+    /// A message for the user (checkpoint written, initial held-out loss, …).
+    fn note(&mut self, _message: &str) {}
+}
+
+/// A run in progress: the weights, the optimizer state and the step reached.
+pub struct Trainer {
+    pub settings: TrainSettings,
+    pub params: Params,
+    pub state: OptimState,
+    /// Optimizer steps done.
+    pub step: u64,
+    grads: Vec<f32>,
+    data_fingerprint: String,
+}
+
+impl Trainer {
+    /// A fresh run from `params`.
+    pub fn new(settings: TrainSettings, params: Params, data: &TokenData) -> Result<Self, TrainError> {
+        check_settings(&settings, &params)?;
+        data.check(settings.seq_len)?;
+        let n = params.data.len();
+        Ok(Self {
+            state: OptimState::new(&settings.optimizer, n),
+            grads: vec![0.0; n],
+            step: 0,
+            data_fingerprint: data.fingerprint(),
+            settings,
+            params,
+        })
+    }
+
+    /// Continue the run saved in `dir`. The checkpoint must match the model shape of
+    /// `params_shape` and every setting that affects the arithmetic (see `identity`).
+    pub fn resume(settings: TrainSettings, dir: &Path, data: &TokenData) -> Result<Self, TrainError> {
+        let ck = checkpoint::load(dir)?;
+        let now = settings.identity(&data.fingerprint());
+        let saved = &ck.meta;
+        if let (Some(now_map), Some(saved_map)) = (now.as_object(), saved.as_object()) {
+            for (field, v) in now_map {
+                let s = saved_map.get(field).cloned().unwrap_or(serde_json::Value::Null);
+                if &s != v {
+                    let field = if field == "data" { "the training data (fingerprint)".to_string() } else { field.clone() };
+                    return Err(TrainError::ResumeMismatch { field, saved: s.to_string(), now: v.to_string() });
+                }
+            }
+        }
+        let layout = super::ParamLayout::new(&ck.config, ck.tied);
+        let mut buffers = ck.buffers.into_iter();
+        let mut take = |name: &str| -> Result<Vec<f32>, TrainError> {
+            match buffers.next() {
+                Some((n, v)) if n == name => Ok(v),
+                _ => Err(CheckpointError::Corrupt(format!("expected buffer '{name}'")).into()),
+            }
+        };
+        let data_vec = take("params")?;
+        if data_vec.len() != layout.len {
+            return Err(CheckpointError::Corrupt("parameter buffer does not match the model shape".into()).into());
+        }
+        let state = match settings.optimizer {
+            Optimizer::AdamW { .. } => OptimState { m: take("adam_m")?, v: take("adam_v")? },
+            Optimizer::Sgd { .. } => OptimState::default(),
+        };
+        if !state.m.is_empty() && (state.m.len() != layout.len || state.v.len() != layout.len) {
+            return Err(CheckpointError::Corrupt("optimizer state does not match the model shape".into()).into());
+        }
+        let params = Params { layout, data: data_vec };
+        check_settings(&settings, &params)?;
+        data.check(settings.seq_len)?;
+        Ok(Self {
+            grads: vec![0.0; params.data.len()],
+            step: ck.step,
+            data_fingerprint: data.fingerprint(),
+            settings,
+            params,
+            state,
+        })
+    }
+
+    /// Write the checkpoint (atomically) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
+        let mut buffers = vec![("params".to_string(), self.params.data.clone())];
+        if !self.state.m.is_empty() {
+            buffers.push(("adam_m".to_string(), self.state.m.clone()));
+            buffers.push(("adam_v".to_string(), self.state.v.clone()));
+        }
+        let ck = Checkpoint {
+            step: self.step,
+            meta: self.settings.identity(&self.data_fingerprint),
+            config: self.params.layout.config.clone(),
+            tied: self.params.layout.tied,
+            buffers,
+        };
+        checkpoint::save(dir, &ck)?;
+        Ok(())
+    }
+
+    /// Held-out mean loss over the first `eval_windows` windows of `val`.
+    pub fn eval(&self, backend: &mut dyn TrainBackend, val: &TokenData) -> Result<f64, TrainError> {
+        let s = &self.settings;
+        let batches = data::eval_batches(val, s.seq_len, s.batch, s.eval_windows);
+        Ok(mean_loss(backend, &self.params, &batches)?)
+    }
+
+    /// Take steps `step + 1 ..= steps`. `stop` is polled between steps (Ctrl-C): when set, the
+    /// checkpoint is saved and the run returns [`Outcome::Interrupted`]. A non-finite loss stops
+    /// the run with an error before that step is applied; the last checkpoint on disk stays.
+    pub fn run(
+        &mut self,
+        backend: &mut dyn TrainBackend,
+        train: &TokenData,
+        val: Option<&TokenData>,
+        stop: &AtomicBool,
+        obs: &mut dyn Observer,
+    ) -> Result<Outcome, TrainError> {
+        let s = self.settings.clone();
+        while self.step < s.steps {
+            if stop.load(Ordering::SeqCst) {
+                self.save_if_asked(obs)?;
+                return Ok(Outcome::Interrupted { step: self.step });
+            }
+            let k = self.step + 1;
+            let t0 = Instant::now();
+            let micro = data::step_batches(train, s.shuffle, k, s.grad_accum, s.batch, s.seq_len);
+            let lr = learning_rate(s.schedule, s.lr, s.warmup, k, s.steps);
+            let report = optimizer_step(
+                backend,
+                &mut self.params,
+                &mut self.grads,
+                &mut self.state,
+                &s.optimizer,
+                &micro,
+                k,
+                lr,
+                s.clip,
+            )?;
+            self.step = k;
+            let tokens = (s.grad_accum * s.batch * s.seq_len) as f64;
+            let tokens_per_s = tokens / t0.elapsed().as_secs_f64().max(1e-9);
+            let val_loss = match val {
+                Some(v) if s.eval_every > 0 && (k % s.eval_every == 0 || k == s.steps) => Some(self.eval(backend, v)?),
+                _ => None,
+            };
+            obs.on_step(&LogLine { step: k, loss: report.loss, lr, grad_norm: report.grad_norm, tokens_per_s, val_loss }, s.steps);
+            if s.save_every > 0 && k % s.save_every == 0 && k < s.steps {
+                self.save_if_asked(obs)?;
+            }
+        }
+        self.save_if_asked(obs)?;
+        Ok(Outcome::Finished)
+    }
+
+    fn save_if_asked(&self, obs: &mut dyn Observer) -> Result<(), TrainError> {
+        if let Some(dir) = &self.settings.checkpoint {
+            self.save(dir)?;
+            obs.note(&format!("checkpoint at step {} written to {}", self.step, dir.display()));
+        }
+        Ok(())
+    }
+}
+
+fn check_settings(s: &TrainSettings, p: &Params) -> Result<(), TrainError> {
+    let bad = |m: String| Err(TrainError::Settings(m));
+    let ctx = p.layout.config.context_length;
+    if !(s.lr > 0.0 && s.lr.is_finite()) {
+        return bad(format!("--lr must be a positive number (got {})", s.lr));
+    }
+    if s.seq_len == 0 || s.batch == 0 || s.grad_accum == 0 {
+        return bad("--seq-len, --batch and --grad-accum must be at least 1".into());
+    }
+    if s.seq_len > ctx {
+        return bad(format!("--seq-len {} is above the model's context length {ctx}", s.seq_len));
+    }
+    if s.steps == 0 {
+        return bad("--steps must be at least 1".into());
+    }
+    if !(s.clip >= 0.0) {
+        return bad(format!("--clip must be ≥ 0 (got {})", s.clip));
+    }
+    Ok(())
+}
+
+/// Keep the first `step` lines of a JSONL log (a resumed run continues it; lines written after
+/// the checkpoint by the interrupted run would otherwise appear twice).
+pub fn truncate_log(path: &Path, step: u64) -> Result<(), TrainError> {
+    let io = |source| TrainError::Log { path: path.to_path_buf(), source };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|k| k <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(io)
+}
