@@ -6,8 +6,10 @@
 //! ([`data`]), the optimizers, learning-rate schedule and clipping ([`optim`]), checkpoints
 //! ([`checkpoint`]), GGUF export ([`export`]) and the loop with its log ([`trainer`]).
 
+pub mod data;
 pub mod params;
 
+pub use data::{DataError, Shuffle, TokenData};
 pub use params::{LayerRanges, ParamInfo, ParamLayout, Params};
 
 /// A target equal to this carries no loss (a prompt token of a chat example), like PyTorch's
