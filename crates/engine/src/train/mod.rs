@@ -6,10 +6,12 @@
 //! ([`data`]), the optimizers, learning-rate schedule and clipping ([`optim`]), checkpoints
 //! ([`checkpoint`]), GGUF export ([`export`]) and the loop with its log ([`trainer`]).
 
+pub mod data;
 pub mod optim;
 pub mod params;
 pub mod step;
 
+pub use data::{DataError, Shuffle, TokenData};
 pub use optim::{OptimState, Optimizer, Schedule};
 pub use params::{LayerRanges, ParamInfo, ParamLayout, Params};
 pub use step::{mean_loss, optimizer_step, StepReport};
@@ -43,7 +45,11 @@ pub enum StepError {
     #[error("step {step} has no target tokens that carry loss")]
     NoTargets { step: u64 },
     #[error("the loss became {loss} (gradient norm {grad_norm}) at step {step}; stopped without applying it")]
-    NonFinite { step: u64, loss: f64, grad_norm: f64 },
+    NonFinite {
+        step: u64,
+        loss: f64,
+        grad_norm: f64,
+    },
     #[error("{0}")]
     Device(String),
 }
