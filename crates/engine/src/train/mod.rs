@@ -6,8 +6,12 @@
 //! ([`data`]), the optimizers, learning-rate schedule and clipping ([`optim`]), checkpoints
 //! ([`checkpoint`]), GGUF export ([`export`]) and the loop with its log ([`trainer`]).
 
+pub mod checkpoint;
+pub mod export;
 pub mod params;
 
+pub use checkpoint::{Checkpoint, CheckpointError};
+pub use export::{export_gguf, ExportError, OutType};
 pub use params::{LayerRanges, ParamInfo, ParamLayout, Params};
 
 /// A target equal to this carries no loss (a prompt token of a chat example), like PyTorch's
