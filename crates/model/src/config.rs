@@ -1,7 +1,7 @@
 //! Llama-family hyper-parameters, read from GGUF metadata.
 
-use crate::gguf::GgufFile;
-use serde::Serialize;
+use crate::gguf::{GgufFile, MetaValue};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -14,7 +14,7 @@ pub enum ConfigError {
 }
 
 /// Shape and constants of a Llama-family decoder.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
     pub n_layers: usize,
     /// Model width `D`.
@@ -81,6 +81,30 @@ impl LlamaConfig {
             return bad("context length is zero".into());
         }
         Ok(())
+    }
+
+    /// The GGUF metadata that describes this shape, typed as llama.cpp writes it (u32 counts,
+    /// f32 constants): `general.architecture = "llama"` and every `llama.*` key [`Self::from_gguf`]
+    /// reads. Writers add `general.name`, `general.file_type` and the tokenizer.
+    pub fn gguf_metadata(&self) -> Vec<(String, MetaValue)> {
+        let u = |k: &str, x: usize| (format!("llama.{k}"), MetaValue::U32(x as u32));
+        let f = |k: &str, x: f32| (format!("llama.{k}"), MetaValue::F32(x));
+        vec![
+            (
+                "general.architecture".into(),
+                MetaValue::Str("llama".into()),
+            ),
+            u("block_count", self.n_layers),
+            u("embedding_length", self.dim),
+            u("feed_forward_length", self.ffn_dim),
+            u("attention.head_count", self.n_heads),
+            u("attention.head_count_kv", self.n_kv_heads),
+            u("rope.dimension_count", self.head_dim),
+            u("context_length", self.context_length),
+            u("vocab_size", self.vocab_size),
+            f("rope.freq_base", self.rope_theta),
+            f("attention.layer_norm_rms_epsilon", self.rms_eps),
+        ]
     }
 
     /// Read the configuration of a `llama` GGUF.

@@ -96,7 +96,6 @@ impl SyntheticModel {
     /// so that llama.cpp accepts the file).
     fn metadata(&self) -> Vec<(String, MetaValue)> {
         let c = &self.config;
-        let u = |x: usize| MetaValue::U32(x as u32);
         let mut tokens = Vec::with_capacity(c.vocab_size);
         let mut types = Vec::with_capacity(c.vocab_size);
         for i in 0..c.vocab_size {
@@ -113,28 +112,15 @@ impl SyntheticModel {
         let scores = (0..c.vocab_size)
             .map(|i| MetaValue::F32(-(i as f32)))
             .collect();
-        vec![
-            (
-                "general.architecture".into(),
-                MetaValue::Str("llama".into()),
-            ),
+        let mut meta = c.gguf_metadata();
+        meta.insert(
+            1,
             (
                 "general.name".into(),
                 MetaValue::Str(format!("espresso-synthetic-{}", self.seed)),
             ),
-            ("llama.block_count".into(), u(c.n_layers)),
-            ("llama.embedding_length".into(), u(c.dim)),
-            ("llama.feed_forward_length".into(), u(c.ffn_dim)),
-            ("llama.attention.head_count".into(), u(c.n_heads)),
-            ("llama.attention.head_count_kv".into(), u(c.n_kv_heads)),
-            ("llama.rope.dimension_count".into(), u(c.head_dim)),
-            ("llama.context_length".into(), u(c.context_length)),
-            ("llama.vocab_size".into(), u(c.vocab_size)),
-            ("llama.rope.freq_base".into(), MetaValue::F32(c.rope_theta)),
-            (
-                "llama.attention.layer_norm_rms_epsilon".into(),
-                MetaValue::F32(c.rms_eps),
-            ),
+        );
+        meta.extend([
             (
                 "tokenizer.ggml.model".into(),
                 MetaValue::Str("llama".into()),
@@ -144,7 +130,8 @@ impl SyntheticModel {
             ("tokenizer.ggml.token_type".into(), MetaValue::Array(types)),
             ("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(1)),
             ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(2)),
-        ]
+        ]);
+        meta
     }
 
     /// Write the model as a GGUF file.

@@ -6,12 +6,17 @@
 //! ([`data`]), the optimizers, learning-rate schedule and clipping ([`optim`]), checkpoints
 //! ([`checkpoint`]), GGUF export ([`export`]) and the loop with its log ([`trainer`]).
 
+pub mod checkpoint;
 pub mod data;
+pub mod export;
 pub mod optim;
 pub mod params;
 pub mod step;
+pub mod trainer;
 
+pub use checkpoint::{Checkpoint, CheckpointError};
 pub use data::{DataError, Shuffle, TokenData};
+pub use export::{export_gguf, ExportError, OutType};
 pub use optim::{OptimState, Optimizer, Schedule};
 pub use params::{LayerRanges, ParamInfo, ParamLayout, Params};
 pub use step::{mean_loss, optimizer_step, StepReport};

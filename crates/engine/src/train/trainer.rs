@@ -10,7 +10,7 @@ use super::checkpoint::{self, Checkpoint, CheckpointError};
 use super::data::{self, Shuffle, TokenData};
 use super::optim::{learning_rate, OptimState, Optimizer, Schedule};
 use super::step::{mean_loss, optimizer_step};
-use super::{Params, StepError, TrainBackend};
+use super::{ParamLayout, Params, StepError, TrainBackend};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,7 +128,11 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh run from `params`.
-    pub fn new(settings: TrainSettings, params: Params, data: &TokenData) -> Result<Self, TrainError> {
+    pub fn new(
+        settings: TrainSettings,
+        params: Params,
+        data: &TokenData,
+    ) -> Result<Self, TrainError> {
         check_settings(&settings, &params)?;
         data.check(settings.seq_len)?;
         let n = params.data.len();
@@ -142,41 +146,57 @@ impl Trainer {
         })
     }
 
-    /// Continue the run saved in `dir`. The checkpoint must match the model shape of
-    /// `params_shape` and every setting that affects the arithmetic (see `identity`).
-    pub fn resume(settings: TrainSettings, dir: &Path, data: &TokenData) -> Result<Self, TrainError> {
+    /// Continue the run saved in `dir`. The checkpoint must hold a model of `layout`'s shape and
+    /// match every setting that affects the arithmetic (see `identity`); only `steps` may differ.
+    pub fn resume(
+        settings: TrainSettings,
+        dir: &Path,
+        layout: &ParamLayout,
+        data: &TokenData,
+    ) -> Result<Self, TrainError> {
         let ck = checkpoint::load(dir)?;
+        ck.check_shape(&layout.config, layout.tied)?;
         let now = settings.identity(&data.fingerprint());
-        let saved = &ck.meta;
-        if let (Some(now_map), Some(saved_map)) = (now.as_object(), saved.as_object()) {
+        if let (Some(now_map), Some(saved_map)) = (now.as_object(), ck.meta.as_object()) {
             for (field, v) in now_map {
-                let s = saved_map.get(field).cloned().unwrap_or(serde_json::Value::Null);
+                let s = saved_map
+                    .get(field)
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null);
                 if &s != v {
-                    let field = if field == "data" { "the training data (fingerprint)".to_string() } else { field.clone() };
-                    return Err(TrainError::ResumeMismatch { field, saved: s.to_string(), now: v.to_string() });
+                    let field = match field.as_str() {
+                        "data" => "the training data (fingerprint)".to_string(),
+                        f => format!("--{}", f.replace('_', "-")),
+                    };
+                    return Err(TrainError::ResumeMismatch {
+                        field,
+                        saved: s.to_string(),
+                        now: v.to_string(),
+                    });
                 }
             }
         }
-        let layout = super::ParamLayout::new(&ck.config, ck.tied);
-        let mut buffers = ck.buffers.into_iter();
-        let mut take = |name: &str| -> Result<Vec<f32>, TrainError> {
-            match buffers.next() {
-                Some((n, v)) if n == name => Ok(v),
-                _ => Err(CheckpointError::Corrupt(format!("expected buffer '{name}'")).into()),
+        let take = |name: &str| -> Result<Vec<f32>, TrainError> {
+            match ck.buffer(name) {
+                Some(b) if b.len() == layout.len => Ok(b.to_vec()),
+                _ => Err(TrainError::Settings(format!(
+                    "the checkpoint in {} has no '{name}' buffer of {} values (made with another optimizer?)",
+                    dir.display(),
+                    layout.len
+                ))),
             }
         };
-        let data_vec = take("params")?;
-        if data_vec.len() != layout.len {
-            return Err(CheckpointError::Corrupt("parameter buffer does not match the model shape".into()).into());
-        }
+        let params = Params {
+            layout: layout.clone(),
+            data: take("params")?,
+        };
         let state = match settings.optimizer {
-            Optimizer::AdamW { .. } => OptimState { m: take("adam_m")?, v: take("adam_v")? },
+            Optimizer::AdamW { .. } => OptimState {
+                m: take("adam_m")?,
+                v: take("adam_v")?,
+            },
             Optimizer::Sgd { .. } => OptimState::default(),
         };
-        if !state.m.is_empty() && (state.m.len() != layout.len || state.v.len() != layout.len) {
-            return Err(CheckpointError::Corrupt("optimizer state does not match the model shape".into()).into());
-        }
-        let params = Params { layout, data: data_vec };
         check_settings(&settings, &params)?;
         data.check(settings.seq_len)?;
         Ok(Self {
@@ -250,10 +270,22 @@ impl Trainer {
             let tokens = (s.grad_accum * s.batch * s.seq_len) as f64;
             let tokens_per_s = tokens / t0.elapsed().as_secs_f64().max(1e-9);
             let val_loss = match val {
-                Some(v) if s.eval_every > 0 && (k % s.eval_every == 0 || k == s.steps) => Some(self.eval(backend, v)?),
+                Some(v) if s.eval_every > 0 && (k % s.eval_every == 0 || k == s.steps) => {
+                    Some(self.eval(backend, v)?)
+                }
                 _ => None,
             };
-            obs.on_step(&LogLine { step: k, loss: report.loss, lr, grad_norm: report.grad_norm, tokens_per_s, val_loss }, s.steps);
+            obs.on_step(
+                &LogLine {
+                    step: k,
+                    loss: report.loss,
+                    lr,
+                    grad_norm: report.grad_norm,
+                    tokens_per_s,
+                    val_loss,
+                },
+                s.steps,
+            );
             if s.save_every > 0 && k % s.save_every == 0 && k < s.steps {
                 self.save_if_asked(obs)?;
             }
@@ -265,7 +297,11 @@ impl Trainer {
     fn save_if_asked(&self, obs: &mut dyn Observer) -> Result<(), TrainError> {
         if let Some(dir) = &self.settings.checkpoint {
             self.save(dir)?;
-            obs.note(&format!("checkpoint at step {} written to {}", self.step, dir.display()));
+            obs.note(&format!(
+                "checkpoint at step {} written to {}",
+                self.step,
+                dir.display()
+            ));
         }
         Ok(())
     }
@@ -281,7 +317,10 @@ fn check_settings(s: &TrainSettings, p: &Params) -> Result<(), TrainError> {
         return bad("--seq-len, --batch and --grad-accum must be at least 1".into());
     }
     if s.seq_len > ctx {
-        return bad(format!("--seq-len {} is above the model's context length {ctx}", s.seq_len));
+        return bad(format!(
+            "--seq-len {} is above the model's context length {ctx}",
+            s.seq_len
+        ));
     }
     if s.steps == 0 {
         return bad("--steps must be at least 1".into());
@@ -295,7 +334,10 @@ fn check_settings(s: &TrainSettings, p: &Params) -> Result<(), TrainError> {
 /// Keep the first `step` lines of a JSONL log (a resumed run continues it; lines written after
 /// the checkpoint by the interrupted run would otherwise appear twice).
 pub fn truncate_log(path: &Path, step: u64) -> Result<(), TrainError> {
-    let io = |source| TrainError::Log { path: path.to_path_buf(), source };
+    let io = |source| TrainError::Log {
+        path: path.to_path_buf(),
+        source,
+    };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
