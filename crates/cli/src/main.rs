@@ -4,6 +4,7 @@ mod doctor;
 mod load;
 mod mil_cmd;
 mod progress;
+mod train_cmd;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -42,6 +43,8 @@ enum Command {
     Pull(PullArgs),
     /// Measure decode latency and prefill throughput.
     Bench(BenchArgs),
+    /// Train: fine-tune a GGUF model or train one from scratch (CPU), with checkpoints.
+    Train(Box<train_cmd::TrainArgs>),
     /// Write the deterministic synthetic model of `bench --synthetic SEED` as a GGUF file.
     ExportSynthetic(ExportArgs),
     /// Check or run MIL programs (the ANE's program format) on the simulator.
@@ -258,6 +261,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => cmd_bench(a),
+        Command::Train(a) => train_cmd::run(*a),
         Command::Mil(c) => mil_cmd::run(c),
         Command::Doctor => doctor::run(),
         Command::ExportSynthetic(a) => {

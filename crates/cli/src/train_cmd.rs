@@ -56,7 +56,12 @@ pub enum TrainBackendChoice {
 #[derive(Args)]
 pub struct TrainArgs {
     /// Fine-tune this GGUF (float or quantized; dequantized into f32 master weights).
-    #[arg(short = 'm', long = "model", value_name = "PATH.gguf", conflicts_with = "config")]
+    #[arg(
+        short = 'm',
+        long = "model",
+        value_name = "PATH.gguf",
+        conflicts_with = "config"
+    )]
     model: Option<PathBuf>,
     /// Train from scratch with this shape: JSON with dim, n_layers, n_heads, n_kv_heads, ffn_dim,
     /// rope_base, norm_eps, context_length (and optionally "tied": false for a separate head).
@@ -174,10 +179,17 @@ fn default_tied() -> bool {
 }
 
 fn shape_from_file(path: &Path, vocab_size: usize) -> Result<(LlamaConfig, bool)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let s: ShapeFile = serde_json::from_str(&text).with_context(|| format!("{} is not a valid model shape", path.display()))?;
-    if s.n_heads == 0 || s.dim % s.n_heads != 0 {
-        bail!("{}: dim {} is not a multiple of n_heads {}", path.display(), s.dim, s.n_heads);
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let s: ShapeFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid model shape", path.display()))?;
+    if s.n_heads == 0 || !s.dim.is_multiple_of(s.n_heads) {
+        bail!(
+            "{}: dim {} is not a multiple of n_heads {}",
+            path.display(),
+            s.dim,
+            s.n_heads
+        );
     }
     let config = LlamaConfig {
         n_layers: s.n_layers,
@@ -191,7 +203,9 @@ fn shape_from_file(path: &Path, vocab_size: usize) -> Result<(LlamaConfig, bool)
         rope_theta: s.rope_base,
         rms_eps: s.norm_eps,
     };
-    config.validate().with_context(|| format!("{}", path.display()))?;
+    config
+        .validate()
+        .with_context(|| format!("{}", path.display()))?;
     Ok((config, s.tied))
 }
 
@@ -206,13 +220,21 @@ impl Observer for Progress {
     fn on_step(&mut self, line: &LogLine, steps: u64) {
         self.bar.set_length(steps);
         self.bar.set_position(line.step);
-        let val = line.val_loss.map_or(String::new(), |v| format!(" val {v:.4}"));
-        self.bar.set_message(format!("loss {:.4}{val} · {:.0} tok/s", line.loss, line.tokens_per_s));
+        let val = line
+            .val_loss
+            .map_or(String::new(), |v| format!(" val {v:.4}"));
+        self.bar.set_message(format!(
+            "loss {:.4}{val} · {:.0} tok/s",
+            line.loss, line.tokens_per_s
+        ));
         if !self.bar.is_hidden() {
             return self.write_log(line);
         }
         // Without a terminal, one line per step on stderr instead of a bar.
-        eprintln!("step {}/{steps} loss {:.4}{val} lr {:.3e} grad_norm {:.3} {:.0} tok/s", line.step, line.loss, line.lr, line.grad_norm, line.tokens_per_s);
+        eprintln!(
+            "step {}/{steps} loss {:.4}{val} lr {:.3e} grad_norm {:.3} {:.0} tok/s",
+            line.step, line.loss, line.lr, line.grad_norm, line.tokens_per_s
+        );
         self.write_log(line);
     }
     fn note(&mut self, message: &str) {
@@ -225,7 +247,10 @@ impl Progress {
         if let (Some((path, f)), None) = (&mut self.log, &self.error) {
             let json = serde_json::to_string(line).unwrap_or_default();
             if let Err(e) = writeln!(f, "{json}").and_then(|_| f.flush()) {
-                self.error = Some(anyhow::anyhow!("cannot write the log {}: {e}", path.display()));
+                self.error = Some(anyhow::anyhow!(
+                    "cannot write the log {}: {e}",
+                    path.display()
+                ));
             }
         }
     }
@@ -241,8 +266,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let base: GgufFile;
     let params = match &a.config {
         Some(cfg) => {
-            let tok_path = a.tokenizer.as_deref().context("--config needs --tokenizer PATH.gguf")?;
-            base = GgufFile::open(tok_path).with_context(|| format!("cannot open {}", tok_path.display()))?;
+            let tok_path = a
+                .tokenizer
+                .as_deref()
+                .context("--config needs --tokenizer PATH.gguf")?;
+            base = GgufFile::open(tok_path)
+                .with_context(|| format!("cannot open {}", tok_path.display()))?;
             let vocab = Tokenizer::from_gguf(&base)?.vocab_size();
             let (config, tied) = shape_from_file(cfg, vocab)?;
             Params::init(&config, tied, a.seed)
@@ -266,12 +295,20 @@ pub fn run(a: TrainArgs) -> Result<()> {
         (None, None) => None,
     };
     if let Some(v) = &val {
-        v.check(a.seq_len).context("the held-out data is too short")?;
+        v.check(a.seq_len)
+            .context("the held-out data is too short")?;
     }
 
     let optimizer = match a.optimizer {
-        OptimizerChoice::Adamw => Optimizer::AdamW { beta1: a.beta1, beta2: a.beta2, eps: a.eps, weight_decay: a.weight_decay },
-        OptimizerChoice::Sgd => Optimizer::Sgd { weight_decay: a.weight_decay },
+        OptimizerChoice::Adamw => Optimizer::AdamW {
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            weight_decay: a.weight_decay,
+        },
+        OptimizerChoice::Sgd => Optimizer::Sgd {
+            weight_decay: a.weight_decay,
+        },
     };
     let settings = TrainSettings {
         seq_len: a.seq_len,
@@ -297,13 +334,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         save_every: a.save_every,
     };
     let mut trainer = match &a.resume {
-        Some(dir) => {
-            let t = Trainer::resume(settings, dir, &train)?;
-            if t.params.layout != params.layout {
-                bail!("the checkpoint in {} holds a model of another shape than the one given", dir.display());
-            }
-            t
-        }
+        Some(dir) => Trainer::resume(settings, dir, &params.layout, &train)
+            .with_context(|| format!("cannot resume from {}", dir.display()))?,
         None => Trainer::new(settings, params, &train)?,
     };
     let threads = resolve_threads(a.threads);
@@ -332,7 +364,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
     {
         let stop = stop.clone();
         // A second Ctrl-C while saving is ignored; the save is atomic either way.
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("cannot install the Ctrl-C handler")?;
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("cannot install the Ctrl-C handler")?;
     }
     let bar = ProgressBar::new(a.steps);
     bar.set_style(
@@ -341,7 +374,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
             .progress_chars("=> "),
     );
     bar.set_position(trainer.step);
-    let mut progress = Progress { bar, log, error: None };
+    let mut progress = Progress {
+        bar,
+        log,
+        error: None,
+    };
     let p = &trainer.params;
     eprintln!(
         "training {} parameters ({} layers, dim {}, vocab {}) on {} tokens with {} (step {} of {})",
@@ -367,7 +404,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
     match outcome {
         Outcome::Interrupted { step } => {
             let saved = match &a.checkpoint {
-                Some(d) => format!("checkpoint saved in {}; continue with --resume {}", d.display(), d.display()),
+                Some(d) => format!(
+                    "checkpoint saved in {}; continue with --resume {}",
+                    d.display(),
+                    d.display()
+                ),
                 None => "nothing saved (no --checkpoint given)".to_string(),
             };
             bail!("interrupted after step {step}: {saved}; --out was not written");

@@ -270,7 +270,7 @@ impl Trainer {
             let tokens = (s.grad_accum * s.batch * s.seq_len) as f64;
             let tokens_per_s = tokens / t0.elapsed().as_secs_f64().max(1e-9);
             let val_loss = match val {
-                Some(v) if s.eval_every > 0 && (k % s.eval_every == 0 || k == s.steps) => {
+                Some(v) if s.eval_every > 0 && (k.is_multiple_of(s.eval_every) || k == s.steps) => {
                     Some(self.eval(backend, v)?)
                 }
                 _ => None,
@@ -286,7 +286,7 @@ impl Trainer {
                 },
                 s.steps,
             );
-            if s.save_every > 0 && k % s.save_every == 0 && k < s.steps {
+            if s.save_every > 0 && k.is_multiple_of(s.save_every) && k < s.steps {
                 self.save_if_asked(obs)?;
             }
         }
@@ -325,7 +325,7 @@ fn check_settings(s: &TrainSettings, p: &Params) -> Result<(), TrainError> {
     if s.steps == 0 {
         return bad("--steps must be at least 1".into());
     }
-    if !(s.clip >= 0.0) {
+    if s.clip.is_nan() || s.clip < 0.0 {
         return bad(format!("--clip must be ≥ 0 (got {})", s.clip));
     }
     Ok(())
