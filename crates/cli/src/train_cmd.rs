@@ -80,7 +80,7 @@ pub struct TrainArgs {
     /// Hold out this fraction of --data (its end) instead of --val-data.
     #[arg(long = "val-split", value_name = "F")]
     val_split: Option<f64>,
-    /// Held-out loss every K steps (and at the last step).
+    /// Held-out loss every K steps (0: never).
     #[arg(long = "eval-every", value_name = "K", default_value_t = 50)]
     eval_every: u64,
     /// Windows of --seq-len tokens per held-out evaluation (at most).
@@ -101,17 +101,22 @@ pub struct TrainArgs {
     /// Peak learning rate.
     #[arg(long, value_name = "LR")]
     lr: f64,
+    /// Update rule.
     #[arg(long, value_enum, default_value_t = OptimizerChoice::Adamw)]
     optimizer: OptimizerChoice,
+    /// AdamW: decay of the first moment (mean of gradients).
     #[arg(long, default_value_t = 0.9)]
     beta1: f64,
+    /// AdamW: decay of the second moment (mean of squared gradients).
     #[arg(long, default_value_t = 0.999)]
     beta2: f64,
+    /// AdamW: added to the denominator for stability.
     #[arg(long, default_value_t = 1e-8)]
     eps: f64,
     /// Decoupled weight decay (AdamW) or L2 coefficient (SGD).
     #[arg(long = "weight-decay", default_value_t = 0.0)]
     weight_decay: f64,
+    /// Learning rate over the run (after --warmup).
     #[arg(long, value_enum, default_value_t = ScheduleChoice::Constant)]
     schedule: ScheduleChoice,
     /// Linear warmup over the first N steps.
@@ -120,6 +125,7 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to NORM (0 = off).
     #[arg(long, value_name = "NORM", default_value_t = 0.0)]
     clip: f64,
+    /// Order of the training windows.
     #[arg(long, value_enum, default_value_t = ShuffleChoice::None)]
     shuffle: ShuffleChoice,
     /// Seed of the from-scratch initialization and of --shuffle random.
@@ -128,6 +134,7 @@ pub struct TrainArgs {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Device that computes the gradients.
     #[arg(long, value_enum, default_value_t = TrainBackendChoice::Cpu)]
     backend: TrainBackendChoice,
     /// Checkpoint directory: written every --save-every steps, at the end and on Ctrl-C.

@@ -270,7 +270,7 @@ impl Trainer {
             let tokens = (s.grad_accum * s.batch * s.seq_len) as f64;
             let tokens_per_s = tokens / t0.elapsed().as_secs_f64().max(1e-9);
             let val_loss = match val {
-                Some(v) if s.eval_every > 0 && (k.is_multiple_of(s.eval_every) || k == s.steps) => {
+                Some(v) if s.eval_every > 0 && k.is_multiple_of(s.eval_every) => {
                     Some(self.eval(backend, v)?)
                 }
                 _ => None,

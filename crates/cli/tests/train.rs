@@ -1,0 +1,418 @@
+//! End-to-end tests of `espresso train` on a tiny from-scratch model with the real model's
+//! tokenizer: resume is bit-identical, Ctrl-C saves a checkpoint, bad input is one `error:` line
+//! with nothing written, a non-finite loss stops at the right step, and the output GGUF runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn espresso(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_espresso"))
+        .args(args)
+        .output()
+        .expect("run espresso")
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "espresso failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn assert_fails_with(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(stderr.contains("error:"), "no error line: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "stderr should mention {needle:?}: {stderr}"
+    );
+}
+
+fn real_model() -> String {
+    model::cache::default_model_path()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .display()
+        .to_string()
+}
+
+/// A scratch directory with a shape file and a few KB of text.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("shape.json"),
+            r#"{"dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "ffn_dim": 64, "context_length": 64}"#,
+        )
+        .expect("shape");
+        let text: String = (0..200)
+            .map(|i| format!("Line {i}: the quality of mercy is not strained; it droppeth as the gentle rain. "))
+            .collect();
+        std::fs::write(dir.path().join("data.txt"), text).expect("data");
+        Self { dir }
+    }
+    fn p(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+    /// The common flags of a run, plus `extra`.
+    fn train(&self, steps: u64, extra: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = [
+            "train",
+            "--config",
+            &self.p("shape.json"),
+            "--tokenizer",
+            &real_model(),
+            "--data",
+            &self.p("data.txt"),
+            "--seq-len",
+            "16",
+            "--batch",
+            "2",
+            "--grad-accum",
+            "2",
+            "--lr",
+            "3e-3",
+            "--schedule",
+            "constant",
+            "--warmup",
+            "2",
+            "--clip",
+            "1.0",
+            "--weight-decay",
+            "0.1",
+            "--shuffle",
+            "random",
+            "--seed",
+            "5",
+            "--val-split",
+            "0.1",
+            "--eval-every",
+            "2",
+            "--eval-windows",
+            "3",
+            "--threads",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push("--steps".into());
+        v.push(steps.to_string());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+}
+
+fn run(args: &[String]) -> Output {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    espresso(&a)
+}
+
+/// The log without the measured (timing) field.
+fn log_lines(path: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("log")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("log line is JSON");
+            let obj = v.as_object_mut().expect("object");
+            for k in ["step", "loss", "lr", "grad_norm", "tokens_per_s"] {
+                assert!(obj.contains_key(k), "log line lacks {k}: {l}");
+            }
+            obj.remove("tokens_per_s");
+            v
+        })
+        .collect()
+}
+
+/// `--steps 3` then `--resume` to 6 against one run of 6, with a constant schedule after the
+/// warmup: a cosine schedule is defined by `--steps`, so "3, then 6" is a different run by design
+/// there (the Ctrl-C test resumes a cosine run).
+#[test]
+fn resume_continues_bit_identically() {
+    let s = Setup::new();
+    // Same file name (it becomes general.name), different directories.
+    std::fs::create_dir_all(s.p("a")).unwrap();
+    std::fs::create_dir_all(s.p("b")).unwrap();
+    assert_ok(&run(&s.train(
+        6,
+        &[
+            "--checkpoint",
+            &s.p("ck_a"),
+            "--log",
+            &s.p("a.jsonl"),
+            "--out",
+            &s.p("a/m.gguf"),
+        ],
+    )));
+    // 3 steps, then resume to 6 (the interrupted run's log is continued).
+    let b = [
+        "--checkpoint",
+        &s.p("ck_b"),
+        "--log",
+        &s.p("b.jsonl"),
+        "--out",
+        &s.p("b/m.gguf"),
+    ];
+    assert_ok(&run(&s.train(3, &b)));
+    let mut resumed = b.to_vec();
+    let ck_b = s.p("ck_b");
+    resumed.extend(["--resume", ck_b.as_str()]);
+    assert_ok(&run(&s.train(6, &resumed)));
+    let (la, lb) = (log_lines(&s.p("a.jsonl")), log_lines(&s.p("b.jsonl")));
+    assert_eq!(la.len(), 6);
+    assert_eq!(la, lb, "log lines differ between one run and 3 + resume");
+    assert!(
+        la.iter().filter(|v| v.get("val_loss").is_some()).count() == 3,
+        "val_loss at steps 2, 4, 6: {la:?}"
+    );
+    let (a, b) = (
+        std::fs::read(s.p("a/m.gguf")).unwrap(),
+        std::fs::read(s.p("b/m.gguf")).unwrap(),
+    );
+    assert!(a == b, "weights differ between one run and 3 + resume");
+    let ck = |d: &str| std::fs::read(Path::new(&s.p(d)).join("checkpoint.bin")).unwrap();
+    assert!(ck("ck_a") == ck("ck_b"), "final checkpoints differ");
+    // The loss fell and the model runs.
+    let first = la[0]["loss"].as_f64().unwrap();
+    let last = la[5]["loss"].as_f64().unwrap();
+    assert!(last < first, "loss did not fall: {first} → {last}");
+    let out = espresso(&[
+        "generate",
+        "-m",
+        &s.p("a/m.gguf"),
+        "--max-tokens",
+        "4",
+        "the quality",
+    ]);
+    assert_ok(&out);
+}
+
+#[test]
+fn resume_refuses_other_settings_and_shapes() {
+    let s = Setup::new();
+    assert_ok(&run(
+        &s.train(2, &["--checkpoint", &s.p("ck"), "--out", &s.p("o.gguf")])
+    ));
+    let ck = s.p("ck");
+    let mut other_batch = s.train(4, &["--resume", &ck, "--out", &s.p("x.gguf")]);
+    let i = other_batch.iter().position(|a| a == "--batch").unwrap();
+    other_batch[i + 1] = "3".into();
+    assert_fails_with(&run(&other_batch), "--batch");
+    std::fs::write(
+        s.p("shape.json"),
+        r#"{"dim": 64, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "ffn_dim": 64, "context_length": 64}"#,
+    )
+    .unwrap();
+    assert_fails_with(
+        &run(&s.train(4, &["--resume", &ck, "--out", &s.p("x.gguf")])),
+        "dim",
+    );
+    assert!(!Path::new(&s.p("x.gguf")).exists());
+    // A damaged checkpoint is named as such.
+    let f = Path::new(&ck).join("checkpoint.bin");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(
+        s.p("shape.json"),
+        r#"{"dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "ffn_dim": 64, "context_length": 64}"#,
+    )
+    .unwrap();
+    assert_fails_with(
+        &run(&s.train(4, &["--resume", &ck, "--out", &s.p("x.gguf")])),
+        "truncated",
+    );
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes() {
+    let s = Setup::new();
+    let mut args = s.train(
+        100_000,
+        &[
+            "--checkpoint",
+            &s.p("ck"),
+            "--log",
+            &s.p("log.jsonl"),
+            "--out",
+            &s.p("o.gguf"),
+        ],
+    );
+    let i = args.iter().position(|x| x == "--schedule").unwrap();
+    args[i + 1] = "cosine".into();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_espresso"))
+        .args(&args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let t0 = Instant::now();
+    while std::fs::read_to_string(s.p("log.jsonl")).map_or(0, |l| l.lines().count()) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().expect("wait");
+    assert_fails_with(&out, "interrupted after step");
+    assert!(
+        !Path::new(&s.p("o.gguf")).exists(),
+        "--out written by an interrupted run"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let step: u64 = stderr
+        .split("interrupted after step ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no step in {stderr}"));
+    assert!(step >= 2);
+    let ck = s.p("ck");
+    let more = (step + 1).to_string();
+    let mut resume = s.train(
+        step + 1,
+        &[
+            "--resume",
+            &ck,
+            "--log",
+            &s.p("log.jsonl"),
+            "--out",
+            &s.p("o.gguf"),
+        ],
+    );
+    let i = resume.iter().position(|a| a == "--steps").unwrap();
+    resume[i + 1] = more;
+    let i = resume.iter().position(|a| a == "--schedule").unwrap();
+    resume[i + 1] = "cosine".into();
+    assert_ok(&run(&resume));
+    let lines = log_lines(&s.p("log.jsonl"));
+    let steps: Vec<u64> = lines.iter().map(|v| v["step"].as_u64().unwrap()).collect();
+    assert_eq!(
+        steps,
+        (1..=step + 1).collect::<Vec<_>>(),
+        "log continues without gaps or repeats"
+    );
+}
+
+#[test]
+fn bad_input_is_one_error_line_and_writes_nothing() {
+    let s = Setup::new();
+    let out = s.p("never.gguf");
+    let with = |flag: &str, value: &str| {
+        let mut a = s.train(2, &["--out", &out]);
+        match a.iter().position(|x| x == flag) {
+            Some(i) => a[i + 1] = value.to_string(),
+            None => a.extend([flag.to_string(), value.to_string()]),
+        }
+        a
+    };
+    assert_fails_with(&run(&with("--lr", "0")), "--lr");
+    assert_fails_with(&run(&with("--lr", "-1")), "--lr");
+    assert_fails_with(&run(&with("--seq-len", "65")), "context length");
+    assert_fails_with(&run(&with("--data", &s.p("missing.txt"))), "missing.txt");
+    std::fs::write(s.p("d.csv"), "a,b").unwrap();
+    assert_fails_with(&run(&with("--data", &s.p("d.csv"))), ".csv");
+    std::fs::write(s.p("empty.txt"), "").unwrap();
+    assert_fails_with(&run(&with("--data", &s.p("empty.txt"))), "empty.txt");
+    std::fs::write(s.p("short.txt"), "too short").unwrap();
+    assert_fails_with(&run(&with("--data", &s.p("short.txt"))), "tokens");
+    std::fs::write(s.p("bad.jsonl"), "{\"text\": \"ok\"}\n{not json\n").unwrap();
+    assert_fails_with(&run(&with("--data", &s.p("bad.jsonl"))), "line 2");
+    std::fs::write(s.p("shape2.json"), r#"{"dim": 30, "n_layers": 1, "n_heads": 4, "n_kv_heads": 1, "ffn_dim": 8, "context_length": 8}"#).unwrap();
+    assert_fails_with(
+        &run(&with("--config", &s.p("shape2.json"))),
+        "multiple of n_heads",
+    );
+    assert_fails_with(&run(&with("--optimizer", "lion")), "lion");
+    assert!(
+        !Path::new(&out).exists(),
+        "an output was written by a failed run"
+    );
+}
+
+#[test]
+fn non_finite_loss_stops_at_its_step_and_keeps_the_last_checkpoint() {
+    let s = Setup::new();
+    let mut a = s.train(
+        5,
+        &[
+            "--optimizer",
+            "sgd",
+            "--save-every",
+            "1",
+            "--checkpoint",
+            &s.p("ck"),
+            "--out",
+            &s.p("o.gguf"),
+        ],
+    );
+    let i = a.iter().position(|x| x == "--lr").unwrap();
+    a[i + 1] = "1e30".into();
+    let i = a.iter().position(|x| x == "--clip").unwrap();
+    a[i + 1] = "0".into();
+    let out = run(&a);
+    assert_fails_with(&out, "at step 2");
+    assert!(!Path::new(&s.p("o.gguf")).exists());
+    // The checkpoint of step 1 is intact and resumable settings-wise.
+    let ck = engine::train::checkpoint::load(Path::new(&s.p("ck"))).expect("last good checkpoint");
+    assert_eq!(ck.step, 1);
+}
+
+#[test]
+fn fine_tunes_the_real_model_and_writes_a_runnable_q8_0() {
+    let s = Setup::new();
+    let out = s.p("ft.gguf");
+    let o = espresso(&[
+        "train",
+        "-m",
+        &real_model(),
+        "--data",
+        &s.p("data.txt"),
+        "--seq-len",
+        "16",
+        "--batch",
+        "1",
+        "--steps",
+        "2",
+        "--lr",
+        "1e-4",
+        "--threads",
+        "2",
+        "--out",
+        &out,
+        "--out-type",
+        "q8_0",
+        "--log",
+        &s.p("ft.jsonl"),
+    ]);
+    assert_ok(&o);
+    let lines = log_lines(&s.p("ft.jsonl"));
+    assert_eq!(lines.len(), 2);
+    // A pretrained model already knows English: its first loss is far below log(49152) = 10.8.
+    let l0 = lines[0]["loss"].as_f64().unwrap();
+    assert!(l0 < 6.0, "fine-tune start loss {l0}");
+    let f = model::GgufFile::open(PathBuf::from(&out)).expect("output GGUF");
+    assert!(
+        f.get("tokenizer.chat_template").is_some(),
+        "chat template kept"
+    );
+    assert_ok(&espresso(&[
+        "generate",
+        "-m",
+        &out,
+        "--max-tokens",
+        "4",
+        "Hello",
+    ]));
+}
