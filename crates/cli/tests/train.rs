@@ -247,7 +247,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
     );
     let i = args.iter().position(|x| x == "--schedule").unwrap();
     args[i + 1] = "cosine".into();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_espresso"))
+    let child = Command::new(env!("CARGO_BIN_EXE_espresso"))
         .args(&args)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
