@@ -3,6 +3,7 @@
 mod doctor;
 mod load;
 mod mil_cmd;
+mod perplexity;
 mod progress;
 
 use anyhow::{bail, Context, Result};
@@ -42,6 +43,8 @@ enum Command {
     Pull(PullArgs),
     /// Measure decode latency and prefill throughput.
     Bench(BenchArgs),
+    /// Token-mean loss and perplexity over a text file, in non-overlapping windows of --ctx tokens.
+    Perplexity(perplexity::PerplexityArgs),
     /// Write the deterministic synthetic model of `bench --synthetic SEED` as a GGUF file.
     ExportSynthetic(ExportArgs),
     /// Check or run MIL programs (the ANE's program format) on the simulator.
@@ -258,6 +261,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => cmd_bench(a),
+        Command::Perplexity(a) => perplexity::run(a),
         Command::Mil(c) => mil_cmd::run(c),
         Command::Doctor => doctor::run(),
         Command::ExportSynthetic(a) => {
