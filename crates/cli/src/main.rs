@@ -3,6 +3,7 @@
 mod doctor;
 mod load;
 mod mil_cmd;
+mod perplexity;
 mod progress;
 mod train_cmd;
 
@@ -45,6 +46,8 @@ enum Command {
     Bench(BenchArgs),
     /// Train: fine-tune a GGUF model or train one from scratch (CPU), with checkpoints.
     Train(Box<train_cmd::TrainArgs>),
+    /// Token-mean loss and perplexity over a text file, in non-overlapping windows of --ctx tokens.
+    Perplexity(perplexity::PerplexityArgs),
     /// Write the deterministic synthetic model of `bench --synthetic SEED` as a GGUF file.
     ExportSynthetic(ExportArgs),
     /// Check or run MIL programs (the ANE's program format) on the simulator.
@@ -262,6 +265,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(a) => cmd_bench(a),
         Command::Train(a) => train_cmd::run(*a),
+        Command::Perplexity(a) => perplexity::run(a),
         Command::Mil(c) => mil_cmd::run(c),
         Command::Doctor => doctor::run(),
         Command::ExportSynthetic(a) => {

@@ -42,3 +42,17 @@ impl model::cache::Progress for Bars {
         }
     }
 }
+
+/// A bar counting `total` steps of `unit` (e.g. windows) on stderr, with an ETA.
+pub fn counter(message: &str, total: u64, unit: &str) -> ProgressBar {
+    let b = ProgressBar::new(total);
+    b.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{elapsed}}, eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    b.set_message(message.to_string());
+    b
+}

@@ -202,6 +202,8 @@ fn help_lists_every_command() {
         "pull",
         "bench",
         "export-synthetic",
+        "train",
+        "perplexity",
     ] {
         assert!(s.contains(c), "--help lacks {c}: {s}");
     }
@@ -366,6 +368,8 @@ fn export_synthetic_writes_a_loadable_model() {
     let p = dir.path().join("s.gguf");
     let out = espresso(&[
         "export-synthetic",
+        "train",
+        "perplexity",
         "5",
         "--dtype",
         "f16",
@@ -495,5 +499,156 @@ fn backend_auto_and_doctor_agree() {
     } else {
         assert_eq!(pick, "`cpu`", "{line}");
         assert!(said.contains("using the CPU"), "{said}");
+    }
+}
+
+/// The windows `espresso perplexity` scores for `n` tokens and window `ctx`: (scored, windows).
+fn ppl_layout(n: u64, ctx: u64) -> (u64, u64) {
+    let (mut scored, mut windows) = (0, 0);
+    let mut start = 0;
+    while start < n {
+        let len = ctx.min(n - start);
+        if len >= 2 {
+            scored += len - 1;
+            windows += 1;
+        }
+        start += ctx;
+    }
+    (scored, windows)
+}
+
+#[test]
+fn perplexity_json_shape_and_windows_on_the_real_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = real_model();
+    let m = m.as_str();
+    let text = "To be, or not to be, that is the question:\n\
+                Whether 'tis nobler in the mind to suffer\n\
+                The slings and arrows of outrageous fortune,\n";
+    let data = write(dir.path(), "a.txt", text.as_bytes());
+    let data = data.to_str().unwrap();
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["perplexity", "-m", m, "--data", data, "--json"];
+        args.extend_from_slice(extra);
+        let out = espresso(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = run(&["--ctx", "8", "--threads", "1"]);
+    for k in [
+        "loss",
+        "perplexity",
+        "tokens",
+        "windows",
+        "input_tokens",
+        "ctx",
+        "backend",
+    ] {
+        assert!(v.get(k).is_some(), "--json lacks {k}: {v}");
+    }
+    // The same tokens `espresso tokenize` gives (no BOS).
+    let ids = espresso(&["tokenize", "-m", m, "--json", text]);
+    let ids: Vec<u64> = serde_json::from_slice(&ids.stdout).unwrap();
+    let n = v["input_tokens"].as_u64().unwrap();
+    assert_eq!(n, ids.len() as u64, "{v}");
+    assert!(n > 16, "{v}");
+    let (scored, windows) = ppl_layout(n, 8);
+    assert_eq!(v["tokens"].as_u64().unwrap(), scored, "{v}");
+    assert_eq!(v["windows"].as_u64().unwrap(), windows, "{v}");
+    assert_eq!(v["ctx"], 8);
+    let loss = v["loss"].as_f64().unwrap();
+    let ppl = v["perplexity"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{v}");
+    // One window holding the whole text: every token after the first is scored, with more
+    // context, so the loss is lower, and far below chance (ln 49152 = 10.8).
+    let whole = run(&["--ctx", "64"]);
+    assert_eq!(whole["tokens"].as_u64(), Some(n - 1), "{whole}");
+    assert_eq!(whole["windows"].as_u64(), Some(1), "{whole}");
+    let whole_loss = whole["loss"].as_f64().unwrap();
+    assert!(whole_loss < 4.5 && whole_loss < loss, "{whole} vs {v}");
+    assert!((ppl - loss.exp()).abs() < 1e-9 * ppl, "{v}");
+
+    // Deterministic, and a folder of .txt files is the same text.
+    let folder = dir.path().join("corpus");
+    std::fs::create_dir(&folder).unwrap();
+    write(&folder, "1.txt", &text.as_bytes()[..10]);
+    write(&folder, "2.txt", &text.as_bytes()[10..]);
+    write(&folder, "notes.md", b"not part of the corpus");
+    let out = espresso(&[
+        "perplexity",
+        "-m",
+        m,
+        "--data",
+        folder.to_str().unwrap(),
+        "--ctx",
+        "8",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(f["loss"], v["loss"]);
+    assert_eq!(f["input_tokens"], v["input_tokens"]);
+
+    // --max-windows 1 scores one full window; the human line carries the same figures.
+    let one = run(&["--ctx", "8", "--max-windows", "1"]);
+    assert_eq!(
+        (one["tokens"].as_u64(), one["windows"].as_u64()),
+        (Some(7), Some(1))
+    );
+    let out = espresso(&[
+        "perplexity",
+        "-m",
+        m,
+        "--data",
+        data,
+        "--ctx",
+        "8",
+        "--max-windows",
+        "1",
+    ]);
+    let line = String::from_utf8_lossy(&out.stdout);
+    let want = format!(
+        "loss {:.4}  perplexity {:.2}  (7 tokens, 1 windows)",
+        one["loss"].as_f64().unwrap(),
+        one["perplexity"].as_f64().unwrap()
+    );
+    assert_eq!(line.trim_end(), want);
+}
+
+#[test]
+fn perplexity_bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = real_model();
+    let m = m.as_str();
+    let data = write(dir.path(), "a.txt", b"some text to score");
+    let data = data.to_str().unwrap();
+    let empty = write(dir.path(), "empty.txt", b"  \n");
+    let not_utf8 = write(dir.path(), "bin.txt", &[0xff, 0xfe, 0x00, 0x80]);
+    let ppl =
+        |data: &str, ctx: &str| espresso(&["perplexity", "-m", m, "--data", data, "--ctx", ctx]);
+    assert_fails_with(
+        &ppl("/nonexistent/corpus.txt", "8"),
+        "cannot read /nonexistent/corpus.txt",
+    );
+    assert_fails_with(&ppl(empty.to_str().unwrap(), "8"), "has no text");
+    assert_fails_with(&ppl(not_utf8.to_str().unwrap(), "8"), "as UTF-8 text");
+    assert_fails_with(&ppl(data, "1"), "--ctx must be at least 2");
+    assert_fails_with(&ppl(data, "8193"), "the model's context holds 8192 tokens");
+    assert_fails_with(&ppl(data, "lots"), "invalid value 'lots'");
+    let no_txt = tempfile::tempdir().unwrap();
+    assert_fails_with(
+        &ppl(no_txt.path().to_str().unwrap(), "8"),
+        "has no .txt files",
+    );
+    for out in [ppl(data, "1"), ppl(data, "8193")] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one error line: {stderr}");
+        assert!(out.stdout.is_empty());
     }
 }
