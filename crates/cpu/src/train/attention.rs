@@ -116,7 +116,7 @@ fn softmax_causal<R: Real>(row: &mut [R], t: usize, scale: R) {
         .fold(R::neg_infinity(), |a, &x| a.max(x * scale));
     let mut sum = R::zero();
     for x in live.iter_mut() {
-        *x = (*x * scale - max).exp();
+        *x = (*x * scale - max).exp_nonpositive();
         sum += *x;
     }
     live.iter_mut().for_each(|x| *x /= sum);

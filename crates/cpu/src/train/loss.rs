@@ -125,11 +125,33 @@ pub fn cross_entropy_grad<R: Real>(
                 row.iter_mut().for_each(|v| *v = R::zero());
                 return (0.0, 0);
             }
-            let m = row.iter().fold(R::neg_infinity(), |a, &v| a.max(v));
+            // Eight independent lanes for the maximum and the sum, so neither is one long
+            // dependency chain and both vectorize.
+            const L: usize = 8;
+            let mut lanes = [R::neg_infinity(); L];
+            let chunks = row.chunks_exact(L);
+            let tail = chunks
+                .remainder()
+                .iter()
+                .fold(R::neg_infinity(), |a, &v| a.max(v));
+            for c in chunks {
+                for (l, &v) in lanes.iter_mut().zip(c) {
+                    *l = l.max(v);
+                }
+            }
+            let m = lanes.iter().fold(tail, |a, &v| a.max(v));
             let ly = row[y as usize];
-            let mut sum = 0f64;
-            for v in row.iter_mut() {
-                *v = (*v - m).exp();
+            let mut sums = [R::zero(); L];
+            let mut chunks = row.chunks_exact_mut(L);
+            for c in &mut chunks {
+                for (s, v) in sums.iter_mut().zip(c) {
+                    *v = (*v - m).exp_nonpositive();
+                    *s += *v;
+                }
+            }
+            let mut sum: f64 = sums.iter().map(|s| s.f64()).sum();
+            for v in chunks.into_remainder() {
+                *v = (*v - m).exp_nonpositive();
                 sum += v.f64();
             }
             let lse = m.f64() + sum.ln();

@@ -183,6 +183,21 @@ fn embedding_gradients_and_bad_tokens() {
     assert!(embedding_backward(&r[..6], &[1, 9], d, &mut dtable).is_err());
 }
 
+/// The vectorizable exp agrees with libm's to about an ulp over the softmax range.
+#[test]
+fn exp_nonpositive_f32_is_accurate() {
+    let mut worst = 0f64;
+    for i in 0..=200_000 {
+        let x = -87.0 * i as f32 / 200_000.0;
+        let got = exp_nonpositive_f32(x) as f64;
+        let want = (x as f64).exp();
+        worst = worst.max((got - want).abs() / want);
+    }
+    assert!(worst < 3e-7, "relative error {worst:e}");
+    assert_eq!(exp_nonpositive_f32(0.0), 1.0);
+    assert!(exp_nonpositive_f32(-1e4) >= 0.0 && exp_nonpositive_f32(-1e4) < 1e-37);
+}
+
 /// The fused training form equals the separate forward and backward (scaled to a sum).
 #[test]
 fn fused_cross_entropy_equals_forward_plus_backward() {
