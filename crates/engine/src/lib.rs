@@ -1,7 +1,7 @@
 //! Everything between a loaded model and a stream of text: the [`Backend`] trait that CPU and
 //! ANE backends implement, sampling ([`sampler`]), the generation loop with stop conditions and
-//! streaming detokenization ([`generate`]), loss and perplexity over a text ([`perplexity`]),
-//! and the benchmark harness behind `espresso bench` ([`bench`]).
+//! streaming detokenization ([`mod@generate`]), loss and perplexity over a text ([`mod@perplexity`]),
+//! and the benchmark harness behind `espresso bench` ([`mod@bench`]).
 
 pub mod backend;
 pub mod bench;

@@ -4,7 +4,7 @@
 //! A batch of `B` sequences of `S` tokens is processed as `T = B·S` rows: every projection is one
 //! GEMM over all rows, RoPE and attention run per sequence (in parallel), and the classifier and
 //! loss run over chunks of rows so the `[T, V]` logits never exist at once. The forward keeps a
-//! [`LayerTape`] per layer (what the backward needs); the backward walks the layers in reverse.
+//! `LayerTape` per layer (what the backward needs); the backward walks the layers in reverse.
 
 use super::{
     attention, attention_backward, cross_entropy, cross_entropy_grad, embedding,

@@ -3,7 +3,7 @@
 //! This module owns the mapping from [`Params`] (flat f32, row-major `[out, in]`) to a llama.cpp
 //! file: tensor names and dims (`[cols, rows]`, norms 1-D `[dim]`), tensor types (norms always
 //! F32, matrices in the chosen [`OutType`]), the `general.*` / `llama.*` metadata (from
-//! [`LlamaConfig::gguf_metadata`]) and the tokenizer, copied key by key from a base GGUF. The file
+//! [`model::LlamaConfig::gguf_metadata`]) and the tokenizer, copied key by key from a base GGUF. The file
 //! appears atomically: it is written to a temp file next to the target and renamed into place,
 //! so a failed or interrupted export never leaves a partial file at the target path.
 
