@@ -404,7 +404,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let outcome = trainer.run(&mut backend, &train, val.as_ref(), &stop, &mut progress);
     progress.bar.finish_and_clear();
-    let outcome = outcome?;
+    let outcome = outcome.map_err(|e| {
+        let kept = match &a.checkpoint {
+            Some(d) if d.join("checkpoint.bin").is_file() => {
+                format!("; the last checkpoint in {} is kept", d.display())
+            }
+            _ => String::new(),
+        };
+        anyhow::anyhow!("{e}{kept}; --out was not written")
+    })?;
     if let Some(e) = progress.error {
         return Err(e);
     }
