@@ -368,8 +368,6 @@ fn export_synthetic_writes_a_loadable_model() {
     let p = dir.path().join("s.gguf");
     let out = espresso(&[
         "export-synthetic",
-        "train",
-        "perplexity",
         "5",
         "--dtype",
         "f16",
