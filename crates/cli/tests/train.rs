@@ -335,6 +335,7 @@ fn bad_input_is_one_error_line_and_writes_nothing() {
         "multiple of n_heads",
     );
     assert_fails_with(&run(&with("--optimizer", "lion")), "lion");
+    assert_fails_with(&run(&with("--eval-windows", "0")), "--eval-windows");
     assert!(
         !Path::new(&out).exists(),
         "an output was written by a failed run"

@@ -322,6 +322,11 @@ fn check_settings(s: &TrainSettings, p: &Params) -> Result<(), TrainError> {
             s.seq_len
         ));
     }
+    if s.eval_every > 0 && s.eval_windows == 0 {
+        return bad(
+            "--eval-windows must be at least 1 (or turn evaluation off with --eval-every 0)".into(),
+        );
+    }
     if s.steps == 0 {
         return bad("--steps must be at least 1".into());
     }
