@@ -19,6 +19,24 @@ pub enum CpuError {
     NormType(String),
 }
 
+/// A rayon pool of `threads` workers (0: one per available core) named `name-i`; shared by the
+/// inference backend and the trainer.
+pub fn thread_pool(threads: usize, name: &'static str) -> Result<ThreadPool, CpuError> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("{name}-{i}"))
+        .build()
+        .map_err(|e| CpuError::ThreadPool {
+            threads,
+            message: e.to_string(),
+        })
+}
+
 /// Options of the CPU backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuOptions {
@@ -56,19 +74,7 @@ fn norm_f32(t: &Tensor) -> Result<Vec<f32>, CpuError> {
 
 impl<'a> CpuBackend<'a> {
     pub fn new(weights: LlamaWeights<'a>, opts: CpuOptions) -> Result<Self, CpuError> {
-        let threads = if opts.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            opts.threads
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("espresso-cpu-{i}"))
-            .build()
-            .map_err(|e| CpuError::ThreadPool {
-                threads,
-                message: e.to_string(),
-            })?;
+        let pool = thread_pool(opts.threads, "espresso-cpu")?;
         let norms = weights
             .layers
             .iter()

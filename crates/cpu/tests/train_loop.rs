@@ -123,6 +123,8 @@ fn sequences_of_a_batch_are_independent() {
     let l2 = trainer
         .accumulate(&p, both, 1.0 / 16.0, &mut g2)
         .expect("batch");
+    // The forward-only loss is the same number.
+    assert_eq!(trainer.loss(&p, both).expect("loss"), l2);
     let mut g1 = vec![0f32; p.data.len()];
     let mut l1 = 0.0;
     for part in step_batches(&d, Shuffle::None, 1, 2, 1, 8) {

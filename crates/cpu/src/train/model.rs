@@ -7,14 +7,13 @@
 //! `LayerTape` per layer (what the backward needs); the backward walks the layers in reverse.
 
 use super::{
-    attention, attention_backward, cross_entropy, cross_entropy_grad, embedding,
-    embedding_backward, linear, linear_backward, rms_norm, rms_norm_backward, rope, rope_backward,
-    swiglu, swiglu_backward, AttentionCache, AttentionShape, RmsNormCache, RopeTable, TrainError,
+    attention, attention_backward, cross_entropy_grad, embedding, embedding_backward, linear,
+    linear_backward, rms_norm, rms_norm_backward, rope, rope_backward, swiglu, swiglu_backward,
+    AttentionCache, AttentionShape, RmsNormCache, RopeTable, TrainError,
 };
 use crate::CpuError;
 use engine::train::{Batch, LayerRanges, Params, StepError, TrainBackend};
 use rayon::prelude::*;
-use std::sync::Arc;
 
 /// Rows of the classifier computed at once (bounds the logits buffer to `CHUNK · V` floats).
 const CLASSIFIER_CHUNK: usize = 256;
@@ -270,20 +269,14 @@ pub fn loss_and_grad(
     }
     let (xf, cf) = rms_norm(&x, p.slice(&p.layout.output_norm), c.rms_eps as f64);
     let w_out = p.slice(&p.layout.output);
-    let mut total = 0f64;
-    let Some((scale, grads)) = grad else {
-        for (xc, yc) in xf
-            .chunks(CLASSIFIER_CHUNK * d)
-            .zip(batch.targets.chunks(CLASSIFIER_CHUNK))
-        {
-            let logits = linear(xc, w_out, d, vocab);
-            let (mean, cache) = cross_entropy(&logits, vocab, yc).map_err(bad_token)?;
-            total += mean as f64 * cache.count as f64;
-        }
-        return Ok(total);
+    // Classifier and loss, chunk by chunk: dxf = dlogits·W_out, dW_out += dlogitsᵀ·xf (the
+    // loss-only run uses the same fused pass with scale 0 and drops the gradient).
+    let (scale, mut grads) = match grad {
+        Some((scale, grads)) => (scale, Some(grads)),
+        None => (0.0, None),
     };
-    // Classifier and loss, chunk by chunk: dxf = dlogits·W_out, dW_out += dlogitsᵀ·xf.
-    let mut dxf = Vec::with_capacity(xf.len());
+    let mut total = 0f64;
+    let mut dxf = Vec::with_capacity(if grads.is_some() { xf.len() } else { 0 });
     for (xc, yc) in xf
         .chunks(CLASSIFIER_CHUNK * d)
         .zip(batch.targets.chunks(CLASSIFIER_CHUNK))
@@ -292,15 +285,20 @@ pub fn loss_and_grad(
         total += cross_entropy_grad(&mut dlogits, vocab, yc, scale)
             .map_err(bad_token)?
             .0;
-        dxf.extend(linear_backward(
-            &dlogits,
-            xc,
-            w_out,
-            d,
-            vocab,
-            &mut grads[p.layout.output.clone()],
-        ));
+        if let Some(grads) = grads.as_deref_mut() {
+            dxf.extend(linear_backward(
+                &dlogits,
+                xc,
+                w_out,
+                d,
+                vocab,
+                &mut grads[p.layout.output.clone()],
+            ));
+        }
     }
+    let Some(grads) = grads else {
+        return Ok(total);
+    };
     let mut dx = rms_norm_backward(
         &dxf,
         &x,
@@ -323,36 +321,20 @@ pub fn loss_and_grad(
 
 /// The CPU training backend: [`loss_and_grad`] on its own thread pool.
 pub struct CpuTrainer {
-    pool: Arc<rayon::ThreadPool>,
-    threads: usize,
+    pool: rayon::ThreadPool,
 }
 
 impl CpuTrainer {
     /// `threads = 0`: one per available core.
     pub fn new(threads: usize) -> Result<Self, CpuError> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("espresso-train-{i}"))
-            .build()
-            .map_err(|e| CpuError::ThreadPool {
-                threads,
-                message: e.to_string(),
-            })?;
-        Ok(Self {
-            pool: Arc::new(pool),
-            threads,
-        })
+        let pool = crate::backend::thread_pool(threads, "espresso-train")?;
+        Ok(Self { pool })
     }
 }
 
 impl TrainBackend for CpuTrainer {
     fn name(&self) -> String {
-        format!("cpu ({} threads)", self.threads)
+        format!("cpu ({} threads)", self.pool.current_num_threads())
     }
 
     fn accumulate(
