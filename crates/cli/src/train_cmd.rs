@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use engine::train::data::{self, Shuffle, TokenData};
 use engine::train::export::{export_gguf, OutType};
 use engine::train::trainer::{truncate_log, LogLine, Observer, Outcome, TrainSettings, Trainer};
-use engine::train::{Optimizer, Params, Schedule};
+use engine::train::{Optimizer, ParamLayout, Params, Schedule};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{ChatTemplate, GgufFile, LlamaConfig, LlamaWeights, Tokenizer};
 use std::io::Write;
@@ -234,14 +234,13 @@ impl Observer for Progress {
             "loss {:.4}{val} · {:.0} tok/s",
             line.loss, line.tokens_per_s
         ));
-        if !self.bar.is_hidden() {
-            return self.write_log(line);
+        if self.bar.is_hidden() {
+            // Without a terminal, one line per step on stderr instead of a bar.
+            eprintln!(
+                "step {}/{steps} loss {:.4}{val} lr {:.3e} grad_norm {:.3} {:.0} tok/s",
+                line.step, line.loss, line.lr, line.grad_norm, line.tokens_per_s
+            );
         }
-        // Without a terminal, one line per step on stderr instead of a bar.
-        eprintln!(
-            "step {}/{steps} loss {:.4}{val} lr {:.3e} grad_norm {:.3} {:.0} tok/s",
-            line.step, line.loss, line.lr, line.grad_norm, line.tokens_per_s
-        );
         self.write_log(line);
     }
     fn note(&mut self, message: &str) {
@@ -270,8 +269,10 @@ fn load_data(arg: &str, tok: &Tokenizer, chat: Option<&ChatTemplate>) -> Result<
 
 pub fn run(a: TrainArgs) -> Result<()> {
     // The model (or shape) and the tokenizer.
+    // The model's shape; its starting weights are materialized only for a fresh run (a resumed
+    // run takes them from the checkpoint).
     let base: GgufFile;
-    let params = match &a.config {
+    let layout = match &a.config {
         Some(cfg) => {
             let tok_path = a
                 .tokenizer
@@ -281,11 +282,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 .with_context(|| format!("cannot open {}", tok_path.display()))?;
             let vocab = Tokenizer::from_gguf(&base)?.vocab_size();
             let (config, tied) = shape_from_file(cfg, vocab)?;
-            Params::init(&config, tied, a.seed)
+            ParamLayout::new(&config, tied)
         }
         None => {
             base = open_model_file(a.model.as_deref())?.0;
-            Params::from_weights(&LlamaWeights::from_gguf(&base)?)
+            ParamLayout::of_weights(&LlamaWeights::from_gguf(&base)?)
         }
     };
     let tokenizer = Tokenizer::from_gguf(&base)?;
@@ -341,9 +342,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
         save_every: a.save_every,
     };
     let mut trainer = match &a.resume {
-        Some(dir) => Trainer::resume(settings, dir, &params.layout, &train)
+        Some(dir) => Trainer::resume(settings, dir, &layout, &train)
             .with_context(|| format!("cannot resume from {}", dir.display()))?,
-        None => Trainer::new(settings, params, &train)?,
+        None => {
+            let params = match a.config {
+                Some(_) => Params::init(&layout.config, layout.tied, a.seed),
+                None => Params::from_weights(&LlamaWeights::from_gguf(&base)?),
+            };
+            Trainer::new(settings, params, &train)?
+        }
     };
     let threads = resolve_threads(a.threads);
     let mut backend = match a.backend {

@@ -108,6 +108,12 @@ impl ParamLayout {
         }
     }
 
+    /// The layout of a loaded model (tied when its classifier is the embedding table).
+    pub fn of_weights(w: &LlamaWeights<'_>) -> Self {
+        let tied = std::ptr::eq(w.output.data.as_ptr(), w.token_embd.data.as_ptr());
+        Self::new(&w.config, tied)
+    }
+
     /// Number of scalars in matrices that multiply activations (for FLOP estimates): every
     /// layer matrix plus the classifier (the embedding lookup is not a product).
     pub fn matmul_params(&self) -> usize {
@@ -138,8 +144,8 @@ pub struct Params {
 impl Params {
     /// Dequantize a loaded model into f32 master weights.
     pub fn from_weights(w: &LlamaWeights<'_>) -> Self {
-        let tied = std::ptr::eq(w.output.data.as_ptr(), w.token_embd.data.as_ptr());
-        let layout = ParamLayout::new(&w.config, tied);
+        let layout = ParamLayout::of_weights(w);
+        let tied = layout.tied;
         let mut data = vec![0f32; layout.len];
         let mut put = |r: &Range<usize>, t: &model::Tensor<'_>| {
             model::quant::dequantize(t.ty, t.data, &mut data[r.clone()]);

@@ -156,7 +156,8 @@ impl Trainer {
     ) -> Result<Self, TrainError> {
         let ck = checkpoint::load(dir)?;
         ck.check_shape(&layout.config, layout.tied)?;
-        let now = settings.identity(&data.fingerprint());
+        let data_fingerprint = data.fingerprint();
+        let now = settings.identity(&data_fingerprint);
         if let (Some(now_map), Some(saved_map)) = (now.as_object(), ck.meta.as_object()) {
             for (field, v) in now_map {
                 let s = saved_map
@@ -202,7 +203,7 @@ impl Trainer {
         Ok(Self {
             grads: vec![0.0; params.data.len()],
             step: ck.step,
-            data_fingerprint: data.fingerprint(),
+            data_fingerprint,
             settings,
             params,
             state,
