@@ -25,6 +25,7 @@
 use model::LlamaConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -71,8 +72,10 @@ pub enum CheckpointError {
 }
 
 /// Everything needed to continue a training run.
+/// Buffers are `Cow`s so the trainer saves its live weights and moments by reference (no copy of
+/// the model per save); [`load`] returns owned ones.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Checkpoint {
+pub struct Checkpoint<'a> {
     /// Optimizer steps done.
     pub step: u64,
     /// Run settings chosen by the trainer (seed, batch, seq_len, optimizer, data fingerprint, …).
@@ -81,16 +84,16 @@ pub struct Checkpoint {
     pub config: LlamaConfig,
     pub tied: bool,
     /// Named f32 buffers (`params`, `adam_m`, `adam_v`, …), saved bit-exactly.
-    pub buffers: Vec<(String, Vec<f32>)>,
+    pub buffers: Vec<(String, Cow<'a, [f32]>)>,
 }
 
-impl Checkpoint {
+impl Checkpoint<'_> {
     /// The buffer called `name`.
     pub fn buffer(&self, name: &str) -> Option<&[f32]> {
         self.buffers
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, b)| b.as_slice())
+            .map(|(_, b)| b.as_ref())
     }
 
     /// Check that this checkpoint was written for a model of shape `config` / `tied`.
@@ -172,7 +175,7 @@ impl<W: Write> Write for HashWriter<W> {
 }
 
 /// Write `ck` to `dir` (created if missing), atomically replacing any previous checkpoint.
-pub fn save(dir: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
+pub fn save(dir: &Path, ck: &Checkpoint<'_>) -> Result<(), CheckpointError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CheckpointError::Io { path, source }
@@ -249,7 +252,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Read the checkpoint in `dir`, verifying its structure and checksum.
-pub fn load(dir: &Path) -> Result<Checkpoint, CheckpointError> {
+pub fn load(dir: &Path) -> Result<Checkpoint<'static>, CheckpointError> {
     let path = dir.join(FILE_NAME);
     let file = match File::open(&path) {
         Ok(f) => f,
@@ -356,7 +359,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint, CheckpointError> {
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
             );
         }
-        buffers.push((entry.name.clone(), v));
+        buffers.push((entry.name.clone(), Cow::Owned(v)));
     }
     let mut stored = [0u8; HASH_LEN as usize];
     r.read_exact(&mut stored).map_err(io)?;
@@ -412,7 +415,7 @@ mod tests {
     }
 
     /// A state whose every bit is a function of `step` (NaN/inf/-0 patterns included).
-    fn state(step: u64, len: usize) -> Checkpoint {
+    fn state(step: u64, len: usize) -> Checkpoint<'static> {
         let buf = |k: u64| -> Vec<f32> {
             (0..len as u64)
                 .map(|i| f32::from_bits(splitmix64(step ^ (k << 48) ^ i) as u32))
@@ -424,14 +427,14 @@ mod tests {
             config: config(),
             tied: true,
             buffers: vec![
-                ("params".into(), buf(0)),
-                ("adam_m".into(), buf(1)),
-                ("adam_v".into(), buf(2)),
+                ("params".into(), buf(0).into()),
+                ("adam_m".into(), buf(1).into()),
+                ("adam_v".into(), buf(2).into()),
             ],
         }
     }
 
-    fn bits(ck: &Checkpoint) -> Vec<(String, Vec<u32>)> {
+    fn bits(ck: &Checkpoint<'_>) -> Vec<(String, Vec<u32>)> {
         ck.buffers
             .iter()
             .map(|(n, b)| (n.clone(), b.iter().map(|v| v.to_bits()).collect()))

@@ -12,6 +12,7 @@ use super::optim::{learning_rate, OptimState, Optimizer, Schedule};
 use super::step::{mean_loss, optimizer_step};
 use super::{ParamLayout, Params, StepError, TrainBackend};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -154,7 +155,7 @@ impl Trainer {
         layout: &ParamLayout,
         data: &TokenData,
     ) -> Result<Self, TrainError> {
-        let ck = checkpoint::load(dir)?;
+        let mut ck = checkpoint::load(dir)?;
         ck.check_shape(&layout.config, layout.tied)?;
         let data_fingerprint = data.fingerprint();
         let now = settings.identity(&data_fingerprint);
@@ -177,9 +178,11 @@ impl Trainer {
                 }
             }
         }
-        let take = |name: &str| -> Result<Vec<f32>, TrainError> {
-            match ck.buffer(name) {
-                Some(b) if b.len() == layout.len => Ok(b.to_vec()),
+        // Move each buffer out of the loaded checkpoint (no copy).
+        let mut take = |name: &str| -> Result<Vec<f32>, TrainError> {
+            let found = ck.buffers.iter().position(|(n, _)| n == name);
+            match found.map(|i| ck.buffers.swap_remove(i).1.into_owned()) {
+                Some(b) if b.len() == layout.len => Ok(b),
                 _ => Err(TrainError::Settings(format!(
                     "the checkpoint in {} has no '{name}' buffer of {} values (made with another optimizer?)",
                     dir.display(),
@@ -212,10 +215,10 @@ impl Trainer {
 
     /// Write the checkpoint (atomically) into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
-        let mut buffers = vec![("params".to_string(), self.params.data.clone())];
+        let mut buffers = vec![("params".to_string(), Cow::Borrowed(&self.params.data[..]))];
         if !self.state.m.is_empty() {
-            buffers.push(("adam_m".to_string(), self.state.m.clone()));
-            buffers.push(("adam_v".to_string(), self.state.v.clone()));
+            buffers.push(("adam_m".to_string(), Cow::Borrowed(&self.state.m[..])));
+            buffers.push(("adam_v".to_string(), Cow::Borrowed(&self.state.v[..])));
         }
         let ck = Checkpoint {
             step: self.step,
