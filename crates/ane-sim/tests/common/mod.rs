@@ -7,17 +7,19 @@ use std::path::PathBuf;
 use ane::blob::single_fp16_blob;
 use ane::fp16::round_f16;
 
-/// `<repo>/../shared/reference/espresso-fixtures`; panics with a clear message when missing.
+/// The reference fixtures: `<repo>/fixtures/espresso-fixtures` (vendored, MIT, see its NOTICE.md),
+/// else `<repo>/../shared/reference/espresso-fixtures`; panics with a clear message when missing.
 pub fn fixtures_dir() -> PathBuf {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = repo.join("../shared/reference/espresso-fixtures");
-    assert!(
-        dir.is_dir(),
-        "fixture folder {} is missing: the tests need shared/ next to the repository \
-         (shared/reference/espresso-fixtures)",
-        dir.display()
-    );
-    dir
+    let candidates = [
+        repo.join("fixtures/espresso-fixtures"),
+        repo.join("../shared/reference/espresso-fixtures"),
+    ];
+    candidates
+        .iter()
+        .find(|d| d.is_dir())
+        .cloned()
+        .unwrap_or_else(|| panic!("reference fixtures not found at {:?}", candidates))
 }
 
 pub fn read_fixture(rel: &str) -> Vec<u8> {

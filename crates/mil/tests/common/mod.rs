@@ -1,18 +1,21 @@
 //! Shared test helpers: locating the reference fixtures.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// `<repo>/../shared/reference/espresso-fixtures`, failing loudly when missing.
+/// The reference fixtures: `<repo>/fixtures/espresso-fixtures` (vendored, MIT, see its NOTICE.md),
+/// else `<repo>/../shared/reference/espresso-fixtures`; failing loudly when neither exists.
 pub fn fixtures_dir() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = repo.join("../shared/reference/espresso-fixtures");
-    assert!(
-        dir.is_dir(),
-        "reference fixtures not found at {} (expected ../shared/reference next to the repo root)",
-        dir.display()
-    );
-    dir
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let candidates = [
+        repo.join("fixtures/espresso-fixtures"),
+        repo.join("../shared/reference/espresso-fixtures"),
+    ];
+    candidates
+        .iter()
+        .find(|d| d.is_dir())
+        .cloned()
+        .unwrap_or_else(|| panic!("reference fixtures not found at {:?}", candidates))
 }
 
 /// All `.mil` fixtures, sorted.
