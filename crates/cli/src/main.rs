@@ -37,6 +37,9 @@ enum Command {
     Generate(GenerateArgs),
     /// Interactive chat with the model's own chat template (keeps history, streams replies).
     Chat(ChatArgs),
+    /// Serve the model over HTTP with an OpenAI-compatible API (chat and text completions,
+    /// streaming, concurrent requests decoded together).
+    Serve(ServeArgs),
     /// Print the token ids of TEXT (no BOS is added).
     Tokenize(TokenizeArgs),
     /// Download the default model (or, with --data NAME, a training corpus) into the cache and
@@ -158,6 +161,45 @@ struct ChatArgs {
 }
 
 #[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on (loopback by default: only this machine can connect).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every route but /health (default: the
+    /// ESPRESSO_API_KEY environment variable, if set).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "ESPRESSO_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// Requests decoded at once (each has its own KV cache slot).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    parallel: usize,
+    /// Requests that may wait for a slot; beyond that the server answers 503.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    queue: usize,
+    /// Context per request in tokens, prompt + completion (default: the model's, at most 4096).
+    #[arg(long, value_name = "N")]
+    ctx: Option<usize>,
+    /// Most tokens one request may generate (also the default when it does not say).
+    #[arg(long = "max-tokens", value_name = "N", default_value_t = 2048)]
+    max_tokens: usize,
+    /// Seconds a request may take, queueing included, before it fails.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    timeout: u64,
+    /// Largest accepted request body in bytes.
+    #[arg(long = "max-body", value_name = "BYTES", default_value_t = 1 << 20)]
+    max_body: usize,
+}
+
+#[derive(Args)]
 struct TokenizeArgs {
     #[arg(short = 'm', long = "model", value_name = "PATH")]
     model: Option<PathBuf>,
@@ -249,6 +291,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => cmd_generate(a),
         Command::Chat(a) => cmd_chat(a),
+        Command::Serve(a) => cmd_serve(a),
         Command::Tokenize(a) => cmd_tokenize(a),
         Command::Pull(PullArgs {
             data: Some(name),
@@ -337,14 +380,13 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 
 fn cmd_chat(a: ChatArgs) -> Result<()> {
     let loaded = Loaded::open(a.model.model.as_deref())?;
-    let mut backend = loaded.backend(a.model.spec())?;
+    // The session reuses the conversation so far from the backend's KV cache.
+    let mut session = engine::Session::new(loaded.backend(a.model.spec())?);
     let mut history: Vec<ChatMessage> = a.system.into_iter().map(ChatMessage::system).collect();
-    // Token ids the backend's KV cache holds, to reuse the conversation so far.
-    let mut cached: Vec<u32> = Vec::new();
     eprintln!(
         "chat with {} ({}); /reset clears the history, /exit or Ctrl-D quits",
         loaded.name,
-        backend.name()
+        session.backend().name()
     );
     let stdin = std::io::stdin();
     let mut line = String::new();
@@ -361,7 +403,7 @@ fn cmd_chat(a: ChatArgs) -> Result<()> {
             "/exit" | "/quit" => return Ok(()),
             "/reset" => {
                 history.retain(|m| m.role == "system");
-                cached.clear();
+                session.reset();
                 continue;
             }
             _ => {}
@@ -370,18 +412,11 @@ fn cmd_chat(a: ChatArgs) -> Result<()> {
         let prompt = loaded
             .tokenizer
             .encode_with_bos(&loaded.render_chat(&history)?, true)?;
-        let mut opts = a.sampling.options();
-        opts.cached_prefix = cached
-            .iter()
-            .zip(&prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
         let stdout = std::io::stdout();
-        let gen = match engine::generate(
-            backend.as_mut(),
+        let gen = match session.generate(
             &loaded.tokenizer,
             &prompt,
-            &opts,
+            &a.sampling.options(),
             &mut |s| {
                 let mut out = stdout.lock();
                 let _ = out.write_all(s.as_bytes());
@@ -397,11 +432,72 @@ fn cmd_chat(a: ChatArgs) -> Result<()> {
             Err(e) => return Err(e.into()),
         };
         println!();
-        // Every generated token but the last was fed back through the backend.
-        cached = prompt;
-        cached.extend(&gen.tokens[..gen.tokens.len().saturating_sub(1)]);
         history.push(ChatMessage::assistant(gen.text.trim().to_string()));
     }
+}
+
+fn cmd_serve(a: ServeArgs) -> Result<()> {
+    if a.parallel == 0 || a.queue == 0 || a.max_tokens == 0 || a.timeout == 0 {
+        bail!("--parallel, --queue, --max-tokens and --timeout must be at least 1");
+    }
+    if a.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        bail!("--api-key is empty");
+    }
+    let loaded = Loaded::open(a.model.model.as_deref())?;
+    let model_ctx = model::LlamaWeights::from_gguf(&loaded.gguf)?
+        .config
+        .context_length;
+    let ctx = match a.ctx {
+        Some(0) => bail!("--ctx must be at least 1"),
+        Some(c) if c > model_ctx => {
+            bail!("--ctx {c} is more than the model's context length {model_ctx}")
+        }
+        Some(c) => c,
+        None => model_ctx.min(4096),
+    };
+    let opts = serve::ServeOptions {
+        host: a.host.clone(),
+        port: a.port,
+        api_key: a.api_key.clone(),
+        parallel: a.parallel,
+        queue: a.queue,
+        ctx,
+        max_tokens: a.max_tokens,
+        timeout: std::time::Duration::from_secs(a.timeout),
+        max_body: a.max_body,
+        keep_alive: std::time::Duration::from_secs(5),
+        model_name: loaded.name.clone(),
+    };
+    let Loaded {
+        gguf,
+        tokenizer,
+        chat,
+        name,
+    } = loaded;
+    let spec = a.model.spec();
+    let gguf = &gguf;
+    serve::run(
+        opts,
+        tokenizer,
+        chat,
+        move || {
+            model::LlamaWeights::from_gguf(gguf)
+                .map_err(anyhow::Error::from)
+                .and_then(|w| load::make_backend(w, spec))
+                .map_err(|e| format!("{e:#}"))
+        },
+        |addr| {
+            eprintln!(
+                "serving {name} on http://{addr} (OpenAI API under /v1; Ctrl-C stops){}",
+                if a.host == "127.0.0.1" || a.host == "localhost" {
+                    ""
+                } else {
+                    " -- reachable from the network"
+                }
+            )
+        },
+    )?;
+    Ok(())
 }
 
 fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {

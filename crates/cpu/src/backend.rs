@@ -2,7 +2,8 @@
 
 use crate::matmul::{matmul, matmuls, Precision};
 use crate::ops::{attention_head, rms_norm, rope_angles, rope_apply, swiglu};
-use engine::{Backend, BackendError};
+use engine::backend::check_slots;
+use engine::{Backend, BackendError, SlotInput};
 use model::{LlamaConfig, LlamaWeights, Tensor};
 use rayon::prelude::*;
 use rayon::ThreadPool;
@@ -46,11 +47,28 @@ pub struct CpuOptions {
     pub threads: usize,
 }
 
-/// The per-layer key/value cache, f32, grown as positions are used.
+/// One slot's per-layer key/value cache, f32, grown as positions are used.
 /// Shapes: `k[layer], v[layer]: [positions][kv_dim]`.
 struct KvCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    fn new(n_layers: usize) -> Self {
+        Self {
+            k: vec![Vec::new(); n_layers],
+            v: vec![Vec::new(); n_layers],
+        }
+    }
+}
+
+/// One token of some slot's sequence in a pass.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    slot: usize,
+    token: u32,
+    pos: usize,
 }
 
 /// A Llama-family model on the CPU. See the crate docs.
@@ -62,7 +80,8 @@ pub struct CpuBackend<'a> {
     /// `[n_layers]` (attn_norm, ffn_norm) as f32, and the final norm.
     norms: Vec<(Vec<f32>, Vec<f32>)>,
     output_norm: Vec<f32>,
-    cache: KvCache,
+    /// One cache per slot, created on first use.
+    caches: Vec<KvCache>,
 }
 
 fn norm_f32(t: &Tensor) -> Result<Vec<f32>, CpuError> {
@@ -81,7 +100,6 @@ impl<'a> CpuBackend<'a> {
             .map(|l| Ok((norm_f32(&l.attn_norm)?, norm_f32(&l.ffn_norm)?)))
             .collect::<Result<Vec<_>, CpuError>>()?;
         let output_norm = norm_f32(&weights.output_norm)?;
-        let n_layers = weights.config.n_layers;
         Ok(Self {
             precision: if opts.exact {
                 Precision::Exact
@@ -91,10 +109,7 @@ impl<'a> CpuBackend<'a> {
             pool: Arc::new(pool),
             norms,
             output_norm,
-            cache: KvCache {
-                k: vec![Vec::new(); n_layers],
-                v: vec![Vec::new(); n_layers],
-            },
+            caches: Vec::new(),
             w: weights,
         })
     }
@@ -131,19 +146,41 @@ impl<'a> CpuBackend<'a> {
         matmuls(&self.pool, jobs, x, n, self.precision);
     }
 
-    /// Run one chunk through all layers; returns the final hidden states `[n][dim]` after the
-    /// output norm.
-    fn run_chunk(&mut self, tokens: &[u32], pos: usize) -> Vec<f32> {
+    /// Make slot `slot`'s cache hold at least `end` positions in every layer.
+    fn reserve(&mut self, slot: usize, end: usize) {
+        let (n_layers, kv) = (self.w.config.n_layers, self.w.config.kv_dim());
+        if self.caches.len() <= slot {
+            self.caches.resize_with(slot + 1, || KvCache::new(n_layers));
+        }
+        let c = &mut self.caches[slot];
+        for (k, v) in c.k.iter_mut().zip(c.v.iter_mut()) {
+            if k.len() < end * kv {
+                k.resize(end * kv, 0.0);
+                v.resize(end * kv, 0.0);
+            }
+        }
+    }
+
+    /// Run a set of rows through all layers; returns their final hidden states `[n][dim]`
+    /// after the output norm. Each row is one token of some slot at some position; rows of
+    /// one slot come in position order, so a row attends to the rows before it in the same
+    /// pass (its keys/values are written to the cache before attention). Every row is computed
+    /// exactly as it would be alone: the products, norms and attention are per row.
+    fn run_rows(&mut self, rows: &[Row]) -> Vec<f32> {
         let cfg = self.w.config.clone();
         let (d, kv, hd, ffn) = (cfg.dim, cfg.kv_dim(), cfg.head_dim, cfg.ffn_dim);
-        let n = tokens.len();
+        let n = rows.len();
+        for r in rows {
+            self.reserve(r.slot, r.pos + 1);
+        }
         // x: [n][dim] residual stream, from the embedding rows.
         let mut x = vec![0f32; n * d];
-        for (xt, &tok) in x.chunks_exact_mut(d).zip(tokens) {
-            self.w.token_embd.dequantize_row(tok as usize, xt);
+        for (xt, r) in x.chunks_exact_mut(d).zip(rows) {
+            self.w.token_embd.dequantize_row(r.token as usize, xt);
         }
-        let angles: Vec<(Vec<f32>, Vec<f32>)> = (0..n)
-            .map(|t| rope_angles(pos + t, hd, cfg.rope_theta))
+        let angles: Vec<(Vec<f32>, Vec<f32>)> = rows
+            .iter()
+            .map(|r| rope_angles(r.pos, hd, cfg.rope_theta))
             .collect();
         let mut xb = vec![0f32; n * d];
         let mut q = vec![0f32; n * d];
@@ -153,7 +190,6 @@ impl<'a> CpuBackend<'a> {
         let mut o = vec![0f32; n * d];
         let mut gate = vec![0f32; n * ffn];
         let mut up = vec![0f32; n * ffn];
-        let end = pos + n;
         for l in 0..cfg.n_layers {
             let lw = &self.w.layers[l];
             let (attn_norm, ffn_norm) = &self.norms[l];
@@ -170,22 +206,23 @@ impl<'a> CpuBackend<'a> {
                 rope_apply(&mut q[t * d..(t + 1) * d], c, s);
                 rope_apply(&mut k[t * kv..(t + 1) * kv], c, s);
             }
-            let (kc, vc) = (&mut self.cache.k[l], &mut self.cache.v[l]);
-            if kc.len() < end * kv {
-                kc.resize(end * kv, 0.0);
-                vc.resize(end * kv, 0.0);
+            for (t, r) in rows.iter().enumerate() {
+                let c = &mut self.caches[r.slot];
+                let at = r.pos * kv..(r.pos + 1) * kv;
+                c.k[l][at.clone()].copy_from_slice(&k[t * kv..(t + 1) * kv]);
+                c.v[l][at].copy_from_slice(&v[t * kv..(t + 1) * kv]);
             }
-            kc[pos * kv..end * kv].copy_from_slice(&k);
-            vc[pos * kv..end * kv].copy_from_slice(&v);
-            let (kc, vc) = (&kc[..end * kv], &vc[..end * kv]);
             let group = cfg.n_heads / cfg.n_kv_heads;
             let n_heads = cfg.n_heads;
-            let q = &q;
-            // One task per (token, head): att[t][h] attends to positions 0..=pos + t.
+            let (q, caches) = (&q, &self.caches);
+            // One task per (row, head): a row attends to positions 0..=pos of its slot.
             self.pool.install(|| {
                 att.par_chunks_mut(hd).enumerate().for_each(|(i, out)| {
                     let (t, h) = (i / n_heads, i % n_heads);
-                    let mut scores = vec![0f32; pos + t + 1];
+                    let r = &rows[t];
+                    let end = (r.pos + 1) * kv;
+                    let (kc, vc) = (&caches[r.slot].k[l][..end], &caches[r.slot].v[l][..end]);
+                    let mut scores = vec![0f32; r.pos + 1];
                     let qh = &q[t * d + h * hd..t * d + (h + 1) * hd];
                     attention_head(qh, kc, vc, kv, (h / group) * hd, &mut scores, out);
                 })
@@ -205,6 +242,15 @@ impl<'a> CpuBackend<'a> {
             rms_norm(o_t, x_t, &self.output_norm, cfg.rms_eps);
         }
         xb
+    }
+
+    /// The rows of one sequence: `tokens` at `pos..` in `slot`.
+    fn rows(slot: usize, tokens: &[u32], pos: usize) -> impl Iterator<Item = Row> + '_ {
+        tokens.iter().enumerate().map(move |(i, &token)| Row {
+            slot,
+            token,
+            pos: pos + i,
+        })
     }
 
     /// Run `f` on a pool thread: the parallel regions inside then start from a worker instead
@@ -237,27 +283,64 @@ impl Backend for CpuBackend<'_> {
     }
 
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
-        self.check(tokens, pos)?;
-        let d = self.w.config.dim;
-        Ok(self.in_pool(|be| {
-            let mut last = Vec::new();
-            for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-                let h = be.run_chunk(chunk, pos + i * PREFILL_CHUNK);
-                last = h[h.len() - d..].to_vec();
-            }
-            be.logits(&last)
-        }))
+        self.forward_batch(&[SlotInput {
+            slot: 0,
+            tokens,
+            pos,
+        }])
     }
 
     fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
         self.check(tokens, pos)?;
         Ok(self.in_pool(|be| {
             let mut out = Vec::with_capacity(tokens.len() * be.w.config.vocab_size);
-            for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-                let h = be.run_chunk(chunk, pos + i * PREFILL_CHUNK);
+            let rows: Vec<Row> = Self::rows(0, tokens, pos).collect();
+            for chunk in rows.chunks(PREFILL_CHUNK) {
+                let h = be.run_rows(chunk);
                 out.extend(be.logits(&h));
             }
             out
+        }))
+    }
+
+    fn max_slots(&self) -> usize {
+        usize::MAX
+    }
+
+    /// All inputs' rows go through the layers together, [`PREFILL_CHUNK`] rows at a time, so a
+    /// decode step of several slots streams the weights once; the classifier then runs once
+    /// over the last row of every input.
+    fn forward_batch(&mut self, inputs: &[SlotInput]) -> Result<Vec<f32>, BackendError> {
+        check_slots(inputs, self.max_slots())?;
+        for input in inputs {
+            self.check(input.tokens, input.pos)?;
+        }
+        let d = self.w.config.dim;
+        let rows: Vec<Row> = inputs
+            .iter()
+            .flat_map(|s| Self::rows(s.slot, s.tokens, s.pos))
+            .collect();
+        // Index (in `rows`) of each input's last row.
+        let lasts: Vec<usize> = inputs
+            .iter()
+            .scan(0, |end, s| {
+                *end += s.tokens.len();
+                Some(*end - 1)
+            })
+            .collect();
+        Ok(self.in_pool(|be| {
+            let mut last = vec![0f32; lasts.len() * d];
+            for (ci, chunk) in rows.chunks(PREFILL_CHUNK).enumerate() {
+                let h = be.run_rows(chunk);
+                let base = ci * PREFILL_CHUNK;
+                for (j, &r) in lasts.iter().enumerate() {
+                    if (base..base + chunk.len()).contains(&r) {
+                        let hr = &h[(r - base) * d..(r - base + 1) * d];
+                        last[j * d..(j + 1) * d].copy_from_slice(hr);
+                    }
+                }
+            }
+            be.logits(&last)
         }))
     }
 }

@@ -25,12 +25,25 @@ pub struct BackendStats {
     pub chip_profile: Option<String>,
 }
 
-/// A model loaded onto some compute device, holding its own KV cache.
+/// One sequence's share of a batched pass ([`Backend::forward_batch`]): `tokens` at positions
+/// `pos..pos + tokens.len()` of the sequence held in KV slot `slot`.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotInput<'a> {
+    pub slot: usize,
+    pub tokens: &'a [u32],
+    pub pos: usize,
+}
+
+/// A model loaded onto some compute device, holding its own KV cache(s).
 ///
 /// Positions are absolute: `forward(tokens, pos)` processes `tokens` at positions
 /// `pos..pos + tokens.len()`, writing their keys/values into the cache, and may assume the
 /// cache holds positions `0..pos` from earlier calls. Calling it with a smaller `pos` than
 /// before rewinds (later cache entries are overwritten).
+///
+/// A backend may hold several independent sequences, each in its own KV cache ("slot"):
+/// `forward` and `forward_all` use slot 0, [`Backend::forward_batch`] runs steps of several
+/// slots in one pass over the weights (continuous batching in the server).
 pub trait Backend {
     /// Short name for messages and `bench --json` (e.g. "cpu", "cpu-exact", "ane-sim").
     fn name(&self) -> String;
@@ -46,7 +59,50 @@ pub trait Backend {
         }
         Ok(out)
     }
+    /// How many slots (independent KV caches) the backend can hold; 1 unless it batches.
+    fn max_slots(&self) -> usize {
+        1
+    }
+    /// Run several sequences' tokens in one pass and return, for each input in order, the
+    /// logits of its last token: `[inputs.len()][vocab_size]` flattened. Inputs name distinct
+    /// slots below [`Backend::max_slots`]; a slot's positions follow the same rules as
+    /// `forward`. The logits of an input do not depend on what else is in the batch.
+    ///
+    /// The default serves single-slot backends: one input, slot 0, through `forward`.
+    fn forward_batch(&mut self, inputs: &[SlotInput]) -> Result<Vec<f32>, BackendError> {
+        check_slots(inputs, self.max_slots())?;
+        let mut out = Vec::with_capacity(inputs.len() * self.config().vocab_size);
+        for input in inputs {
+            out.extend(self.forward(input.tokens, input.pos)?);
+        }
+        Ok(out)
+    }
     fn stats(&self) -> BackendStats {
         BackendStats::default()
     }
+}
+
+/// Check that batch inputs name distinct slots below `max_slots` and carry tokens.
+pub fn check_slots(inputs: &[SlotInput], max_slots: usize) -> Result<(), BackendError> {
+    for (i, input) in inputs.iter().enumerate() {
+        if input.slot >= max_slots {
+            return Err(BackendError::Device(format!(
+                "slot {} requested but this backend holds {max_slots}",
+                input.slot
+            )));
+        }
+        if input.tokens.is_empty() {
+            return Err(BackendError::Device(format!(
+                "batch input {i} (slot {}) has no tokens",
+                input.slot
+            )));
+        }
+        if inputs[..i].iter().any(|o| o.slot == input.slot) {
+            return Err(BackendError::Device(format!(
+                "slot {} appears twice in one batch",
+                input.slot
+            )));
+        }
+    }
+    Ok(())
 }

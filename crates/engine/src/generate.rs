@@ -65,6 +65,8 @@ pub struct Timings {
 pub struct Generation {
     /// The prompt's token ids, as given.
     pub prompt_tokens: Vec<u32>,
+    /// How many leading prompt tokens were taken from the backend's cache, not recomputed.
+    pub cached_tokens: usize,
     /// Generated token ids only (an end-of-generation token is not included).
     pub tokens: Vec<u32>,
     /// The generated text (what the callback received, concatenated).
@@ -76,20 +78,27 @@ pub struct Generation {
 }
 
 /// Holds back streamed text that might be the beginning of a stop string.
-struct StopFilter<'a> {
-    stops: &'a [String],
+struct StopFilter {
+    stops: Vec<String>,
     text: String,
     emitted: usize,
 }
 
-impl<'a> StopFilter<'a> {
+impl StopFilter {
+    fn new(stops: &[String]) -> Self {
+        Self {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            text: String::new(),
+            emitted: 0,
+        }
+    }
+
     /// Add text; returns (text safe to emit now, whether a stop string was hit).
     fn push(&mut self, s: &str) -> (String, bool) {
         self.text.push_str(s);
         let hit = self
             .stops
             .iter()
-            .filter(|st| !st.is_empty())
             .filter_map(|st| {
                 self.text[self.emitted..]
                     .find(st.as_str())
@@ -126,6 +135,95 @@ impl<'a> StopFilter<'a> {
     }
 }
 
+/// What [`Decoding::step`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Feed this token to the backend at the next position and call `step` with its logits.
+    Feed(u32),
+    /// The continuation is over.
+    Done(StopReason),
+}
+
+/// The decoding state of one sequence: its sampler, streaming detokenizer, stop strings and
+/// the tokens so far. [`generate`] drives one; the server's batcher drives one per request.
+pub struct Decoding<'t> {
+    tokenizer: &'t Tokenizer,
+    sampler: Sampler,
+    decoder: StreamDecoder<'t>,
+    stop: StopFilter,
+    max_tokens: usize,
+    tokens: Vec<u32>,
+}
+
+impl<'t> Decoding<'t> {
+    /// Fails on invalid sampling settings.
+    pub fn new(tokenizer: &'t Tokenizer, opts: &GenerateOptions) -> Result<Self, SamplerError> {
+        Ok(Self {
+            tokenizer,
+            sampler: Sampler::new(opts.sampler.clone())?,
+            decoder: StreamDecoder::skipping_control(tokenizer),
+            stop: StopFilter::new(&opts.stop),
+            max_tokens: opts.max_tokens,
+            tokens: Vec::new(),
+        })
+    }
+
+    /// Choose the next token from `logits` (those after the last prompt or fed token), call
+    /// `on_text` with any text now safe to show, and say whether to go on. `room` tells
+    /// whether the context can take one more position.
+    pub fn step(
+        &mut self,
+        logits: &[f32],
+        room: bool,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Step, TokenizerError> {
+        if self.tokens.len() >= self.max_tokens {
+            return Ok(Step::Done(StopReason::MaxTokens));
+        }
+        let next = self.sampler.sample(logits);
+        if self.tokenizer.is_end_of_generation(next) {
+            return Ok(Step::Done(StopReason::EndOfGeneration));
+        }
+        self.tokens.push(next);
+        let (out, hit) = self.stop.push(&self.decoder.push(next)?);
+        if !out.is_empty() {
+            on_text(&out);
+        }
+        Ok(if hit {
+            Step::Done(StopReason::StopString)
+        } else if self.tokens.len() >= self.max_tokens {
+            Step::Done(StopReason::MaxTokens)
+        } else if !room {
+            Step::Done(StopReason::ContextFull)
+        } else {
+            Step::Feed(next)
+        })
+    }
+
+    /// Release the text held back (an unfinished character, a possible stop-string start)
+    /// once the continuation ended for `reason`.
+    pub fn finish(&mut self, reason: StopReason, on_text: &mut dyn FnMut(&str)) {
+        if reason == StopReason::StopString {
+            return;
+        }
+        let (out, hit) = self.stop.push(&self.decoder.finish());
+        let rest = if hit { out } else { out + &self.stop.finish() };
+        if !rest.is_empty() {
+            on_text(&rest);
+        }
+    }
+
+    /// The generated token ids so far (an end-of-generation token is not included).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The text emitted so far (after `finish`, all of it).
+    pub fn text(&self) -> &str {
+        &self.stop.text[..self.stop.emitted]
+    }
+}
+
 /// Generate a continuation of `prompt` (token ids), calling `on_text` with each piece of
 /// text as soon as it is complete.
 pub fn generate(
@@ -145,13 +243,7 @@ pub fn generate(
             ctx,
         });
     }
-    let mut sampler = Sampler::new(opts.sampler.clone())?;
-    let mut decoder = StreamDecoder::skipping_control(tokenizer);
-    let mut stop = StopFilter {
-        stops: &opts.stop,
-        text: String::new(),
-        emitted: 0,
-    };
+    let mut decoding = Decoding::new(tokenizer, opts)?;
 
     // At least the last prompt token must run to produce logits.
     let start = opts.cached_prefix.min(prompt.len() - 1);
@@ -159,49 +251,27 @@ pub fn generate(
     let mut logits = backend.forward(&prompt[start..], start)?;
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 
-    let mut tokens = Vec::new();
     let mut decode_s = 0.0;
     let mut steps = 0usize;
     let mut pos = prompt.len();
     let reason = loop {
-        if tokens.len() >= opts.max_tokens {
-            break StopReason::MaxTokens;
+        match decoding.step(&logits, pos < ctx, on_text)? {
+            Step::Done(reason) => break reason,
+            Step::Feed(next) => {
+                let t = Instant::now();
+                logits = backend.forward(&[next], pos)?;
+                decode_s += t.elapsed().as_secs_f64();
+                steps += 1;
+                pos += 1;
+            }
         }
-        let next = sampler.sample(&logits);
-        if tokenizer.is_end_of_generation(next) {
-            break StopReason::EndOfGeneration;
-        }
-        tokens.push(next);
-        let (out, hit) = stop.push(&decoder.push(next)?);
-        if !out.is_empty() {
-            on_text(&out);
-        }
-        if hit {
-            break StopReason::StopString;
-        }
-        if tokens.len() >= opts.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        if pos >= ctx {
-            break StopReason::ContextFull;
-        }
-        let t = Instant::now();
-        logits = backend.forward(&[next], pos)?;
-        decode_s += t.elapsed().as_secs_f64();
-        steps += 1;
-        pos += 1;
     };
-    if reason != StopReason::StopString {
-        let (out, hit) = stop.push(&decoder.finish());
-        let rest = if hit { out } else { out + &stop.finish() };
-        if !rest.is_empty() {
-            on_text(&rest);
-        }
-    }
+    decoding.finish(reason, on_text);
     Ok(Generation {
         prompt_tokens: prompt.to_vec(),
-        tokens,
-        text: stop.text,
+        cached_tokens: start,
+        text: decoding.text().to_string(),
+        tokens: decoding.tokens,
         stop_reason: reason,
         timings: Timings {
             prefill_ms,
@@ -220,11 +290,7 @@ mod tests {
 
     fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
-        let mut f = StopFilter {
-            stops: &stops,
-            text: String::new(),
-            emitted: 0,
-        };
+        let mut f = StopFilter::new(&stops);
         let mut out = String::new();
         for p in pieces {
             let (o, hit) = f.push(p);

@@ -1,16 +1,23 @@
 //! Everything between a loaded model and a stream of text: the [`Backend`] trait that CPU and
 //! ANE backends implement, sampling ([`sampler`]), the generation loop with stop conditions and
 //! streaming detokenization ([`mod@generate`]), loss and perplexity over a text ([`mod@perplexity`]),
-//! and the benchmark harness behind `espresso bench` ([`mod@bench`]).
+//! the benchmark harness behind `espresso bench` ([`mod@bench`]), KV-cache reuse across calls
+//! ([`session`]) and continuous batching of many requests on one backend ([`batch`]), which the
+//! server builds on.
 
 pub mod backend;
+pub mod batch;
 pub mod bench;
 pub mod generate;
 pub mod perplexity;
 pub mod sampler;
+pub mod session;
 pub mod train;
 
-pub use backend::{Backend, BackendError, BackendStats};
-pub use generate::{generate, GenerateError, GenerateOptions, Generation, StopReason};
+pub use backend::{Backend, BackendError, BackendStats, SlotInput};
+pub use generate::{
+    generate, Decoding, GenerateError, GenerateOptions, Generation, Step, StopReason,
+};
 pub use perplexity::{perplexity, PerplexityError, PerplexityResult};
 pub use sampler::{argmax, Sampler, SamplerConfig};
+pub use session::{Session, SlotCache};

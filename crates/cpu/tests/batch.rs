@@ -1,0 +1,154 @@
+//! Batched passes of the CPU backend (`forward_batch`, what the server's continuous batching
+//! runs): every sequence's logits are bitwise those of running it alone, whatever else shares
+//! the pass (prefill chunks next to decode steps, different positions, slots reused after a
+//! rewind). Real model: SmolLM2-135M-Instruct Q4_1 (`espresso pull`), fast and exact paths.
+
+use cpu::{CpuBackend, CpuOptions};
+use engine::{argmax, Backend, SlotInput};
+use model::{GgufFile, LlamaWeights};
+
+fn model_file() -> GgufFile {
+    let path = match std::env::var_os("ESPRESSO_TEST_MODEL") {
+        Some(p) => p.into(),
+        None => model::cache::default_model_path().unwrap_or_else(|e| panic!("{e}")),
+    };
+    GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn backend(gguf: &GgufFile, exact: bool) -> CpuBackend<'_> {
+    let w = LlamaWeights::from_gguf(gguf).expect("weights");
+    CpuBackend::new(w, CpuOptions { exact, threads: 2 }).expect("backend")
+}
+
+/// Greedy continuation of `prompt` for `steps` tokens, one sequence alone in slot 0:
+/// the logits after the prompt and after each fed token.
+fn alone(be: &mut CpuBackend, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
+    let mut out = vec![be.forward(prompt, 0).expect("prefill")];
+    for i in 0..steps {
+        let next = argmax(out.last().expect("logits"));
+        out.push(be.forward(&[next], prompt.len() + i).expect("decode"));
+    }
+    out
+}
+
+fn check(exact: bool) {
+    let gguf = model_file();
+    let vocab = LlamaWeights::from_gguf(&gguf).expect("w").config.vocab_size;
+    // Prompts of different lengths (one longer than a 64-row chunk, so a chunk boundary falls
+    // inside a sequence), all starting in the same pass.
+    let prompts: Vec<Vec<u32>> = vec![
+        (1..9).map(|i| 100 + i * 37).collect(),
+        (0..70).map(|i| 200 + (i * 131) % 9000).collect(),
+        vec![1, 2, 3],
+    ];
+    let steps = 4;
+    let mut solo = backend(&gguf, exact);
+    let want: Vec<Vec<Vec<f32>>> = prompts.iter().map(|p| alone(&mut solo, p, steps)).collect();
+
+    let mut be = backend(&gguf, exact);
+    // Slot 2 first decodes an unrelated sequence, so it is later rewound and reused.
+    be.forward_batch(&[SlotInput {
+        slot: 2,
+        tokens: &[5, 6, 7, 8, 9],
+        pos: 0,
+    }])
+    .expect("warm slot 2");
+    // Pass 1: sequences 0 and 2 prefill (slots 0 and 2); sequence 1 waits.
+    let l = be
+        .forward_batch(&[
+            SlotInput {
+                slot: 0,
+                tokens: &prompts[0],
+                pos: 0,
+            },
+            SlotInput {
+                slot: 2,
+                tokens: &prompts[2],
+                pos: 0,
+            },
+        ])
+        .expect("pass 1");
+    assert_eq!(l.len(), 2 * vocab);
+    let mut got: Vec<Vec<Vec<f32>>> =
+        vec![vec![l[..vocab].to_vec()], vec![], vec![l[vocab..].to_vec()]];
+    // Pass 2: sequence 1 prefills in slot 1 beside the decode steps of 0 and 2.
+    // Then decode all three together until each has its `steps` tokens.
+    let mut pos = [prompts[0].len(), 0, prompts[2].len()];
+    loop {
+        let mut inputs = Vec::new();
+        let mut feeds: Vec<(usize, Vec<u32>)> = Vec::new();
+        for s in 0..3 {
+            if got[s].is_empty() {
+                feeds.push((s, prompts[s].clone()));
+            } else if got[s].len() <= steps {
+                feeds.push((s, vec![argmax(got[s].last().expect("logits"))]));
+            }
+        }
+        if feeds.is_empty() {
+            break;
+        }
+        for (s, toks) in &feeds {
+            inputs.push(SlotInput {
+                slot: *s,
+                tokens: toks,
+                pos: pos[*s],
+            });
+        }
+        let l = be.forward_batch(&inputs).expect("pass");
+        for ((s, toks), lg) in feeds.iter().zip(l.chunks_exact(vocab)) {
+            got[*s].push(lg.to_vec());
+            pos[*s] += toks.len();
+        }
+    }
+    for (s, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.len(), w.len(), "sequence {s}: steps");
+        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "sequence {s}, step {i}: batched logits differ from running alone (exact={exact})"
+            );
+        }
+    }
+}
+
+#[test]
+fn batched_logits_equal_running_alone_fast_path() {
+    check(false);
+}
+
+#[test]
+fn batched_logits_equal_running_alone_exact_path() {
+    check(true);
+}
+
+#[test]
+fn bad_batches_are_errors_not_panics() {
+    let gguf = model_file();
+    let mut be = backend(&gguf, false);
+    let twice = be.forward_batch(&[
+        SlotInput {
+            slot: 1,
+            tokens: &[1],
+            pos: 0,
+        },
+        SlotInput {
+            slot: 1,
+            tokens: &[2],
+            pos: 1,
+        },
+    ]);
+    assert!(twice.is_err(), "one slot twice in a pass must be refused");
+    let empty = be.forward_batch(&[SlotInput {
+        slot: 0,
+        tokens: &[],
+        pos: 0,
+    }]);
+    assert!(empty.is_err());
+    let ctx = be.config().context_length;
+    let past = be.forward_batch(&[SlotInput {
+        slot: 3,
+        tokens: &[1, 2],
+        pos: ctx - 1,
+    }]);
+    assert!(past.is_err(), "positions past the context must be refused");
+}

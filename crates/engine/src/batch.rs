@@ -1,0 +1,451 @@
+//! Continuous batching: many requests decoded together on one backend.
+//!
+//! The server puts [`Job`]s on a bounded channel; [`run`] owns the backend and up to
+//! `slots` requests at a time, each in its own KV cache slot. Every pass gathers one piece of
+//! work per active request: a chunk of its prompt while it is prefilling, else its last
+//! sampled token. They all go to [`Backend::forward_batch`] together, so the decode steps of
+//! all requests share one pass over the weights, and new requests join between passes.
+//! A new request takes the free slot whose cache shares the longest prefix with its prompt
+//! (the previous turn of a chat) and skips recomputing it. A request whose event sink reports
+//! the client gone is cancelled at the next step and frees its slot.
+
+use crate::backend::{Backend, SlotInput};
+use crate::generate::{Decoding, GenerateOptions, Step, StopReason};
+use crate::session::SlotCache;
+use model::tokenizer::Tokenizer;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+/// What happens to a request, in order: `Started`, any number of `Text`, then `Finished` or
+/// `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The request has a slot; `cached_tokens` prompt tokens are reused from its cache.
+    Started {
+        cached_tokens: usize,
+    },
+    /// Text that is final (never part of a stop string).
+    Text(String),
+    Finished(Finish),
+    /// The request could not complete.
+    Failed(Failure),
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The request itself is unusable (empty or too long a prompt, bad sampling settings).
+    BadRequest,
+    /// Its deadline passed.
+    Timeout,
+    /// The server is stopping.
+    ShuttingDown,
+    /// The backend or the detokenizer failed.
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    fn event(kind: FailureKind, message: impl Into<String>) -> Event {
+        Event::Failed(Self {
+            kind,
+            message: message.into(),
+        })
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    pub reason: StopReason,
+    pub prompt_tokens: usize,
+    /// Prompt tokens taken from the slot's cache instead of being recomputed.
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+    /// From taking the request off the queue to its first sampled token, milliseconds.
+    pub time_to_first_token_ms: f64,
+    /// Mean time between later tokens, milliseconds (0 with fewer than two tokens).
+    pub ms_per_token: f64,
+}
+
+/// Receives a request's events; returns `false` when nobody listens any more (the client
+/// disconnected), which cancels the request.
+pub type EventSink = Box<dyn FnMut(Event) -> bool + Send>;
+
+/// One request for the batcher.
+pub struct Job {
+    /// Prompt token ids (BOS included if the model wants one); not empty.
+    pub prompt: Vec<u32>,
+    /// Sampling, stop strings and `max_tokens`; `cached_prefix` is ignored (the batcher finds
+    /// the reusable prefix itself).
+    pub options: GenerateOptions,
+    /// Give up (with `Event::Failed`) when this instant passes.
+    pub deadline: Option<Instant>,
+    pub events: EventSink,
+}
+
+/// Settings of [`run`].
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Requests decoded at once (KV cache slots); at most the backend's `max_slots`.
+    pub slots: usize,
+    /// Positions per slot (at most the model's context length).
+    pub ctx: usize,
+    /// Prompt tokens processed per pass over all prefilling requests, so that a long prompt
+    /// does not stall the others' decoding for its whole prefill.
+    pub prefill_per_pass: usize,
+    /// After `shutdown` is set, active requests may finish for this long before they are
+    /// cancelled; queued ones fail at once.
+    pub shutdown_grace: Duration,
+}
+
+/// Counters for `/metrics`, updated by [`run`] (queue depth by the producer and [`run`]).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests waiting in the queue (the producer increments, the batcher decrements).
+    pub queued: AtomicU64,
+    pub active: AtomicU64,
+    pub requests_started: AtomicU64,
+    pub requests_finished: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub cancellations: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub cached_prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+    /// Batched passes over the weights, and the sequences they carried in all.
+    pub passes: AtomicU64,
+    pub pass_inputs: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: usize) {
+    c.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// A request in a slot.
+struct Active<'t> {
+    events: EventSink,
+    decoding: Decoding<'t>,
+    prompt: Vec<u32>,
+    cached_tokens: usize,
+    /// Prompt tokens in the cache so far; prefilling until it reaches `prompt.len()`.
+    prefilled: usize,
+    /// The sampled token to feed next (decoding).
+    next: Option<u32>,
+    deadline: Option<Instant>,
+    /// Generated tokens already added to `Stats::completion_tokens`.
+    counted: usize,
+    taken: Instant,
+    first_token: Option<Instant>,
+    last_token: Option<Instant>,
+}
+
+struct Slot<'t> {
+    cache: SlotCache,
+    active: Option<Active<'t>>,
+}
+
+/// Serve jobs from `jobs` until the channel closes (all senders dropped) with nothing left to
+/// do, or until `shutdown` is set and in-flight requests are done (see
+/// [`BatchOptions::shutdown_grace`]).
+pub fn run(
+    backend: &mut dyn Backend,
+    tokenizer: &Tokenizer,
+    jobs: &Receiver<Job>,
+    opts: &BatchOptions,
+    stats: &Stats,
+    shutdown: &AtomicBool,
+) {
+    let n_slots = opts.slots.clamp(1, backend.max_slots());
+    let ctx = opts.ctx.min(backend.config().context_length);
+    let mut slots: Vec<Slot> = (0..n_slots)
+        .map(|_| Slot {
+            cache: SlotCache::default(),
+            active: None,
+        })
+        .collect();
+    let mut closed = false;
+    let mut shutdown_at: Option<Instant> = None;
+    loop {
+        if shutdown.load(Ordering::Relaxed) && shutdown_at.is_none() {
+            shutdown_at = Some(Instant::now());
+        }
+        let busy = slots.iter().filter(|s| s.active.is_some()).count();
+        // Take new jobs while a slot is free (waiting for one when idle).
+        if !closed && shutdown_at.is_none() {
+            let mut busy = busy;
+            while busy < n_slots {
+                let job = if busy == 0 {
+                    match jobs.recv_timeout(Duration::from_millis(100)) {
+                        Ok(j) => j,
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                } else {
+                    match jobs.try_recv() {
+                        Ok(j) => j,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                };
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                if admit(&mut slots, job, tokenizer, ctx, stats) {
+                    busy += 1;
+                }
+            }
+        }
+        if let Some(t) = shutdown_at {
+            // Queued requests fail at once; active ones get the grace period.
+            while let Ok(mut job) = jobs.try_recv() {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                add(&stats.requests_failed, 1);
+                (job.events)(Failure::event(
+                    FailureKind::ShuttingDown,
+                    "the server is shutting down",
+                ));
+            }
+            if t.elapsed() >= opts.shutdown_grace {
+                for slot in &mut slots {
+                    fail(
+                        slot,
+                        FailureKind::ShuttingDown,
+                        "the server is shutting down",
+                        stats,
+                    );
+                }
+            }
+        }
+        let busy = slots.iter().filter(|s| s.active.is_some()).count();
+        stats.active.store(busy as u64, Ordering::Relaxed);
+        if busy == 0 {
+            if closed || shutdown_at.is_some() {
+                return;
+            }
+            continue;
+        }
+        pass(backend, &mut slots, ctx, opts.prefill_per_pass, stats);
+    }
+}
+
+/// Put `job` in the free slot that can reuse most of its prompt; false if it failed at once.
+fn admit<'t>(
+    slots: &mut [Slot<'t>],
+    mut job: Job,
+    tokenizer: &'t Tokenizer,
+    ctx: usize,
+    stats: &Stats,
+) -> bool {
+    let refuse = |job: &mut Job, why: String| {
+        add(&stats.requests_failed, 1);
+        (job.events)(Failure::event(FailureKind::BadRequest, why));
+        false
+    };
+    if job.prompt.is_empty() {
+        return refuse(&mut job, "the prompt is empty".into());
+    }
+    if job.prompt.len() > ctx {
+        let why = format!(
+            "the prompt is {} tokens long but the context holds {ctx}",
+            job.prompt.len()
+        );
+        return refuse(&mut job, why);
+    }
+    if let Some(&bad) = job
+        .prompt
+        .iter()
+        .find(|&&t| t as usize >= tokenizer.vocab_size())
+    {
+        return refuse(
+            &mut job,
+            format!("token id {bad} is outside the vocabulary"),
+        );
+    }
+    let decoding = match Decoding::new(tokenizer, &job.options) {
+        Ok(d) => d,
+        Err(e) => return refuse(&mut job, e.to_string()),
+    };
+    let Some(slot) = slots
+        .iter_mut()
+        .filter(|s| s.active.is_none())
+        .max_by_key(|s| {
+            (
+                s.cache.reusable(&job.prompt),
+                std::cmp::Reverse(s.cache.tokens().len()),
+            )
+        })
+    else {
+        return refuse(&mut job, "no free slot".into());
+    };
+    let cached = slot.cache.reusable(&job.prompt);
+    slot.cache.truncate(cached);
+    add(&stats.requests_started, 1);
+    add(&stats.prompt_tokens, job.prompt.len());
+    add(&stats.cached_prompt_tokens, cached);
+    if !(job.events)(Event::Started {
+        cached_tokens: cached,
+    }) {
+        add(&stats.cancellations, 1);
+        return false;
+    }
+    slot.active = Some(Active {
+        events: job.events,
+        decoding,
+        prompt: job.prompt,
+        cached_tokens: cached,
+        prefilled: cached,
+        next: None,
+        deadline: job.deadline,
+        counted: 0,
+        taken: Instant::now(),
+        first_token: None,
+        last_token: None,
+    });
+    true
+}
+
+/// End the slot's request, if it has one, with a failure.
+fn fail(slot: &mut Slot, kind: FailureKind, why: &str, stats: &Stats) {
+    if let Some(mut a) = slot.active.take() {
+        add(&stats.requests_failed, 1);
+        (a.events)(Failure::event(kind, why));
+    }
+}
+
+/// One batched pass: prefill chunks and decode steps of every active slot.
+fn pass(
+    backend: &mut dyn Backend,
+    slots: &mut [Slot],
+    ctx: usize,
+    prefill_budget: usize,
+    stats: &Stats,
+) {
+    let now = Instant::now();
+    for slot in slots.iter_mut() {
+        if let Some(a) = &slot.active {
+            if a.deadline.is_some_and(|d| now >= d) {
+                fail(slot, FailureKind::Timeout, "the request timed out", stats);
+            }
+        }
+    }
+    // (slot index, tokens to run, position of the first, whether its logits are sampled).
+    let mut work: Vec<(usize, Vec<u32>, usize, bool)> = Vec::new();
+    let mut budget = prefill_budget.max(1);
+    for (i, slot) in slots.iter().enumerate() {
+        let Some(a) = &slot.active else { continue };
+        // The cache holds exactly the positions written so far.
+        let pos = slot.cache.tokens().len();
+        if let Some(next) = a.next {
+            work.push((i, vec![next], pos, true));
+        } else if budget > 0 {
+            let rest = &a.prompt[a.prefilled..];
+            let take = rest.len().min(budget);
+            budget -= take;
+            work.push((i, rest[..take].to_vec(), a.prefilled, take == rest.len()));
+        }
+    }
+    if work.is_empty() {
+        return;
+    }
+    let inputs: Vec<SlotInput> = work
+        .iter()
+        .map(|(slot, tokens, pos, _)| SlotInput {
+            slot: *slot,
+            tokens,
+            pos: *pos,
+        })
+        .collect();
+    let result = backend.forward_batch(&inputs);
+    add(&stats.passes, 1);
+    add(&stats.pass_inputs, inputs.len());
+    let logits = match result {
+        Ok(l) => l,
+        Err(e) => {
+            // The slots' caches are in an unknown state: forget them.
+            for (i, ..) in &work {
+                slots[*i].cache.clear();
+                let why = format!("backend error: {e}");
+                fail(&mut slots[*i], FailureKind::Internal, &why, stats);
+            }
+            return;
+        }
+    };
+    let vocab = logits.len() / work.len();
+    for ((i, tokens, _, sample), logits) in work.iter().zip(logits.chunks_exact(vocab)) {
+        let slot = &mut slots[*i];
+        slot.cache.extend(tokens);
+        let Some(a) = slot.active.as_mut() else {
+            continue;
+        };
+        if a.next.take().is_none() {
+            a.prefilled += tokens.len();
+        }
+        if !*sample {
+            continue;
+        }
+        let room = slot.cache.tokens().len() < ctx;
+        let mut text = String::new();
+        let step = a.decoding.step(logits, room, &mut |s| text.push_str(s));
+        let now = Instant::now();
+        a.first_token.get_or_insert(now);
+        a.last_token = Some(now);
+        let step = match step {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("cannot decode the output: {e}");
+                fail(slot, FailureKind::Internal, &why, stats);
+                continue;
+            }
+        };
+        let n = a.decoding.tokens().len();
+        add(&stats.completion_tokens, n - a.counted);
+        a.counted = n;
+        let mut alive = text.is_empty() || (a.events)(Event::Text(text));
+        match step {
+            Step::Feed(t) if alive => a.next = Some(t),
+            Step::Feed(_) => {}
+            Step::Done(reason) => {
+                let mut rest = String::new();
+                a.decoding.finish(reason, &mut |s| rest.push_str(s));
+                if !rest.is_empty() {
+                    alive = (a.events)(Event::Text(rest));
+                }
+                if alive {
+                    add(&stats.requests_finished, 1);
+                    let first = a.first_token.unwrap_or(now);
+                    let finish = Finish {
+                        reason,
+                        prompt_tokens: a.prompt.len(),
+                        cached_tokens: a.cached_tokens,
+                        completion_tokens: n,
+                        time_to_first_token_ms: (first - a.taken).as_secs_f64() * 1e3,
+                        ms_per_token: if n > 1 {
+                            (now - first).as_secs_f64() * 1e3 / (n - 1) as f64
+                        } else {
+                            0.0
+                        },
+                    };
+                    alive = (a.events)(Event::Finished(finish));
+                    slot.active = None;
+                    if alive {
+                        continue;
+                    }
+                }
+            }
+        }
+        if !alive {
+            add(&stats.cancellations, 1);
+            slot.active = None;
+        }
+    }
+}
