@@ -5,7 +5,7 @@ use crate::api::{self, ApiError, ChatRequest, Common, CompletionRequest, Prompt,
 use crate::{metrics, sha256, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -31,6 +31,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model_info))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route("/metrics", get(metrics_text))
@@ -129,16 +130,33 @@ async fn metrics_text(State(st): St) -> Response {
         .into_response()
 }
 
+fn model_entry(st: &AppState) -> Value {
+    json!({
+        "id": st.opts.model_name,
+        "object": "model",
+        "created": st.started,
+        "owned_by": "espresso",
+    })
+}
+
 async fn models(State(st): St) -> Json<Value> {
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": st.opts.model_name,
-            "object": "model",
-            "created": st.started,
-            "owned_by": "espresso",
-        }],
-    }))
+    Json(json!({"object": "list", "data": [model_entry(&st)]}))
+}
+
+async fn model_info(State(st): St, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    if id == st.opts.model_name {
+        Ok(Json(model_entry(&st)))
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            "model_not_found",
+            format!(
+                "no model '{id}' here; this server serves '{}'",
+                st.opts.model_name
+            ),
+        ))
+    }
 }
 
 async fn tokenize(
@@ -193,8 +211,15 @@ fn chat_prompt(st: &AppState, messages: &[api::Message]) -> Result<Vec<u32>, Api
             st.template_error
         ))
     })?;
-    template.render(&messages, true).map_err(|e| ApiError::bad_request(e.to_string())).and_then(|t| st.tokenizer.encode_with_bos(&t, true).map_err(|e| ApiError::bad_request(e.to_string())))
-    //TEMP
+    template
+        .render(&messages, true)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+        .and_then(|t| {
+            st.tokenizer
+                .encode_with_bos(&t, true)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
+        //TEMP
         .map_err(|e: ApiError| e)
         .map_err(|e| ApiError::bad_request(e.to_string()))
 }
