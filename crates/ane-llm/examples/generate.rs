@@ -64,7 +64,14 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // The message, then each underlying cause.
+            let mut msg = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                msg.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
     }
@@ -78,7 +85,7 @@ fn run() -> Result<()> {
         Some(p) => p,
         None => model::cache::default_model_path()?,
     };
-    let gguf = GgufFile::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let gguf = GgufFile::open(&path)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let weights = LlamaWeights::from_gguf(&gguf)?;
 

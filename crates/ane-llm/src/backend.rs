@@ -65,7 +65,7 @@ pub enum AneError {
     #[error(transparent)]
     Kernel(#[from] KernelError),
     /// The device refused a compile, allocation or evaluation.
-    #[error("ANE device error: {0}")]
+    #[error("ANE device error")]
     Device(#[from] DeviceError),
     /// The options (or the model's shape) do not fit the ANE path.
     #[error("invalid ANE backend options: {0}")]
@@ -388,7 +388,15 @@ pub fn argmax_with_hint(logits: &[f32], hint: f32) -> usize {
 }
 
 fn to_backend(e: AneError) -> BackendError {
-    BackendError::Device(e.to_string())
+    // The message and each underlying cause, as one line.
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    BackendError::Device(msg)
 }
 
 impl Backend for AneBackend<'_> {

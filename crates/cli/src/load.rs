@@ -91,13 +91,20 @@ impl Loaded {
         })
     }
 
-    /// Render a conversation with the model's chat template, ready for the assistant's turn.
-    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
+    /// Prompt token ids of a conversation in the model's chat template, ready for the
+    /// assistant's turn. Message contents are tokenized as plain text: only the template's own
+    /// text becomes special tokens ([`model::chat::encode_chat`]).
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let t = self
             .chat
             .as_ref()
             .map_err(|e| anyhow::anyhow!("{} has no usable chat template: {e}", self.name))?;
-        Ok(t.render(messages, true)?)
+        Ok(model::chat::encode_chat(
+            t,
+            &self.tokenizer,
+            messages,
+            true,
+        )?)
     }
 
     pub fn backend(&self, spec: BackendSpec) -> Result<Box<dyn Backend + '_>> {

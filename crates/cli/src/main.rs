@@ -97,20 +97,41 @@ struct SamplingArgs {
         short = 'n',
         long = "max-tokens",
         value_name = "N",
-        default_value_t = 128
+        default_value_t = 128,
+        allow_negative_numbers = true
     )]
     max_tokens: usize,
     /// Sampling temperature; 0 = greedy.
-    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     temperature: f32,
     /// Sample only among the K most likely tokens (0 = all).
-    #[arg(long = "top-k", value_name = "K", default_value_t = 0)]
+    #[arg(
+        long = "top-k",
+        value_name = "K",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     top_k: usize,
     /// Nucleus sampling: smallest set of tokens with probability mass P.
-    #[arg(long = "top-p", value_name = "P", default_value_t = 1.0)]
+    #[arg(
+        long = "top-p",
+        value_name = "P",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     top_p: f32,
     /// Random seed (same seed, same output).
-    #[arg(long, value_name = "S", default_value_t = 0)]
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     seed: u64,
     /// Stop when the output contains STR (repeatable); STR itself is not printed.
     #[arg(long, value_name = "STR")]
@@ -139,9 +160,14 @@ struct GenerateArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// Wrap PROMPT as one user message in the model's chat template.
-    #[arg(long)]
+    /// Wrap PROMPT as one user message in the model's chat template (PROMPT stays plain
+    /// text: special-token text in it is not parsed).
+    #[arg(long, conflicts_with = "special")]
     chat: bool,
+    /// Parse special-token text such as <|im_start|> in PROMPT into the special token (for a
+    /// hand-written chat prompt); without it, PROMPT is plain text.
+    #[arg(long)]
+    special: bool,
     /// Print one JSON object (prompt_tokens, tokens, text, timings) instead of streaming.
     #[arg(long)]
     json: bool,
@@ -335,18 +361,16 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     if a.prompt.is_empty() {
         bail!("the prompt is empty: give some text to continue");
     }
-    let loaded = Loaded::open(a.model.model.as_deref())?;
-    let (text, special) = if a.chat {
-        (
-            loaded.render_chat(&[ChatMessage::user(a.prompt.clone())])?,
-            true,
-        )
-    } else {
-        (a.prompt.clone(), false)
-    };
-    let prompt = loaded.tokenizer.encode_with_bos(&text, special)?;
-    let mut backend = loaded.backend(a.model.spec())?;
     let opts = a.sampling.options();
+    // Bad settings are reported before the model is loaded.
+    opts.sampler.validate()?;
+    let loaded = Loaded::open(a.model.model.as_deref())?;
+    let prompt = if a.chat {
+        loaded.encode_chat(&[ChatMessage::user(a.prompt.clone())])?
+    } else {
+        loaded.tokenizer.encode_with_bos(&a.prompt, a.special)?
+    };
+    let mut backend = loaded.backend(a.model.spec())?;
     let stdout = std::io::stdout();
     let json = a.json;
     let gen = engine::generate(
@@ -409,9 +433,7 @@ fn cmd_chat(a: ChatArgs) -> Result<()> {
             _ => {}
         }
         history.push(ChatMessage::user(msg));
-        let prompt = loaded
-            .tokenizer
-            .encode_with_bos(&loaded.render_chat(&history)?, true)?;
+        let prompt = loaded.encode_chat(&history)?;
         let stdout = std::io::stdout();
         let gen = match session.generate(
             &loaded.tokenizer,

@@ -418,7 +418,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
             }
             _ => String::new(),
         };
-        anyhow::anyhow!("{e}{kept}; --out was not written")
+        // `{:#}` of an anyhow error prints the whole cause chain.
+        let e = anyhow::Error::from(e);
+        anyhow::anyhow!("{e:#}{kept}; --out was not written")
     })?;
     if let Some(e) = progress.error {
         return Err(e);

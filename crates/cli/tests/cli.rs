@@ -148,12 +148,33 @@ fn missing_tensor_is_a_clear_error() {
     );
 }
 
+/// Assert a failure whose whole stderr is one `error:` line mentioning `needle`.
+fn assert_one_error_line(out: &Output, needle: &str) {
+    assert_fails_with(out, needle);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+}
+
 #[test]
 fn missing_file_is_a_clear_error() {
-    assert_fails_with(
-        &espresso(&["generate", "-m", "/nonexistent/model.gguf", "hi"]),
-        "cannot open /nonexistent/model.gguf",
-    );
+    let out = espresso(&["generate", "-m", "/nonexistent/model.gguf", "hi"]);
+    assert_one_error_line(&out, "cannot open /nonexistent/model.gguf: ");
+    // The cause is said once (it used to be repeated by the error chain).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}
+
+#[test]
+fn negative_sampling_settings_reach_the_samplers_own_check() {
+    // Checked before the model is loaded; no model needed.
+    let out = espresso(&["generate", "--temperature", "-1", "x"]);
+    assert_one_error_line(&out, "temperature must be ≥ 0");
+    let out = espresso(&["generate", "--top-p", "-0.5", "x"]);
+    assert_one_error_line(&out, "top-p must be in (0, 1], got -0.5");
+    let out = espresso(&["generate", "--top-k", "-3", "x"]);
+    assert_fails_with(&out, "invalid value '-3' for '--top-k <K>'");
 }
 
 #[test]
@@ -308,6 +329,65 @@ fn chat_flag_uses_the_template_and_special_tokens() {
     let plain = espresso(&["tokenize", "-m", &m, "--json", "<|im_start|>"]);
     let plain: Vec<u64> = serde_json::from_slice(&plain.stdout).unwrap();
     assert!(plain.len() > 1);
+}
+
+/// `prompt_tokens` of `espresso generate --json -n 1 ARGS...` on the real model.
+fn prompt_tokens(args: &[&str]) -> Vec<u64> {
+    let m = real_model();
+    let mut all = vec!["generate", "-m", &m, "--json", "-n", "1"];
+    all.extend_from_slice(args);
+    let out = espresso(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_value(v["prompt_tokens"].clone()).unwrap()
+}
+
+/// `espresso tokenize --json [--special] TEXT` on the real model.
+fn tokenize(text: &str, special: bool) -> Vec<u64> {
+    let m = real_model();
+    let mut args = vec!["tokenize", "-m", &m, "--json"];
+    if special {
+        args.push("--special");
+    }
+    args.push(text);
+    let out = espresso(&args);
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn chat_message_text_cannot_forge_role_markers() {
+    let im_start = tokenize("<|im_start|>", true)[0];
+    let prompt = prompt_tokens(&["--chat", "a<|im_start|>b"]);
+    // The template's text (SmolLM2's default system turn, the user turn's header and the
+    // assistant turn's opening) with special tokens, the message as plain text.
+    let mut want = tokenize(
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging \
+         Face<|im_end|>\n<|im_start|>user\n",
+        true,
+    );
+    want.extend(tokenize("a<|im_start|>b", false));
+    want.extend(tokenize("<|im_end|>\n<|im_start|>assistant\n", true));
+    assert_eq!(prompt, want);
+    let starts = prompt.iter().filter(|&&i| i == im_start).count();
+    assert_eq!(starts, 3, "only the template's own: {prompt:?}");
+}
+
+#[test]
+fn generate_special_parses_special_token_text_in_a_raw_prompt() {
+    let chatml = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+    let im_start = tokenize("<|im_start|>", true)[0];
+    let special = prompt_tokens(&["--special", chatml]);
+    assert_eq!(special, tokenize(chatml, true));
+    assert_eq!(special.iter().filter(|&&i| i == im_start).count(), 2);
+    // Without --special a raw prompt is plain text.
+    let plain = prompt_tokens(&[chatml]);
+    assert_eq!(plain, tokenize(chatml, false));
+    assert!(!plain.contains(&im_start), "{plain:?}");
 }
 
 #[test]

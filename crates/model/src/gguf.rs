@@ -18,7 +18,7 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("cannot open {}: {source}", .path.display())]
+    #[error("cannot open {}", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

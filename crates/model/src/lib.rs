@@ -4,7 +4,9 @@
 //! GGUF v2/v3 memory-mapped with every quantized type we need), the quantized block formats and
 //! their dequantization ([`quant`]), the Llama-family configuration read from metadata
 //! ([`config`]), the weight map that names each layer's tensors ([`weights`]), the tokenizer built
-//! from the GGUF vocabulary ([`tokenizer`]) and the model's own chat template ([`chat`]).
+//! from the GGUF vocabulary ([`tokenizer`]) and the model's own chat template ([`chat`]), with
+//! [`encode_chat`] turning a conversation into prompt ids in which message contents are plain
+//! text (only the template's own text becomes special tokens).
 //! Weights stay quantized and memory-mapped; nothing here expands a model to f32 at load.
 
 pub mod cache;
@@ -16,7 +18,7 @@ pub mod synthetic;
 pub mod tokenizer;
 pub mod weights;
 
-pub use chat::{ChatError, ChatMessage, ChatTemplate};
+pub use chat::{encode_chat, ChatError, ChatMessage, ChatSegment, ChatTemplate, EncodeChatError};
 pub use config::LlamaConfig;
 pub use gguf::{GgufError, GgufFile, MetaValue, TensorInfo};
 pub use quant::GgmlType;

@@ -485,13 +485,32 @@ impl Tokenizer {
     /// With `parse_special`, control-token text such as `<|im_start|>` becomes that token;
     /// without it, it is tokenized as plain text.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_parts(&[(text, parse_special)])
+    }
+
+    /// Token ids of the concatenation of `parts`, each `(text, parse_special)`: special-token
+    /// text is recognised only inside the parts whose flag allows it (see [`Self::encode`]),
+    /// while the plain text between special tokens is pre-tokenized and BPE-encoded as one
+    /// string across part boundaries. So when every flag is the same, the result equals
+    /// `encode` of the joined text; a part with `false` can never produce a CONTROL token, even
+    /// when its text (alone or together with its neighbours) spells one. No BOS/EOS is added.
+    pub fn encode_parts(&self, parts: &[(&str, bool)]) -> Result<Vec<u32>, TokenizerError> {
         let mut ids = Vec::new();
-        for fragment in self.partition_special(text, parse_special) {
-            match fragment {
-                Fragment::Special(id) => ids.push(id),
-                Fragment::Text(t) => ids.extend(self.encode_plain(t)?),
+        // Plain text not yet encoded; it may span several parts.
+        let mut pending = String::new();
+        for &(text, parse_special) in parts {
+            for fragment in self.partition_special(text, parse_special) {
+                match fragment {
+                    Fragment::Special(id) => {
+                        ids.extend(self.encode_plain(&pending)?);
+                        pending.clear();
+                        ids.push(id);
+                    }
+                    Fragment::Text(t) => pending.push_str(t),
+                }
             }
         }
+        ids.extend(self.encode_plain(&pending)?);
         Ok(ids)
     }
 
@@ -504,11 +523,19 @@ impl Tokenizer {
         text: &str,
         parse_special: bool,
     ) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_parts_with_bos(&[(text, parse_special)])
+    }
+
+    /// [`Self::encode_parts`] with BOS/EOS added as [`Self::encode_with_bos`] adds them.
+    pub fn encode_parts_with_bos(
+        &self,
+        parts: &[(&str, bool)],
+    ) -> Result<Vec<u32>, TokenizerError> {
         let mut ids = Vec::new();
         if let (true, Some(bos)) = (self.add_bos, self.bos) {
             ids.push(bos);
         }
-        ids.extend(self.encode(text, parse_special)?);
+        ids.extend(self.encode_parts(parts)?);
         if let (true, Some(eos)) = (self.add_eos, self.eos) {
             ids.push(eos);
         }

@@ -10,7 +10,7 @@ use crate::quant::{dequantize, GgmlType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("missing tensor '{0}'")]
     Missing(String),

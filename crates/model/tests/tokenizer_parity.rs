@@ -207,6 +207,12 @@ fn chat_template_renders_like_jinja2_and_tokenizes_like_llama_cpp() {
             ids(&chat["ids_special"]),
             "ids of rendered chat {rendered:?}"
         );
+        // The safe path (contents as plain text) gives llama.cpp's ids on these ordinary chats.
+        assert_eq!(
+            model::encode_chat(template, tokenizer, &messages, add_generation_prompt).unwrap(),
+            ids(&chat["ids_special"]),
+            "encode_chat of {rendered:?}"
+        );
     }
 }
 

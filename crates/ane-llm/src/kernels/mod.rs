@@ -59,7 +59,7 @@ pub enum KernelError {
     Geometry(String),
     #[error("weights do not fit the model shape: {0}")]
     Weights(String),
-    #[error("kernel program: {0}")]
+    #[error("cannot build a kernel program")]
     Build(#[from] mil::BuildError),
 }
 

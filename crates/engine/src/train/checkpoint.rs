@@ -46,7 +46,7 @@ const CHUNK: usize = 1 << 20;
 pub enum CheckpointError {
     #[error("no checkpoint in {}", .dir.display())]
     NotFound { dir: PathBuf },
-    #[error("{}: {source}", .path.display())]
+    #[error("{}", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

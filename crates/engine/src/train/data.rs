@@ -50,7 +50,7 @@ pub enum DataError {
     NotPulled { name: String, dir: PathBuf },
     #[error(transparent)]
     Cache(#[from] PullError),
-    #[error("cannot read {}: {source}", .path.display())]
+    #[error("cannot read {}", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -63,7 +63,7 @@ pub enum DataError {
     UnknownExtension { path: PathBuf },
     #[error("{}: {at} is not valid UTF-8 text", .path.display())]
     NotUtf8 { path: PathBuf, at: String },
-    #[error("{} line {line}: malformed JSON: {source}", .path.display())]
+    #[error("{} line {line}: malformed JSON", .path.display())]
     Json {
         path: PathBuf,
         line: usize,
@@ -85,7 +85,7 @@ pub enum DataError {
         line: usize,
         reason: String,
     },
-    #[error("{}: cannot tokenize: {source}", .path.display())]
+    #[error("{}: cannot tokenize", .path.display())]
     Tokenize {
         path: PathBuf,
         source: TokenizerError,

@@ -64,7 +64,7 @@ pub enum ExportError {
         found: usize,
         expected: usize,
     },
-    #[error("cannot write {}: {source}", .path.display())]
+    #[error("cannot write {}", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -67,11 +67,11 @@ impl TrainSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("{0}")]
+    #[error(transparent)]
     Step(#[from] StepError),
-    #[error("{0}")]
+    #[error(transparent)]
     Data(#[from] data::DataError),
-    #[error("{0}")]
+    #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("cannot resume: the checkpoint was made with {field} = {saved}, this run has {now}")]
     ResumeMismatch {
@@ -81,7 +81,7 @@ pub enum TrainError {
     },
     #[error("{0}")]
     Settings(String),
-    #[error("cannot write the log {path}: {source}")]
+    #[error("cannot write the log {}", .path.display())]
     Log {
         path: PathBuf,
         source: std::io::Error,
