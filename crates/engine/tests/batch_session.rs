@@ -1,9 +1,10 @@
-//! The continuous batcher (`engine::batch::run`) against a toy backend whose "KV cache" is the
-//! token sequence itself: the next token is a hash of everything in the slot, so feeding a
-//! wrong position, reusing a wrong prefix or mixing slots changes the output. Each request's
-//! text must equal what `generate` gives alone; batching, prefix reuse, cancellation, timeouts,
-//! shutdown and bad requests are checked through the events and the stats. Uses the real
-//! SmolLM2 tokenizer (`espresso pull`; fails, does not skip, without it).
+//! The continuous batcher (`engine::batch::run`) and `engine::Session` against a toy backend
+//! whose "KV cache" is the token sequence itself: the next token is a hash of everything in
+//! the slot, so feeding a wrong position, reusing a wrong prefix or mixing slots changes the
+//! output. Each request's text must equal what `generate` gives alone; batching, prefix reuse
+//! (across server requests and chat turns), cancellation, timeouts, shutdown and bad requests
+//! are checked through the events and the stats. Uses the real SmolLM2 tokenizer
+//! (`espresso pull`; fails, does not skip, without it).
 
 use engine::batch::{self, BatchOptions, Event, FailureKind, Finish, Job, Stats};
 use engine::{generate, Backend, BackendError, GenerateOptions, SlotInput, StopReason};
@@ -423,4 +424,38 @@ fn bad_requests_timeouts_and_shutdown_fail_with_their_kind() {
     batch::run(&mut toy, &tok, &rx, &o, &stats, &AtomicBool::new(true));
     assert_eq!(kind(&a), FailureKind::ShuttingDown);
     drop(tx);
+}
+
+#[test]
+fn a_session_reuses_the_conversation_so_far() {
+    // What `espresso chat` does between turns, through `engine::Session`.
+    let tok = tokenizer();
+    let vocab = tok.vocab_size();
+    let toy = Toy::new(vocab, 256, 1, 0);
+    let log = Arc::clone(&toy.log);
+    let mut session = engine::Session::new(Box::new(toy));
+    let turn1: Vec<u32> = (0..30).map(|k| 700 + k).collect();
+    let g1 = session
+        .generate(&tok, &turn1, &opts(6), &mut |_| {})
+        .unwrap();
+    assert_eq!(g1.cached_tokens, 0);
+    let mut turn2 = turn1.clone();
+    turn2.extend(&g1.tokens);
+    turn2.extend([800, 801]);
+    let before = log.lock().unwrap().computed;
+    let g2 = session
+        .generate(&tok, &turn2, &opts(3), &mut |_| {})
+        .unwrap();
+    // Everything but the last reply token (sampled, never fed) came from the cache.
+    assert_eq!(g2.cached_tokens, turn1.len() + g1.tokens.len() - 1);
+    assert_eq!(log.lock().unwrap().computed - before, 3 + 2);
+    let mut alone = Toy::new(vocab, 256, 1, 0);
+    let want = generate(&mut alone, &tok, &turn2, &opts(3), &mut |_| {}).unwrap();
+    assert_eq!(g2.text, want.text);
+    // After a reset nothing is reused.
+    session.reset();
+    let g3 = session
+        .generate(&tok, &turn2, &opts(3), &mut |_| {})
+        .unwrap();
+    assert_eq!((g3.cached_tokens, g3.text), (0, want.text));
 }
