@@ -57,6 +57,53 @@ pub fn dot_q(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
     portable::dot_q(ty, row, x)
 }
 
+/// `out[t] = dot_q(ty, row, x_t)` for the `out.len()` activation vectors stored one after
+/// another in `xq` (`[out.len()][row blocks]`). Bitwise the same as calling [`dot_q`] per
+/// vector, but each weight block is decoded once for up to four vectors (a batched decode
+/// step or a prefill chunk).
+pub fn dot_q_tokens(ty: GgmlType, row: &[u8], xq: &[BlockQ8], out: &mut [f32]) {
+    let nb = row.len() / ty.block_bytes();
+    assert_eq!(xq.len(), nb * out.len(), "dot_q_tokens: activation length");
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
+        assert_eq!(row.len(), nb * ty.block_bytes(), "dot_q_tokens: row length");
+        for (xs, o) in xq.chunks(4 * nb).zip(out.chunks_mut(4)) {
+            // SAFETY: AVX2/FMA/F16C detected above; every vector has `nb` blocks (checked).
+            unsafe {
+                match o.len() {
+                    4 => avx2_many::<4>(ty, row, xs, nb, o),
+                    3 => avx2_many::<3>(ty, row, xs, nb, o),
+                    2 => avx2_many::<2>(ty, row, xs, nb, o),
+                    _ => avx2_many::<1>(ty, row, xs, nb, o),
+                }
+            }
+        }
+        return;
+    }
+    for (x, o) in xq.chunks_exact(nb.max(1)).zip(out.iter_mut()) {
+        *o = dot_q(ty, row, x);
+    }
+}
+
+/// # Safety
+/// AVX2/FMA/F16C available; `xs` holds `N` vectors of `nb` blocks; `row` holds `nb` blocks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_many<const N: usize>(
+    ty: GgmlType,
+    row: &[u8],
+    xs: &[BlockQ8],
+    nb: usize,
+    out: &mut [f32],
+) {
+    let v: [&[BlockQ8]; N] = std::array::from_fn(|t| &xs[t * nb..(t + 1) * nb]);
+    match ty {
+        GgmlType::Q4_0 => avx2::dot_q4_0_n(row, &v, out),
+        GgmlType::Q4_1 => avx2::dot_q4_1_n(row, &v, out),
+        _ => avx2::dot_q8_0_n(row, &v, out),
+    }
+}
+
 /// Dot of a float row (`ty` in `F32 | F16 | BF16`, stored bytes) with f32 activations.
 #[inline]
 pub fn dot_float_row(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
@@ -244,7 +291,13 @@ pub mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_block(qs: *const u8, a: &BlockQ8, d: f32, acc: __m256) -> __m256 {
-        let n = unpack_nibbles(qs);
+        q4_unpacked(unpack_nibbles(qs), a, d, acc)
+    }
+
+    /// [`q4_block`] with the nibbles already unpacked (shared by several activation vectors).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_unpacked(n: __m256i, a: &BlockQ8, d: f32, acc: __m256) -> __m256 {
         let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
         let p = _mm256_cvtepi32_ps(dot_u8_i8(n, q));
         _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc)
@@ -302,11 +355,18 @@ pub mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q8_block(b: *const u8, a: &BlockQ8, acc: __m256) -> __m256 {
-        let d = f16_ptr(b) * a.d;
         let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+        q8_loaded(w, _mm256_sign_epi8(w, w), f16_ptr(b), a, acc)
+    }
+
+    /// [`q8_block`] with the weights `w`, their magnitudes and scale `dw` already loaded.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_loaded(w: __m256i, w_abs: __m256i, dw: f32, a: &BlockQ8, acc: __m256) -> __m256 {
+        let d = dw * a.d;
         let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
         // |w| * (q * sign(w)) = w * q, with |w| unsigned as maddubs wants.
-        let p = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
+        let p = dot_u8_i8(w_abs, _mm256_sign_epi8(q, w));
         _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc)
     }
 
@@ -326,6 +386,118 @@ pub mod avx2 {
             acc0 = q8_block(p.add(i * 34), &x[i], acc0);
         }
         hsum(_mm256_add_ps(acc0, acc1))
+    }
+
+    /// `out[t] = dot_q4_0(row, xs[t])` for `N` activation vectors at once: each weight block is
+    /// unpacked once for all of them, and every result is bitwise the single-vector one (the
+    /// same operations in the same order per vector).
+    ///
+    /// # Safety
+    /// AVX2/FMA/F16C available; `row.len() == 18 * xs[t].len()` for every `t`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_0_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+        let mut bias = [0f32; N];
+        let p = row.as_ptr();
+        let nb = row.len() / 18;
+        let mut i = 0;
+        while i + 2 <= nb {
+            let (b0, b1) = (p.add(i * 18), p.add(i * 18 + 18));
+            let (n0, n1) = (unpack_nibbles(b0.add(2)), unpack_nibbles(b1.add(2)));
+            let (w0, w1) = (f16_ptr(b0), f16_ptr(b1));
+            for t in 0..N {
+                let x = xs[t];
+                acc0[t] = q4_unpacked(n0, &x[i], w0 * x[i].d, acc0[t]);
+                acc1[t] = q4_unpacked(n1, &x[i + 1], w1 * x[i + 1].d, acc1[t]);
+                bias[t] += 8.0 * (w0 * x[i].s + w1 * x[i + 1].s);
+            }
+            i += 2;
+        }
+        if i < nb {
+            let b = p.add(i * 18);
+            let (n0, w0) = (unpack_nibbles(b.add(2)), f16_ptr(b));
+            for t in 0..N {
+                let x = xs[t];
+                acc0[t] = q4_unpacked(n0, &x[i], w0 * x[i].d, acc0[t]);
+                bias[t] += 8.0 * w0 * x[i].s;
+            }
+        }
+        for t in 0..N {
+            out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) - bias[t];
+        }
+    }
+
+    /// `out[t] = dot_q4_1(row, xs[t])` for `N` vectors at once (see [`dot_q4_0_n`]).
+    ///
+    /// # Safety
+    /// AVX2/FMA/F16C available; `row.len() == 20 * xs[t].len()` for every `t`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_1_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+        let (mut off0, mut off1) = ([0f32; N], [0f32; N]);
+        let p = row.as_ptr();
+        let nb = row.len() / 20;
+        let mut i = 0;
+        while i + 2 <= nb {
+            let (b0, b1) = (p.add(i * 20), p.add(i * 20 + 20));
+            let (n0, n1) = (unpack_nibbles(b0.add(4)), unpack_nibbles(b1.add(4)));
+            let (d0, d1) = (f16_ptr(b0), f16_ptr(b1));
+            let (m0, m1) = (f16_ptr(b0.add(2)), f16_ptr(b1.add(2)));
+            for t in 0..N {
+                let x = xs[t];
+                acc0[t] = q4_unpacked(n0, &x[i], d0 * x[i].d, acc0[t]);
+                acc1[t] = q4_unpacked(n1, &x[i + 1], d1 * x[i + 1].d, acc1[t]);
+                off0[t] += m0 * x[i].s;
+                off1[t] += m1 * x[i + 1].s;
+            }
+            i += 2;
+        }
+        if i < nb {
+            let b = p.add(i * 20);
+            let (n0, d0, m0) = (unpack_nibbles(b.add(4)), f16_ptr(b), f16_ptr(b.add(2)));
+            for t in 0..N {
+                let x = xs[t];
+                acc0[t] = q4_unpacked(n0, &x[i], d0 * x[i].d, acc0[t]);
+                off0[t] += m0 * x[i].s;
+            }
+        }
+        for t in 0..N {
+            out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + off0[t] + off1[t];
+        }
+    }
+
+    /// `out[t] = dot_q8_0(row, xs[t])` for `N` vectors at once (see [`dot_q4_0_n`]).
+    ///
+    /// # Safety
+    /// AVX2/FMA/F16C available; `row.len() == 34 * xs[t].len()` for every `t`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q8_0_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+        let p = row.as_ptr();
+        let nb = row.len() / 34;
+        let load = |b: *const u8| {
+            let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+            (w, _mm256_sign_epi8(w, w), f16_ptr(b))
+        };
+        let mut i = 0;
+        while i + 2 <= nb {
+            let ((w0, a0, d0), (w1, a1, d1)) = (load(p.add(i * 34)), load(p.add(i * 34 + 34)));
+            for t in 0..N {
+                let x = xs[t];
+                acc0[t] = q8_loaded(w0, a0, d0, &x[i], acc0[t]);
+                acc1[t] = q8_loaded(w1, a1, d1, &x[i + 1], acc1[t]);
+            }
+            i += 2;
+        }
+        if i < nb {
+            let (w0, a0, d0) = load(p.add(i * 34));
+            for t in 0..N {
+                acc0[t] = q8_loaded(w0, a0, d0, &xs[t][i], acc0[t]);
+            }
+        }
+        for t in 0..N {
+            out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
+        }
     }
 
     /// # Safety
@@ -441,6 +613,31 @@ mod tests {
                 ((s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale
             })
             .collect()
+    }
+
+    /// The several-vector product is bitwise the per-vector one, for every block type, odd
+    /// and even block counts and every group size (1..=4 plus tails).
+    #[test]
+    fn dot_q_tokens_is_bitwise_dot_q_per_vector() {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            for (seed, n) in [(1u32, 32usize), (2, 96), (3, 576)] {
+                let w = quantize(ty, &values(n, seed, 0.5));
+                for n_tok in 1..=9 {
+                    let x = values(n * n_tok, seed + 7 * n_tok as u32, 2.0);
+                    let xq = quantize_q8_vec(&x);
+                    let mut got = vec![0f32; n_tok];
+                    dot_q_tokens(ty, &w, &xq, &mut got);
+                    for (t, g) in got.iter().enumerate() {
+                        let want = dot_q(ty, &w, &xq[t * n / QK..(t + 1) * n / QK]);
+                        assert_eq!(
+                            g.to_bits(),
+                            want.to_bits(),
+                            "{ty:?} n={n} n_tok={n_tok} t={t}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Every block type: the portable integer dot equals, up to f32 rounding, the f64 dot of

@@ -11,7 +11,7 @@
 //! - [`Precision::Exact`]: every row is dequantized to f32 on the fly and dotted with the f32
 //!   activations, accumulating in f32. The fast path is measured against this.
 
-use crate::dot::{dot_f32, dot_float_row, dot_q};
+use crate::dot::{dot_f32, dot_float_row, dot_q_tokens};
 use crate::quant::{quantize_q8, BlockQ8};
 use model::quant::QK;
 use model::Tensor;
@@ -129,11 +129,9 @@ fn row_block(
     let nb = cols / QK;
     match precision {
         Precision::Fast if is_block_type(w) => {
+            // Each weight row's blocks are decoded once for up to four tokens.
             for (i, o) in rt.chunks_exact_mut(n_tok).enumerate() {
-                let row = w.row_data(r0 + i);
-                for (t, o_t) in o.iter_mut().enumerate() {
-                    *o_t = dot_q(w.ty, row, &xq[t * nb..(t + 1) * nb]);
-                }
+                dot_q_tokens(w.ty, w.row_data(r0 + i), &xq[..n_tok * nb], o);
             }
         }
         Precision::Fast => {
