@@ -223,6 +223,10 @@ struct ServeArgs {
     /// Largest accepted request body in bytes.
     #[arg(long = "max-body", value_name = "BYTES", default_value_t = 1 << 20)]
     max_body: usize,
+    /// Seconds between SSE keep-alive comments while a stream waits (in the queue or for a
+    /// token), so proxies do not time the connection out.
+    #[arg(long = "keep-alive", value_name = "SECS", default_value_t = 5.0)]
+    keep_alive: f64,
 }
 
 #[derive(Args)]
@@ -462,6 +466,9 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
     if a.parallel == 0 || a.queue == 0 || a.max_tokens == 0 || a.timeout == 0 {
         bail!("--parallel, --queue, --max-tokens and --timeout must be at least 1");
     }
+    if !(a.keep_alive.is_finite() && a.keep_alive > 0.0) {
+        bail!("--keep-alive must be a positive number of seconds");
+    }
     if a.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         bail!("--api-key is empty");
     }
@@ -487,7 +494,7 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
         max_tokens: a.max_tokens,
         timeout: std::time::Duration::from_secs(a.timeout),
         max_body: a.max_body,
-        keep_alive: std::time::Duration::from_secs(5),
+        keep_alive: std::time::Duration::from_secs_f64(a.keep_alive),
         model_name: loaded.name.clone(),
     };
     let Loaded {

@@ -93,21 +93,34 @@ impl Server {
         }
     }
 
-    /// A streaming request: the `data:` payloads in order (`[DONE]` included) and the
-    /// comment lines seen.
+    /// A streaming request: the `data:` payloads in order (`[DONE]` included).
     fn stream(&self, path: &str, body: &Value) -> Vec<String> {
-        let r = ureq::post(&self.url(path))
-            .send_string(&body.to_string())
-            .expect("stream request");
+        self.stream_with_comments(path, body, None).0
+    }
+
+    /// A streaming request: the `data:` payloads and the SSE comment lines (`: ...`).
+    fn stream_with_comments(
+        &self,
+        path: &str,
+        body: &Value,
+        key: Option<&str>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut req = ureq::post(&self.url(path));
+        if let Some(k) = key {
+            req = req.set("authorization", &format!("Bearer {k}"));
+        }
+        let r = req.send_string(&body.to_string()).expect("stream request");
         assert_eq!(r.header("content-type"), Some("text/event-stream"));
-        let mut datas = Vec::new();
+        let (mut datas, mut comments) = (Vec::new(), Vec::new());
         for line in BufReader::new(r.into_reader()).lines() {
             let line = line.expect("read stream");
             if let Some(d) = line.strip_prefix("data: ") {
                 datas.push(d.to_string());
+            } else if line.starts_with(':') {
+                comments.push(line);
             }
         }
-        datas
+        (datas, comments)
     }
 
     /// A value from `/metrics`.
@@ -484,6 +497,8 @@ fn errors_limits_key_and_shutdown() {
         "1",
         "--max-tokens",
         "200",
+        "--keep-alive",
+        "0.05",
     ]);
     let msg = json!([{"role": "user", "content": "hi"}]);
     // The key: missing or wrong is 401 everywhere but /health.
@@ -571,7 +586,12 @@ fn errors_limits_key_and_shutdown() {
             assert!(t.elapsed() < Duration::from_secs(30));
             std::thread::sleep(Duration::from_millis(5));
         }
-        let second = s.spawn(|| srv.post("/v1/completions", &long_job, k));
+        // The second waits in the queue as a stream: it gets keep-alive comments meanwhile.
+        let second = s.spawn(|| {
+            let mut body = long_job.clone();
+            body["stream"] = json!(true);
+            srv.stream_with_comments("/v1/completions", &body, k)
+        });
         while srv.metric("espresso_queue_depth", Some(key)) < 1.0 {
             assert!(t.elapsed() < Duration::from_secs(30));
             std::thread::sleep(Duration::from_millis(5));
@@ -582,7 +602,9 @@ fn errors_limits_key_and_shutdown() {
             "unavailable_error",
         );
         assert_eq!(first.join().unwrap().0, 200);
-        assert_eq!(second.join().unwrap().0, 200);
+        let (datas, comments) = second.join().unwrap();
+        assert_eq!(datas.last().map(String::as_str), Some("[DONE]"));
+        assert!(!comments.is_empty(), "keep-alive comments while queued");
     });
     assert_eq!(
         srv.metric("espresso_requests_rejected_queue_full_total", Some(key)),

@@ -35,72 +35,117 @@ pub fn simd_available() -> bool {
 /// Dot of a quantized row (`ty` in `Q4_0 | Q4_1 | Q8_0`) with quantized activations.
 ///
 /// Panics when `ty` is a float type or `row` does not hold `x.len()` blocks.
-#[inline]
 pub fn dot_q(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
+    assert!(
+        ty.block_elems() == QK,
+        "dot_q: {} is not a block type",
+        ty.name()
+    );
     assert_eq!(
         row.len(),
         x.len() * ty.block_bytes(),
         "dot_q: row/activation length"
     );
-    #[cfg(target_arch = "x86_64")]
-    if simd_available() {
-        // SAFETY: AVX2, FMA and F16C were detected above; lengths were checked above.
-        unsafe {
-            return match ty {
-                GgmlType::Q4_0 => avx2::dot_q4_0(row, x),
-                GgmlType::Q4_1 => avx2::dot_q4_1(row, x),
-                GgmlType::Q8_0 => avx2::dot_q8_0(row, x),
-                _ => panic!("dot_q: {} is not a block type", ty.name()),
-            };
-        }
-    }
-    portable::dot_q(ty, row, x)
+    let mut out = [0f32];
+    dot_q_rows(ty, row, x, 1, &mut out);
+    out[0]
 }
 
-/// `out[t] = dot_q(ty, row, x_t)` for the `out.len()` activation vectors stored one after
-/// another in `xq` (`[out.len()][row blocks]`). Bitwise the same as calling [`dot_q`] per
-/// vector, but each weight block is decoded once for up to four vectors (a batched decode
-/// step or a prefill chunk).
-pub fn dot_q_tokens(ty: GgmlType, row: &[u8], xq: &[BlockQ8], out: &mut [f32]) {
-    let nb = row.len() / ty.block_bytes();
-    assert_eq!(xq.len(), nb * out.len(), "dot_q_tokens: activation length");
+/// True when the AVX-512 VNNI kernels can run (with 256-bit vectors: AVX512-VL).
+pub fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd_available()
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `out[r][t] = dot_q(ty, row_r, x_t)` for the weight rows stored back to back in `rows` and
+/// the `n_tok` activation vectors stored back to back in `xq` (`[n_tok][blocks per row]`);
+/// `out: [rows][n_tok]`. Bitwise the same as calling [`dot_q`] for each pair, but each weight
+/// block is decoded once for up to four vectors (a batched decode step or a prefill chunk),
+/// and the per-call work is paid once per group of vectors, not once per row.
+pub fn dot_q_rows(ty: GgmlType, rows: &[u8], xq: &[BlockQ8], n_tok: usize, out: &mut [f32]) {
+    let nb = xq.len() / n_tok.max(1);
+    let row_bytes = nb * ty.block_bytes();
+    assert_eq!(xq.len(), nb * n_tok, "dot_q_rows: activation length");
+    assert_eq!(rows.len() % row_bytes.max(1), 0, "dot_q_rows: row length");
+    assert_eq!(
+        out.len(),
+        rows.len() / row_bytes.max(1) * n_tok,
+        "dot_q_rows: output length"
+    );
     #[cfg(target_arch = "x86_64")]
     if simd_available() && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
-        assert_eq!(row.len(), nb * ty.block_bytes(), "dot_q_tokens: row length");
-        for (xs, o) in xq.chunks(4 * nb).zip(out.chunks_mut(4)) {
-            // SAFETY: AVX2/FMA/F16C detected above; every vector has `nb` blocks (checked).
+        let vnni = vnni_available();
+        for t0 in (0..n_tok).step_by(4) {
+            let xs = &xq[t0 * nb..];
+            let a = (ty, vnni, rows, row_bytes, xs, nb, n_tok, t0);
+            // SAFETY: AVX2/FMA/F16C detected above (VNNI used only when detected); shapes
+            // checked above.
             unsafe {
-                match o.len() {
-                    4 => avx2_many::<4>(ty, row, xs, nb, o),
-                    3 => avx2_many::<3>(ty, row, xs, nb, o),
-                    2 => avx2_many::<2>(ty, row, xs, nb, o),
-                    _ => avx2_many::<1>(ty, row, xs, nb, o),
+                match (n_tok - t0).min(4) {
+                    4 => simd_rows::<4>(a, out),
+                    3 => simd_rows::<3>(a, out),
+                    2 => simd_rows::<2>(a, out),
+                    _ => simd_rows::<1>(a, out),
                 }
             }
         }
         return;
     }
-    for (x, o) in xq.chunks_exact(nb.max(1)).zip(out.iter_mut()) {
-        *o = dot_q(ty, row, x);
+    for (row, o) in rows
+        .chunks_exact(row_bytes)
+        .zip(out.chunks_exact_mut(n_tok))
+    {
+        for (x, o_t) in xq.chunks_exact(nb).zip(o.iter_mut()) {
+            *o_t = dot_q(ty, row, x);
+        }
     }
 }
 
+/// `(type, use VNNI, rows, row bytes, vectors from t0, blocks per row, n_tok, t0)`.
+#[cfg(target_arch = "x86_64")]
+type RowsArgs<'a> = (
+    GgmlType,
+    bool,
+    &'a [u8],
+    usize,
+    &'a [BlockQ8],
+    usize,
+    usize,
+    usize,
+);
+
+/// Vectors `t0..t0 + N` (the first `N` in `xs`) against every row: `out[r][t0 + t]`.
+///
 /// # Safety
-/// AVX2/FMA/F16C available; `xs` holds `N` vectors of `nb` blocks; `row` holds `nb` blocks.
+/// AVX2/FMA/F16C available (and AVX-512 VNNI/VL when `vnni`); `xs` holds at least `N`
+/// vectors of `nb` blocks; `rows` holds whole rows of `row_bytes == nb * block bytes`; `out`
+/// is `[rows][n_tok]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn avx2_many<const N: usize>(
-    ty: GgmlType,
-    row: &[u8],
-    xs: &[BlockQ8],
-    nb: usize,
-    out: &mut [f32],
-) {
+unsafe fn simd_rows<const N: usize>(a: RowsArgs, out: &mut [f32]) {
+    let (ty, vnni, rows, row_bytes, xs, nb, n_tok, t0) = a;
     let v: [&[BlockQ8]; N] = std::array::from_fn(|t| &xs[t * nb..(t + 1) * nb]);
-    match ty {
-        GgmlType::Q4_0 => avx2::dot_q4_0_n(row, &v, out),
-        GgmlType::Q4_1 => avx2::dot_q4_1_n(row, &v, out),
-        _ => avx2::dot_q8_0_n(row, &v, out),
+    let kernel: unsafe fn(&[u8], &[&[BlockQ8]; N], &mut [f32]) = match (ty, vnni) {
+        (GgmlType::Q4_0, false) => avx2::dot_q4_0_n::<N>,
+        (GgmlType::Q4_1, false) => avx2::dot_q4_1_n::<N>,
+        (_, false) => avx2::dot_q8_0_n::<N>,
+        (GgmlType::Q4_0, true) => vnni::dot_q4_0_n::<N>,
+        (GgmlType::Q4_1, true) => vnni::dot_q4_1_n::<N>,
+        (_, true) => vnni::dot_q8_0_n::<N>,
+    };
+    for (row, o) in rows
+        .chunks_exact(row_bytes)
+        .zip(out.chunks_exact_mut(n_tok))
+    {
+        kernel(row, &v, &mut o[t0..]);
     }
 }
 
@@ -244,6 +289,165 @@ pub mod portable {
     }
 }
 
+/// The block-quantized kernels, written once and compiled per instruction set: the module that
+/// invokes it provides `idot` (eight i32 sums of four adjacent u8 x i8 products), `hsum`,
+/// `unpack_nibbles` and `f16_ptr`. Each kernel dots one weight row with `N` activation vectors:
+/// every weight block is decoded once for all of them, and each vector's result is bitwise what
+/// it gets alone (the same operations in the same order per vector, whatever `N`).
+#[cfg(target_arch = "x86_64")]
+macro_rules! block_kernels {
+    ($features:literal) => {
+        /// `d * sum_i n[i] q[i]` for one 4-bit block (nibbles `n` unpacked) and activation
+        /// block `a`, as eight f32 lanes added to `acc`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn q4_unpacked(n: __m256i, a: &BlockQ8, d: f32, acc: __m256) -> __m256 {
+            let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
+            let p = _mm256_cvtepi32_ps(idot(n, q));
+            _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc)
+        }
+
+        /// `dw d_a sum_i w[i] q[i]` for one Q8_0 block (weights `w`, magnitudes `w_abs`).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn q8_loaded(
+            w: __m256i,
+            w_abs: __m256i,
+            dw: f32,
+            a: &BlockQ8,
+            acc: __m256,
+        ) -> __m256 {
+            let d = dw * a.d;
+            let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
+            // |w| * (q * sign(w)) = w * q, with |w| unsigned as the byte products want.
+            let p = idot(w_abs, _mm256_sign_epi8(q, w));
+            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc)
+        }
+
+        /// `out[t] = sum_b d_w d_x (sum_i n[i] q[i] - 8 sum_i q[i])` for each of `N` vectors.
+        ///
+        /// # Safety
+        /// The module's features available; `row.len() == 18 * xs[t].len()` for every `t`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q4_0_n<const N: usize>(
+            row: &[u8],
+            xs: &[&[BlockQ8]; N],
+            out: &mut [f32],
+        ) {
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+            let mut bias = [0f32; N];
+            let p = row.as_ptr();
+            let nb = row.len() / 18;
+            let mut i = 0;
+            while i + 2 <= nb {
+                let (b0, b1) = (p.add(i * 18), p.add(i * 18 + 18));
+                let (n0, n1) = (unpack_nibbles(b0.add(2)), unpack_nibbles(b1.add(2)));
+                let (w0, w1) = (f16_ptr(b0), f16_ptr(b1));
+                for t in 0..N {
+                    let x = xs[t];
+                    acc0[t] = q4_unpacked(n0, &x[i], w0 * x[i].d, acc0[t]);
+                    acc1[t] = q4_unpacked(n1, &x[i + 1], w1 * x[i + 1].d, acc1[t]);
+                    bias[t] += 8.0 * (w0 * x[i].s + w1 * x[i + 1].s);
+                }
+                i += 2;
+            }
+            if i < nb {
+                let b = p.add(i * 18);
+                let (n0, w0) = (unpack_nibbles(b.add(2)), f16_ptr(b));
+                for t in 0..N {
+                    let x = xs[t];
+                    acc0[t] = q4_unpacked(n0, &x[i], w0 * x[i].d, acc0[t]);
+                    bias[t] += 8.0 * w0 * x[i].s;
+                }
+            }
+            for t in 0..N {
+                out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) - bias[t];
+            }
+        }
+
+        /// `out[t] = sum_b (d_w d_x sum_i n[i] q[i] + m d_x sum_i q[i])` for each of `N` vectors.
+        ///
+        /// # Safety
+        /// The module's features available; `row.len() == 20 * xs[t].len()` for every `t`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q4_1_n<const N: usize>(
+            row: &[u8],
+            xs: &[&[BlockQ8]; N],
+            out: &mut [f32],
+        ) {
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+            let (mut off0, mut off1) = ([0f32; N], [0f32; N]);
+            let p = row.as_ptr();
+            let nb = row.len() / 20;
+            let mut i = 0;
+            while i + 2 <= nb {
+                let (b0, b1) = (p.add(i * 20), p.add(i * 20 + 20));
+                let (n0, n1) = (unpack_nibbles(b0.add(4)), unpack_nibbles(b1.add(4)));
+                let (d0, d1) = (f16_ptr(b0), f16_ptr(b1));
+                let (m0, m1) = (f16_ptr(b0.add(2)), f16_ptr(b1.add(2)));
+                for t in 0..N {
+                    let x = xs[t];
+                    acc0[t] = q4_unpacked(n0, &x[i], d0 * x[i].d, acc0[t]);
+                    acc1[t] = q4_unpacked(n1, &x[i + 1], d1 * x[i + 1].d, acc1[t]);
+                    off0[t] += m0 * x[i].s;
+                    off1[t] += m1 * x[i + 1].s;
+                }
+                i += 2;
+            }
+            if i < nb {
+                let b = p.add(i * 20);
+                let (n0, d0, m0) = (unpack_nibbles(b.add(4)), f16_ptr(b), f16_ptr(b.add(2)));
+                for t in 0..N {
+                    let x = xs[t];
+                    acc0[t] = q4_unpacked(n0, &x[i], d0 * x[i].d, acc0[t]);
+                    off0[t] += m0 * x[i].s;
+                }
+            }
+            for t in 0..N {
+                out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + off0[t] + off1[t];
+            }
+        }
+
+        /// `out[t] = sum_b d_w d_x sum_i w[i] q[i]` for each of `N` vectors.
+        ///
+        /// # Safety
+        /// The module's features available; `row.len() == 34 * xs[t].len()` for every `t`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q8_0_n<const N: usize>(
+            row: &[u8],
+            xs: &[&[BlockQ8]; N],
+            out: &mut [f32],
+        ) {
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+            let p = row.as_ptr();
+            let nb = row.len() / 34;
+            let load = |b: *const u8| {
+                let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+                (w, _mm256_sign_epi8(w, w), f16_ptr(b))
+            };
+            let mut i = 0;
+            while i + 2 <= nb {
+                let ((w0, a0, d0), (w1, a1, d1)) = (load(p.add(i * 34)), load(p.add(i * 34 + 34)));
+                for t in 0..N {
+                    let x = xs[t];
+                    acc0[t] = q8_loaded(w0, a0, d0, &x[i], acc0[t]);
+                    acc1[t] = q8_loaded(w1, a1, d1, &x[i + 1], acc1[t]);
+                }
+                i += 2;
+            }
+            if i < nb {
+                let (w0, a0, d0) = load(p.add(i * 34));
+                for t in 0..N {
+                    acc0[t] = q8_loaded(w0, a0, d0, &xs[t][i], acc0[t]);
+                }
+            }
+            for t in 0..N {
+                out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
+            }
+        }
+    };
+}
+
 /// AVX2 + FMA kernels (x86_64). Callers must check [`simd_available`] and the lengths.
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
@@ -252,17 +456,18 @@ pub mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub(super) unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
     }
 
-    /// Eight i32 partial sums of `u[i] * s[i]` (u: unsigned bytes <= 255, s: signed bytes).
+    /// Eight i32 sums of four adjacent `u[i] * s[i]` (u: unsigned bytes, s: signed bytes;
+    /// the pairs must fit i16, as ours do: `|n q| <= 15 * 127`, `|w q| <= 128 * 127`).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+    unsafe fn idot(u: __m256i, s: __m256i) -> __m256i {
         let pairs = _mm256_maddubs_epi16(u, s); // i16: |u0 s0 + u1 s1| <= 2 * 128 * 128 fits for our ranges
         _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
     }
@@ -270,7 +475,7 @@ pub mod avx2 {
     /// The 32 nibbles of a 4-bit block as bytes in element order (low lane 0..16, high 16..32).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn unpack_nibbles(qs: *const u8) -> __m256i {
+    pub(super) unsafe fn unpack_nibbles(qs: *const u8) -> __m256i {
         // SAFETY (caller): `qs` points at 16 readable bytes.
         let raw = _mm_loadu_si128(qs as *const __m128i);
         let both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
@@ -280,225 +485,13 @@ pub mod avx2 {
     /// The f16 at `p` (unaligned, little-endian), converted by the F16C unit.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16_ptr(p: *const u8) -> f32 {
+    pub(super) unsafe fn f16_ptr(p: *const u8) -> f32 {
         // SAFETY (caller): `p` points at 2 readable bytes.
         let bits = (p as *const u16).read_unaligned();
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
 
-    /// `d * sum_i n[i] q[i]` for one 4-bit block at `qs` (nibbles) and activation block `a`,
-    /// as eight f32 lanes added to `acc`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_block(qs: *const u8, a: &BlockQ8, d: f32, acc: __m256) -> __m256 {
-        q4_unpacked(unpack_nibbles(qs), a, d, acc)
-    }
-
-    /// [`q4_block`] with the nibbles already unpacked (shared by several activation vectors).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_unpacked(n: __m256i, a: &BlockQ8, d: f32, acc: __m256) -> __m256 {
-        let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-        let p = _mm256_cvtepi32_ps(dot_u8_i8(n, q));
-        _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc)
-    }
-
-    /// # Safety
-    /// AVX2/FMA/F16C available; `row.len() == 18 * x.len()`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_0(row: &[u8], x: &[BlockQ8]) -> f32 {
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut bias = 0f32;
-        let p = row.as_ptr();
-        let mut i = 0;
-        while i + 2 <= x.len() {
-            let (b0, b1) = (p.add(i * 18), p.add(i * 18 + 18));
-            let (d0, d1) = (f16_ptr(b0) * x[i].d, f16_ptr(b1) * x[i + 1].d);
-            acc0 = q4_block(b0.add(2), &x[i], d0, acc0);
-            acc1 = q4_block(b1.add(2), &x[i + 1], d1, acc1);
-            bias += 8.0 * (f16_ptr(b0) * x[i].s + f16_ptr(b1) * x[i + 1].s);
-            i += 2;
-        }
-        if i < x.len() {
-            let b = p.add(i * 18);
-            acc0 = q4_block(b.add(2), &x[i], f16_ptr(b) * x[i].d, acc0);
-            bias += 8.0 * f16_ptr(b) * x[i].s;
-        }
-        hsum(_mm256_add_ps(acc0, acc1)) - bias
-    }
-
-    /// # Safety
-    /// AVX2/FMA/F16C available; `row.len() == 20 * x.len()`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_1(row: &[u8], x: &[BlockQ8]) -> f32 {
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut off0, mut off1) = (0f32, 0f32);
-        let p = row.as_ptr();
-        let mut i = 0;
-        while i + 2 <= x.len() {
-            let (b0, b1) = (p.add(i * 20), p.add(i * 20 + 20));
-            acc0 = q4_block(b0.add(4), &x[i], f16_ptr(b0) * x[i].d, acc0);
-            acc1 = q4_block(b1.add(4), &x[i + 1], f16_ptr(b1) * x[i + 1].d, acc1);
-            off0 += f16_ptr(b0.add(2)) * x[i].s;
-            off1 += f16_ptr(b1.add(2)) * x[i + 1].s;
-            i += 2;
-        }
-        if i < x.len() {
-            let b = p.add(i * 20);
-            acc0 = q4_block(b.add(4), &x[i], f16_ptr(b) * x[i].d, acc0);
-            off0 += f16_ptr(b.add(2)) * x[i].s;
-        }
-        hsum(_mm256_add_ps(acc0, acc1)) + off0 + off1
-    }
-
-    /// `d * sum_i w[i] q[i]` for one Q8_0 block at `b`, as eight lanes added to `acc`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_block(b: *const u8, a: &BlockQ8, acc: __m256) -> __m256 {
-        let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
-        q8_loaded(w, _mm256_sign_epi8(w, w), f16_ptr(b), a, acc)
-    }
-
-    /// [`q8_block`] with the weights `w`, their magnitudes and scale `dw` already loaded.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_loaded(w: __m256i, w_abs: __m256i, dw: f32, a: &BlockQ8, acc: __m256) -> __m256 {
-        let d = dw * a.d;
-        let q = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-        // |w| * (q * sign(w)) = w * q, with |w| unsigned as maddubs wants.
-        let p = dot_u8_i8(w_abs, _mm256_sign_epi8(q, w));
-        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc)
-    }
-
-    /// # Safety
-    /// AVX2/FMA/F16C available; `row.len() == 34 * x.len()`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q8_0(row: &[u8], x: &[BlockQ8]) -> f32 {
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let p = row.as_ptr();
-        let mut i = 0;
-        while i + 2 <= x.len() {
-            acc0 = q8_block(p.add(i * 34), &x[i], acc0);
-            acc1 = q8_block(p.add(i * 34 + 34), &x[i + 1], acc1);
-            i += 2;
-        }
-        if i < x.len() {
-            acc0 = q8_block(p.add(i * 34), &x[i], acc0);
-        }
-        hsum(_mm256_add_ps(acc0, acc1))
-    }
-
-    /// `out[t] = dot_q4_0(row, xs[t])` for `N` activation vectors at once: each weight block is
-    /// unpacked once for all of them, and every result is bitwise the single-vector one (the
-    /// same operations in the same order per vector).
-    ///
-    /// # Safety
-    /// AVX2/FMA/F16C available; `row.len() == 18 * xs[t].len()` for every `t`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_0_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
-        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
-        let mut bias = [0f32; N];
-        let p = row.as_ptr();
-        let nb = row.len() / 18;
-        let mut i = 0;
-        while i + 2 <= nb {
-            let (b0, b1) = (p.add(i * 18), p.add(i * 18 + 18));
-            let (n0, n1) = (unpack_nibbles(b0.add(2)), unpack_nibbles(b1.add(2)));
-            let (w0, w1) = (f16_ptr(b0), f16_ptr(b1));
-            for t in 0..N {
-                let x = xs[t];
-                acc0[t] = q4_unpacked(n0, &x[i], w0 * x[i].d, acc0[t]);
-                acc1[t] = q4_unpacked(n1, &x[i + 1], w1 * x[i + 1].d, acc1[t]);
-                bias[t] += 8.0 * (w0 * x[i].s + w1 * x[i + 1].s);
-            }
-            i += 2;
-        }
-        if i < nb {
-            let b = p.add(i * 18);
-            let (n0, w0) = (unpack_nibbles(b.add(2)), f16_ptr(b));
-            for t in 0..N {
-                let x = xs[t];
-                acc0[t] = q4_unpacked(n0, &x[i], w0 * x[i].d, acc0[t]);
-                bias[t] += 8.0 * w0 * x[i].s;
-            }
-        }
-        for t in 0..N {
-            out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) - bias[t];
-        }
-    }
-
-    /// `out[t] = dot_q4_1(row, xs[t])` for `N` vectors at once (see [`dot_q4_0_n`]).
-    ///
-    /// # Safety
-    /// AVX2/FMA/F16C available; `row.len() == 20 * xs[t].len()` for every `t`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_1_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
-        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
-        let (mut off0, mut off1) = ([0f32; N], [0f32; N]);
-        let p = row.as_ptr();
-        let nb = row.len() / 20;
-        let mut i = 0;
-        while i + 2 <= nb {
-            let (b0, b1) = (p.add(i * 20), p.add(i * 20 + 20));
-            let (n0, n1) = (unpack_nibbles(b0.add(4)), unpack_nibbles(b1.add(4)));
-            let (d0, d1) = (f16_ptr(b0), f16_ptr(b1));
-            let (m0, m1) = (f16_ptr(b0.add(2)), f16_ptr(b1.add(2)));
-            for t in 0..N {
-                let x = xs[t];
-                acc0[t] = q4_unpacked(n0, &x[i], d0 * x[i].d, acc0[t]);
-                acc1[t] = q4_unpacked(n1, &x[i + 1], d1 * x[i + 1].d, acc1[t]);
-                off0[t] += m0 * x[i].s;
-                off1[t] += m1 * x[i + 1].s;
-            }
-            i += 2;
-        }
-        if i < nb {
-            let b = p.add(i * 20);
-            let (n0, d0, m0) = (unpack_nibbles(b.add(4)), f16_ptr(b), f16_ptr(b.add(2)));
-            for t in 0..N {
-                let x = xs[t];
-                acc0[t] = q4_unpacked(n0, &x[i], d0 * x[i].d, acc0[t]);
-                off0[t] += m0 * x[i].s;
-            }
-        }
-        for t in 0..N {
-            out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + off0[t] + off1[t];
-        }
-    }
-
-    /// `out[t] = dot_q8_0(row, xs[t])` for `N` vectors at once (see [`dot_q4_0_n`]).
-    ///
-    /// # Safety
-    /// AVX2/FMA/F16C available; `row.len() == 34 * xs[t].len()` for every `t`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q8_0_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
-        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
-        let p = row.as_ptr();
-        let nb = row.len() / 34;
-        let load = |b: *const u8| {
-            let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
-            (w, _mm256_sign_epi8(w, w), f16_ptr(b))
-        };
-        let mut i = 0;
-        while i + 2 <= nb {
-            let ((w0, a0, d0), (w1, a1, d1)) = (load(p.add(i * 34)), load(p.add(i * 34 + 34)));
-            for t in 0..N {
-                let x = xs[t];
-                acc0[t] = q8_loaded(w0, a0, d0, &x[i], acc0[t]);
-                acc1[t] = q8_loaded(w1, a1, d1, &x[i + 1], acc1[t]);
-            }
-            i += 2;
-        }
-        if i < nb {
-            let (w0, a0, d0) = load(p.add(i * 34));
-            for t in 0..N {
-                acc0[t] = q8_loaded(w0, a0, d0, &xs[t][i], acc0[t]);
-            }
-        }
-        for t in 0..N {
-            out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
-        }
-    }
+    block_kernels!("avx2,fma,f16c");
 
     /// # Safety
     /// AVX2/FMA available; `a.len() == b.len()`.
@@ -597,6 +590,24 @@ pub mod avx2 {
     }
 }
 
+/// The block kernels with AVX-512 VNNI's `vpdpbusd` (one instruction for the byte products and
+/// their sums; the same integers as AVX2's `maddubs` + `madd`, so the same results bitwise).
+/// Callers must check [`vnni_available`].
+#[cfg(target_arch = "x86_64")]
+pub mod vnni {
+    use super::avx2::{f16_ptr, hsum, unpack_nibbles};
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn idot(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    }
+
+    block_kernels!("avx2,fma,f16c,avx512vnni,avx512vl");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,25 +626,61 @@ mod tests {
             .collect()
     }
 
+    /// Where the CPU has AVX-512 VNNI, its kernels give bitwise the AVX2 kernels' results.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vnni_kernels_equal_avx2_kernels() {
+        if !vnni_available() {
+            eprintln!("no AVX-512 VNNI on this CPU: nothing to compare");
+            return;
+        }
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            for (seed, n) in [(5u32, 32usize), (6, 160), (7, 576)] {
+                let w = quantize(ty, &values(n, seed, 0.5));
+                let xq = quantize_q8_vec(&values(2 * n, seed + 1, 2.0));
+                let xs = [&xq[..n / QK], &xq[n / QK..]];
+                let (mut a, mut b) = ([0f32; 2], [0f32; 2]);
+                // SAFETY: AVX2/FMA/F16C and AVX-512 VNNI/VL detected; lengths match.
+                unsafe {
+                    match ty {
+                        GgmlType::Q4_0 => {
+                            avx2::dot_q4_0_n(&w, &xs, &mut a);
+                            vnni::dot_q4_0_n(&w, &xs, &mut b);
+                        }
+                        GgmlType::Q4_1 => {
+                            avx2::dot_q4_1_n(&w, &xs, &mut a);
+                            vnni::dot_q4_1_n(&w, &xs, &mut b);
+                        }
+                        _ => {
+                            avx2::dot_q8_0_n(&w, &xs, &mut a);
+                            vnni::dot_q8_0_n(&w, &xs, &mut b);
+                        }
+                    }
+                }
+                assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "{ty:?} n={n}");
+            }
+        }
+    }
+
     /// The several-vector product is bitwise the per-vector one, for every block type, odd
     /// and even block counts and every group size (1..=4 plus tails).
     #[test]
-    fn dot_q_tokens_is_bitwise_dot_q_per_vector() {
+    fn dot_q_rows_is_bitwise_dot_q_per_pair() {
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
             for (seed, n) in [(1u32, 32usize), (2, 96), (3, 576)] {
-                let w = quantize(ty, &values(n, seed, 0.5));
+                // Three rows back to back.
+                let w = quantize(ty, &values(3 * n, seed, 0.5));
                 for n_tok in 1..=9 {
                     let x = values(n * n_tok, seed + 7 * n_tok as u32, 2.0);
                     let xq = quantize_q8_vec(&x);
-                    let mut got = vec![0f32; n_tok];
-                    dot_q_tokens(ty, &w, &xq, &mut got);
-                    for (t, g) in got.iter().enumerate() {
-                        let want = dot_q(ty, &w, &xq[t * n / QK..(t + 1) * n / QK]);
-                        assert_eq!(
-                            g.to_bits(),
-                            want.to_bits(),
-                            "{ty:?} n={n} n_tok={n_tok} t={t}"
-                        );
+                    let mut got = vec![0f32; 3 * n_tok];
+                    dot_q_rows(ty, &w, &xq, n_tok, &mut got);
+                    for (i, g) in got.iter().enumerate() {
+                        let (r, t) = (i / n_tok, i % n_tok);
+                        let row = &w[r * w.len() / 3..(r + 1) * w.len() / 3];
+                        let want = dot_q(ty, row, &xq[t * n / QK..(t + 1) * n / QK]);
+                        let what = format!("{ty:?} n={n} n_tok={n_tok} r={r} t={t}");
+                        assert_eq!(g.to_bits(), want.to_bits(), "{what}");
                     }
                 }
             }

@@ -11,7 +11,7 @@
 //! - [`Precision::Exact`]: every row is dequantized to f32 on the fly and dotted with the f32
 //!   activations, accumulating in f32. The fast path is measured against this.
 
-use crate::dot::{dot_f32, dot_float_row, dot_q_tokens};
+use crate::dot::{dot_f32, dot_float_row, dot_q_rows};
 use crate::quant::{quantize_q8, BlockQ8};
 use model::quant::QK;
 use model::Tensor;
@@ -130,9 +130,10 @@ fn row_block(
     match precision {
         Precision::Fast if is_block_type(w) => {
             // Each weight row's blocks are decoded once for up to four tokens.
-            for (i, o) in rt.chunks_exact_mut(n_tok).enumerate() {
-                dot_q_tokens(w.ty, w.row_data(r0 + i), &xq[..n_tok * nb], o);
-            }
+            let n_rows = rt.len() / n_tok;
+            let rb = w.row_data(0).len();
+            let rows = &w.data[r0 * rb..(r0 + n_rows) * rb];
+            dot_q_rows(w.ty, rows, &xq[..n_tok * nb], n_tok, rt);
         }
         Precision::Fast => {
             for (i, o) in rt.chunks_exact_mut(n_tok).enumerate() {
