@@ -186,6 +186,50 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     portable::dot_f32(a, b)
 }
 
+/// Attention scores of one query head: `out[t] = scale * q . k_t` for the cached keys
+/// `k_t = keys[t * stride + off..][..q.len()]`, `t < out.len()`.
+pub fn scores_f32(q: &[f32], keys: &[f32], stride: usize, off: usize, scale: f32, out: &mut [f32]) {
+    if let Some(last) = out.len().checked_sub(1) {
+        assert!(
+            keys.len() >= last * stride + off + q.len(),
+            "scores_f32: keys too short"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: AVX2/FMA detected; every key row lies inside `keys` (checked above).
+        unsafe { avx2::scores_f32(q, keys, stride, off, scale, out) };
+        return;
+    }
+    for (t, o) in out.iter_mut().enumerate() {
+        *o = portable::dot_f32(q, &keys[t * stride + off..t * stride + off + q.len()]) * scale;
+    }
+}
+
+/// Weighted sum of cached value rows: `out = sum_t w[t] * v_t` with
+/// `v_t = values[t * stride + off..][..out.len()]`, `t < w.len()`.
+pub fn weighted_rows(w: &[f32], values: &[f32], stride: usize, off: usize, out: &mut [f32]) {
+    if let Some(last) = w.len().checked_sub(1) {
+        assert!(
+            values.len() >= last * stride + off + out.len(),
+            "weighted_rows: values too short"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: AVX2/FMA detected; every value row lies inside `values` (checked above).
+        unsafe { avx2::weighted_rows(w, values, stride, off, out) };
+        return;
+    }
+    out.fill(0.0);
+    for (t, &a) in w.iter().enumerate() {
+        let v = &values[t * stride + off..t * stride + off + out.len()];
+        for (o, &vv) in out.iter_mut().zip(v) {
+            *o += a * vv;
+        }
+    }
+}
+
 /// Straightforward loops: the fallback on every CPU, and the reference the SIMD code is
 /// tested against.
 pub mod portable {
@@ -493,6 +537,60 @@ pub mod avx2 {
 
     block_kernels!("avx2,fma,f16c");
 
+    /// See [`super::scores_f32`].
+    ///
+    /// # Safety
+    /// AVX2/FMA available; every key row lies inside `keys`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn scores_f32(
+        q: &[f32],
+        keys: &[f32],
+        stride: usize,
+        off: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        for (t, o) in out.iter_mut().enumerate() {
+            let k = keys.get_unchecked(t * stride + off..t * stride + off + q.len());
+            *o = dot_f32(q, k) * scale;
+        }
+    }
+
+    /// See [`super::weighted_rows`].
+    ///
+    /// # Safety
+    /// AVX2/FMA available; every value row lies inside `values`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weighted_rows(
+        w: &[f32],
+        values: &[f32],
+        stride: usize,
+        off: usize,
+        out: &mut [f32],
+    ) {
+        let n = out.len();
+        let body = n - n % 8;
+        out.fill(0.0);
+        let po = out.as_mut_ptr();
+        for (t, &a) in w.iter().enumerate() {
+            let pv = values.as_ptr().add(t * stride + off);
+            let av = _mm256_set1_ps(a);
+            let mut j = 0;
+            while j < body {
+                let o = _mm256_loadu_ps(po.add(j));
+                _mm256_storeu_ps(
+                    po.add(j),
+                    _mm256_fmadd_ps(av, _mm256_loadu_ps(pv.add(j)), o),
+                );
+                j += 8;
+            }
+            while j < n {
+                *po.add(j) += a * *pv.add(j);
+                j += 1;
+            }
+        }
+    }
+
     /// # Safety
     /// AVX2/FMA available; `a.len() == b.len()`.
     #[target_feature(enable = "avx2,fma")]
@@ -624,6 +722,37 @@ mod tests {
                 ((s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale
             })
             .collect()
+    }
+
+    /// The attention helpers (SIMD where available) against plain loops, for head sizes with
+    /// and without a tail and a row stride wider than a head.
+    #[test]
+    fn attention_helpers_match_plain_loops() {
+        for (hd, n_pos) in [(64usize, 1usize), (64, 37), (20, 5), (7, 3)] {
+            let stride = 3 * hd + 5;
+            let keys = values(n_pos * stride + hd, 11, 1.0);
+            let q = values(hd, 12, 1.0);
+            let mut got = vec![0f32; n_pos];
+            scores_f32(&q, &keys, stride, hd + 2, 0.125, &mut got);
+            for (t, g) in got.iter().enumerate() {
+                let k = &keys[t * stride + hd + 2..t * stride + 2 * hd + 2];
+                let want: f32 = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * 0.125;
+                assert!(
+                    (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "scores {hd} {t}"
+                );
+            }
+            let w = values(n_pos, 13, 1.0);
+            let mut out = vec![1f32; hd];
+            weighted_rows(&w, &keys, stride, 3, &mut out);
+            for (j, o) in out.iter().enumerate() {
+                let want: f32 = (0..n_pos).map(|t| w[t] * keys[t * stride + 3 + j]).sum();
+                assert!(
+                    (o - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "rows {hd} {j}"
+                );
+            }
+        }
     }
 
     /// Where the CPU has AVX-512 VNNI, its kernels give bitwise the AVX2 kernels' results.

@@ -1,6 +1,6 @@
 //! The non-matmul pieces of a Llama block, one function per idea, all in f32.
 
-use crate::dot::dot_f32;
+use crate::dot::{scores_f32, weighted_rows};
 
 /// RMSNorm (Zhang & Sennrich 2019): `out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]`.
 /// Shapes: `x, w, out: [dim]`.
@@ -84,22 +84,10 @@ pub fn attention_head(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let head_dim = q.len();
-    let n_pos = scores.len();
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    for (t, s) in scores.iter_mut().enumerate() {
-        let k = &k_cache[t * kv_dim + kv_off..t * kv_dim + kv_off + head_dim];
-        *s = dot_f32(q, k) * scale;
-    }
+    let scale = 1.0 / (q.len() as f32).sqrt();
+    scores_f32(q, k_cache, kv_dim, kv_off, scale, scores);
     softmax(scores);
-    out.fill(0.0);
-    for t in 0..n_pos {
-        let v = &v_cache[t * kv_dim + kv_off..t * kv_dim + kv_off + head_dim];
-        let a = scores[t];
-        for (o, &vv) in out.iter_mut().zip(v) {
-            *o += a * vv;
-        }
-    }
+    weighted_rows(scores, v_cache, kv_dim, kv_off, out);
 }
 
 /// Grouped-query attention (Ainslie et al. 2023) for one query position: query head `h` reads
@@ -172,7 +160,7 @@ mod tests {
             let (mut a, mut b) = (q, k);
             rope(&mut a, 4, m, 10000.0);
             rope(&mut b, 4, n, 10000.0);
-            dot_f32(&a, &b)
+            crate::dot::dot_f32(&a, &b)
         };
         assert!(close(dot_at(7, 3), dot_at(14, 10), 1e-5));
         let mut a = q;
