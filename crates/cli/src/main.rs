@@ -278,13 +278,17 @@ struct BenchArgs {
     /// Numerics of `--backend ane-sim`.
     #[arg(long = "sim-precision", value_enum, default_value_t = SimPrecision::Fp16)]
     sim_precision: SimPrecision,
-    #[arg(long = "prompt-tokens", value_name = "N", default_value_t = 64)]
-    prompt_tokens: usize,
-    #[arg(long = "gen-tokens", value_name = "N", default_value_t = 32)]
+    /// Prompt tokens of the prefill test (`ppN`; default 512, or what the context leaves).
+    #[arg(long = "prompt-tokens", value_name = "N")]
+    prompt_tokens: Option<usize>,
+    /// Decode steps of the generation test (`tgN`).
+    #[arg(long = "gen-tokens", value_name = "N", default_value_t = 128)]
     gen_tokens: usize,
+    /// Unmeasured runs before the measured ones.
     #[arg(long, value_name = "N", default_value_t = 1)]
     warmup: usize,
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    /// Measured runs (the table shows mean ± standard deviation over them).
+    #[arg(long, value_name = "N", default_value_t = 5)]
     repeats: usize,
     #[arg(long)]
     json: bool,
@@ -542,13 +546,7 @@ fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
-    let opts = engine::bench::BenchOptions {
-        prompt_tokens: a.prompt_tokens,
-        gen_tokens: a.gen_tokens,
-        warmup: a.warmup,
-        repeats: a.repeats,
-    };
-    if opts.prompt_tokens == 0 || opts.repeats == 0 {
+    if a.prompt_tokens == Some(0) || a.repeats == 0 {
         bail!("--prompt-tokens and --repeats must be at least 1");
     }
     let threads = load::resolve_threads(a.threads);
@@ -558,55 +556,124 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         threads,
         sim_precision: a.sim_precision,
     };
-    let report = if let Some(seed) = a.synthetic {
+    // pp512 unless asked otherwise, or what the model's context leaves after tgN.
+    let options = |ctx: usize| engine::bench::BenchOptions {
+        prompt_tokens: a
+            .prompt_tokens
+            .unwrap_or_else(|| 512.min(ctx.saturating_sub(a.gen_tokens)).max(1)),
+        gen_tokens: a.gen_tokens,
+        warmup: a.warmup,
+        repeats: a.repeats,
+    };
+    let (report, size) = if let Some(seed) = a.synthetic {
         let cfg = model::LlamaConfig::synthetic();
         let synth = model::synthetic::SyntheticModel::new(cfg.clone(), seed, model::GgmlType::F32);
         let weights = model::LlamaWeights::from_source(&synth, cfg)?;
+        let size = ModelSize::of(&weights);
+        let opts = options(weights.config.context_length);
         let mut backend = load::make_backend(weights, spec)?;
-        engine::bench::run_bench(
-            backend.as_mut(),
-            &format!("synthetic:{seed}"),
-            threads,
-            &opts,
-        )?
+        let name = format!("synthetic:{seed}");
+        let r = engine::bench::run_bench(backend.as_mut(), &name, threads, &opts)?;
+        (r, size)
     } else {
         let (gguf, name) = load::open_model_file(a.model.as_deref())?;
         let weights = model::LlamaWeights::from_gguf(&gguf)?;
+        let size = ModelSize::of(&weights);
+        let opts = options(weights.config.context_length);
         let mut backend = load::make_backend(weights, spec)?;
-        engine::bench::run_bench(backend.as_mut(), &name, threads, &opts)?
+        let r = engine::bench::run_bench(backend.as_mut(), &name, threads, &opts)?;
+        (r, size)
     };
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("model            {}", report.model);
-        println!(
-            "backend          {} ({} threads)",
-            report.backend, report.threads
-        );
-        println!(
-            "decode           {:.2} ms/token median (min {:.2}, max {:.2}) over {} repeats of {} tokens",
-            report.decode_ms_per_token,
-            report.decode_ms_per_token_min,
-            report.decode_ms_per_token_max,
-            report.repeats,
-            report.gen_tokens
-        );
-        println!(
-            "prefill          {:.1} tokens/s ({} tokens)",
-            report.prefill_tokens_per_s, report.prompt_tokens
-        );
-        if let Some(r) = report.peak_rss_mb {
-            println!("peak RSS         {r:.1} MiB");
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("model_bytes".into(), size.bytes.into());
+            o.insert("params".into(), size.params.into());
         }
-        if let Some(d) = report.dispatches_per_token {
-            println!("dispatches/token {d:.2}");
-        }
-        if let Some(p) = report.predicted_ane_ms_per_token {
-            println!(
-                "predicted ANE    {p:.3} ms/token (cost-model prediction for {}, not a measurement)",
-                report.chip_profile.as_deref().unwrap_or("?")
-            );
-        }
+        println!("{v}");
+        return Ok(());
+    }
+    print_bench_table(&report, &size);
+    if let Some(r) = report.peak_rss_mb {
+        println!("\npeak RSS         {r:.1} MiB");
+    }
+    if let Some(d) = report.dispatches_per_token {
+        println!("dispatches/token {d:.2}");
+    }
+    if let Some(p) = report.predicted_ane_ms_per_token {
+        println!(
+            "predicted ANE    {p:.3} ms/token (cost-model prediction for {}, not a measurement)",
+            report.chip_profile.as_deref().unwrap_or("?")
+        );
     }
     Ok(())
+}
+
+/// Parameter count and bytes of a model's weights (the tied classifier counted once).
+struct ModelSize {
+    params: u64,
+    bytes: u64,
+}
+
+impl ModelSize {
+    fn of(w: &model::LlamaWeights) -> Self {
+        let mut tensors = vec![&w.token_embd, &w.output_norm];
+        if w.output.name != w.token_embd.name {
+            tensors.push(&w.output);
+        }
+        for l in &w.layers {
+            tensors.extend([
+                &l.attn_norm,
+                &l.wq,
+                &l.wk,
+                &l.wv,
+                &l.wo,
+                &l.ffn_norm,
+                &l.w_gate,
+                &l.w_up,
+                &l.w_down,
+            ]);
+        }
+        Self {
+            params: tensors.iter().map(|t| (t.rows * t.cols) as u64).sum(),
+            bytes: tensors.iter().map(|t| t.data.len() as u64).sum(),
+        }
+    }
+}
+
+/// The llama-bench table: one row for the prefill test and one for the decode test.
+fn print_bench_table(r: &engine::bench::BenchReport, size: &ModelSize) {
+    let rows = [
+        (
+            format!("pp{}", r.prompt_tokens),
+            r.prefill_tokens_per_s_mean,
+            r.prefill_tokens_per_s_std,
+        ),
+        (
+            format!("tg{}", r.gen_tokens),
+            r.decode_tokens_per_s_mean,
+            r.decode_tokens_per_s_std,
+        ),
+    ];
+    let w = r.model.len().max(5);
+    println!(
+        "| {:<w$} | {:>10} | {:>10} | {:<9} | {:>7} | {:>6} | {:>18} |",
+        "model", "size", "params", "backend", "threads", "test", "t/s"
+    );
+    println!(
+        "| {:-<w$} | {:->10} | {:->10} | {:-<9} | {:->7} | {:->6} | {:->18} |",
+        ":", ":", ":", ":", ":", ":", ":"
+    );
+    for (test, mean, std) in rows {
+        println!(
+            "| {:<w$} | {:>6.2} MiB | {:>8.2} M | {:<9} | {:>7} | {:>6} | {:>18} |",
+            r.model,
+            size.bytes as f64 / (1024.0 * 1024.0),
+            size.params as f64 / 1e6,
+            r.backend,
+            r.threads,
+            test,
+            format!("{mean:.2} ± {std:.2}"),
+        );
+    }
 }

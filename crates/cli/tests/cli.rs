@@ -430,6 +430,12 @@ fn bench_json_has_the_documented_keys() {
         "decode_ms_per_token_min",
         "decode_ms_per_token_max",
         "prefill_tokens_per_s",
+        "prefill_tokens_per_s_mean",
+        "prefill_tokens_per_s_std",
+        "decode_tokens_per_s_mean",
+        "decode_tokens_per_s_std",
+        "model_bytes",
+        "params",
         "peak_rss_mb",
         "threads",
         "backend",
@@ -440,6 +446,48 @@ fn bench_json_has_the_documented_keys() {
     assert_eq!(v["threads"], 1);
     assert_eq!(v["backend"], "cpu");
     assert!(v["decode_ms_per_token_min"].as_f64() <= v["decode_ms_per_token"].as_f64());
+    // The tiny model: 300 x 32 embedding and classifier (untied), one layer of 32/16/64-wide
+    // products and two norms, the final norm.
+    let c = tiny_config();
+    let layer = 2 * c.dim * c.dim + 2 * 16 * c.dim + 3 * c.dim * c.ffn_dim + 2 * c.dim;
+    assert_eq!(v["params"], (2 * c.vocab_size * c.dim + c.dim + layer) as u64);
+}
+
+#[test]
+fn bench_prints_a_llama_bench_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "ok.gguf", &tiny_gguf());
+    let out = espresso(&[
+        "bench",
+        "-m",
+        p.to_str().unwrap(),
+        "--gen-tokens",
+        "3",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = s.lines().collect();
+    for col in [
+        "model", "size", "params", "backend", "threads", "test", "t/s",
+    ] {
+        assert!(lines[0].contains(col), "header lacks {col}: {s}");
+    }
+    // The context (16) leaves 13 prompt tokens after tg3.
+    assert!(
+        lines[2].contains("| ok.gguf") && lines[2].contains("pp13"),
+        "{s}"
+    );
+    assert!(lines[3].contains("tg3") && lines[3].contains(" ± "), "{s}");
 }
 
 #[test]

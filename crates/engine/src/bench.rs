@@ -6,6 +6,8 @@ use crate::sampler::argmax;
 use serde::Serialize;
 use std::time::Instant;
 
+/// What to run: a prefill of `prompt_tokens` (llama-bench's `pp`), then `gen_tokens` decode
+/// steps (`tg`), `warmup` times unmeasured and `repeats` times measured.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub prompt_tokens: usize,
@@ -28,6 +30,11 @@ pub struct BenchReport {
     pub decode_ms_per_token_min: f64,
     pub decode_ms_per_token_max: f64,
     pub prefill_tokens_per_s: f64,
+    /// Mean and standard deviation over repeats (llama-bench's `t/s ± sd`).
+    pub prefill_tokens_per_s_mean: f64,
+    pub prefill_tokens_per_s_std: f64,
+    pub decode_tokens_per_s_mean: f64,
+    pub decode_tokens_per_s_std: f64,
     pub peak_rss_mb: Option<f64>,
     /// Device dispatches per decode token (ANE backends).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +61,18 @@ pub fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Mean and sample standard deviation (0 for one value).
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -112,6 +131,9 @@ pub fn run_bench(
     let stats = backend.stats();
     let device = stats.compiles > 0 || stats.dispatches > 0;
     let per_token = |x: f64| x / decode_steps.max(1) as f64;
+    let (prefill_mean, prefill_std) = mean_std(&prefill);
+    let decode_tps: Vec<f64> = decode.iter().map(|ms| 1e3 / ms).collect();
+    let (decode_mean, decode_std) = mean_std(&decode_tps);
     Ok(BenchReport {
         model: model.to_string(),
         backend: backend.name(),
@@ -123,6 +145,10 @@ pub fn run_bench(
         decode_ms_per_token_max: decode.iter().cloned().fold(0.0, f64::max),
         decode_ms_per_token: median(&mut decode),
         prefill_tokens_per_s: median(&mut prefill),
+        prefill_tokens_per_s_mean: prefill_mean,
+        prefill_tokens_per_s_std: prefill_std,
+        decode_tokens_per_s_mean: decode_mean,
+        decode_tokens_per_s_std: decode_std,
         peak_rss_mb: peak_rss_mb(),
         dispatches_per_token: device.then(|| per_token(dispatches as f64)),
         compiles: device.then_some(stats.compiles),
