@@ -450,7 +450,10 @@ fn bench_json_has_the_documented_keys() {
     // products and two norms, the final norm.
     let c = tiny_config();
     let layer = 2 * c.dim * c.dim + 2 * 16 * c.dim + 3 * c.dim * c.ffn_dim + 2 * c.dim;
-    assert_eq!(v["params"], (2 * c.vocab_size * c.dim + c.dim + layer) as u64);
+    assert_eq!(
+        v["params"],
+        (2 * c.vocab_size * c.dim + c.dim + layer) as u64
+    );
 }
 
 #[test]

@@ -80,21 +80,21 @@ pub fn dot_q_rows(ty: GgmlType, rows: &[u8], xq: &[BlockQ8], n_tok: usize, out: 
         rows.len() / row_bytes.max(1) * n_tok,
         "dot_q_rows: output length"
     );
-    #[cfg(target_arch = "x86_64")]
-    if simd_available() && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
-        let vnni = vnni_available();
+    if block_kernel::<1>(ty).is_some() {
         for t0 in (0..n_tok).step_by(4) {
-            let xs = &xq[t0 * nb..];
-            let a = (ty, vnni, rows, row_bytes, xs, nb, n_tok, t0);
-            // SAFETY: AVX2/FMA/F16C detected above (VNNI used only when detected); shapes
-            // checked above.
-            unsafe {
-                match (n_tok - t0).min(4) {
-                    4 => simd_rows::<4>(a, out),
-                    3 => simd_rows::<3>(a, out),
-                    2 => simd_rows::<2>(a, out),
-                    _ => simd_rows::<1>(a, out),
-                }
+            let a = RowsArgs {
+                rows,
+                row_bytes,
+                xs: &xq[t0 * nb..],
+                nb,
+                n_tok,
+                t0,
+            };
+            match (n_tok - t0).min(4) {
+                4 => rows_with(block_kernel::<4>(ty), a, out),
+                3 => rows_with(block_kernel::<3>(ty), a, out),
+                2 => rows_with(block_kernel::<2>(ty), a, out),
+                _ => rows_with(block_kernel::<1>(ty), a, out),
             }
         }
         return;
@@ -104,48 +104,68 @@ pub fn dot_q_rows(ty: GgmlType, rows: &[u8], xq: &[BlockQ8], n_tok: usize, out: 
         .zip(out.chunks_exact_mut(n_tok))
     {
         for (x, o_t) in xq.chunks_exact(nb).zip(o.iter_mut()) {
-            *o_t = dot_q(ty, row, x);
+            *o_t = portable::dot_q(ty, row, x);
         }
     }
 }
 
-/// `(type, use VNNI, rows, row bytes, vectors from t0, blocks per row, n_tok, t0)`.
-#[cfg(target_arch = "x86_64")]
-type RowsArgs<'a> = (
-    GgmlType,
-    bool,
-    &'a [u8],
-    usize,
-    &'a [BlockQ8],
-    usize,
-    usize,
-    usize,
-);
+/// A SIMD block kernel: one weight row against `N` activation vectors.
+type Kernel<const N: usize> = unsafe fn(&[u8], &[&[BlockQ8]; N], &mut [f32]);
 
-/// Vectors `t0..t0 + N` (the first `N` in `xs`) against every row: `out[r][t0 + t]`.
-///
-/// # Safety
-/// AVX2/FMA/F16C available (and AVX-512 VNNI/VL when `vnni`); `xs` holds at least `N`
-/// vectors of `nb` blocks; `rows` holds whole rows of `row_bytes == nb * block bytes`; `out`
-/// is `[rows][n_tok]`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn simd_rows<const N: usize>(a: RowsArgs, out: &mut [f32]) {
-    let (ty, vnni, rows, row_bytes, xs, nb, n_tok, t0) = a;
-    let v: [&[BlockQ8]; N] = std::array::from_fn(|t| &xs[t * nb..(t + 1) * nb]);
-    let kernel: unsafe fn(&[u8], &[&[BlockQ8]; N], &mut [f32]) = match (ty, vnni) {
-        (GgmlType::Q4_0, false) => avx2::dot_q4_0_n::<N>,
-        (GgmlType::Q4_1, false) => avx2::dot_q4_1_n::<N>,
-        (_, false) => avx2::dot_q8_0_n::<N>,
-        (GgmlType::Q4_0, true) => vnni::dot_q4_0_n::<N>,
-        (GgmlType::Q4_1, true) => vnni::dot_q4_1_n::<N>,
-        (_, true) => vnni::dot_q8_0_n::<N>,
+/// The fastest kernel this CPU has for the block type `ty` and `N` vectors, if any. A kernel
+/// returned here may be called: the instructions it needs were detected.
+fn block_kernel<const N: usize>(ty: GgmlType) -> Option<Kernel<N>> {
+    if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        return Some(match (ty, vnni_available()) {
+            (GgmlType::Q4_0, false) => avx2::dot_q4_0_n::<N>,
+            (GgmlType::Q4_1, false) => avx2::dot_q4_1_n::<N>,
+            (_, false) => avx2::dot_q8_0_n::<N>,
+            (GgmlType::Q4_0, true) => vnni::dot_q4_0_n::<N>,
+            (GgmlType::Q4_1, true) => vnni::dot_q4_1_n::<N>,
+            (_, true) => vnni::dot_q8_0_n::<N>,
+        });
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        return Some(match ty {
+            GgmlType::Q4_0 => crate::neon::dot_q4_0_n::<N>,
+            GgmlType::Q4_1 => crate::neon::dot_q4_1_n::<N>,
+            _ => crate::neon::dot_q8_0_n::<N>,
+        });
+    }
+    None
+}
+
+/// Shapes of one [`rows_with`] call: rows back to back, the vectors from `t0` on.
+struct RowsArgs<'a> {
+    rows: &'a [u8],
+    row_bytes: usize,
+    xs: &'a [BlockQ8],
+    nb: usize,
+    n_tok: usize,
+    t0: usize,
+}
+
+/// Vectors `t0..t0 + N` (the first `N` in `a.xs`) against every row: `out[r][t0 + t]`.
+/// `out` is `[rows][n_tok]`; `kernel` comes from [`block_kernel`] (the caller checked that
+/// one exists for the type, so `None` does not occur).
+fn rows_with<const N: usize>(kernel: Option<Kernel<N>>, a: RowsArgs, out: &mut [f32]) {
+    let Some(kernel) = kernel else {
+        unreachable!("rows_with: no kernel for this type")
     };
-    for (row, o) in rows
-        .chunks_exact(row_bytes)
-        .zip(out.chunks_exact_mut(n_tok))
-    {
-        kernel(row, &v, &mut o[t0..]);
+    let v: [&[BlockQ8]; N] = std::array::from_fn(|t| &a.xs[t * a.nb..(t + 1) * a.nb]);
+    let rows_out = a
+        .rows
+        .chunks_exact(a.row_bytes)
+        .zip(out.chunks_exact_mut(a.n_tok));
+    for (row, o) in rows_out {
+        // SAFETY: `block_kernel` returns only kernels whose instructions were detected; each
+        // row holds `nb` blocks and each vector `nb` blocks (checked by `dot_q_rows`).
+        unsafe { kernel(row, &v, &mut o[a.t0..]) };
     }
 }
 
@@ -751,6 +771,33 @@ mod tests {
                     (o - want).abs() <= 1e-5 * (1.0 + want.abs()),
                     "rows {hd} {j}"
                 );
+            }
+        }
+    }
+
+    /// On aarch64 the NEON kernels are bitwise the portable ones (same float arithmetic, exact
+    /// integer sums), for every block type, block count and group size. Runs under
+    /// `qemu-aarch64` in CI.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_kernels_are_bitwise_portable() {
+        assert!(std::arch::is_aarch64_feature_detected!("neon"));
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            for (seed, n) in [(21u32, 32usize), (22, 96), (23, 576)] {
+                let w = quantize(ty, &values(n, seed, 0.7));
+                for n_tok in 1..=6 {
+                    let xq = quantize_q8_vec(&values(n * n_tok, seed + 1, 3.0));
+                    let mut got = vec![0f32; n_tok];
+                    dot_q_rows(ty, &w, &xq, n_tok, &mut got);
+                    for (t, g) in got.iter().enumerate() {
+                        let want = portable::dot_q(ty, &w, &xq[t * n / QK..(t + 1) * n / QK]);
+                        assert_eq!(
+                            g.to_bits(),
+                            want.to_bits(),
+                            "{ty:?} n={n} n_tok={n_tok} t={t}"
+                        );
+                    }
+                }
             }
         }
     }

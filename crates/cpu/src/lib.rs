@@ -2,7 +2,8 @@
 //!
 //! This crate owns the Llama forward pass on the CPU: the f32 building blocks ([`ops`]: RMSNorm,
 //! RoPE, softmax, SwiGLU, GQA attention), 8-bit activation quantization ([`quant`]), dot
-//! products on weights in their stored types with AVX2 and portable versions ([`dot`]), the
+//! products on weights in their stored types with AVX2, AVX-512 VNNI, NEON (`neon`, aarch64)
+//! and portable versions ([`dot`]), the
 //! multi-threaded (batched) matrix products built on them ([`matmul`]), and [`CpuBackend`], the
 //! [`engine::Backend`] that runs a model with either the fast quantized path or the exact
 //! (dequantize-on-the-fly, f32) reference path.
@@ -15,6 +16,8 @@
 pub mod backend;
 pub mod dot;
 pub mod matmul;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod ops;
 pub mod quant;
 pub mod train;
