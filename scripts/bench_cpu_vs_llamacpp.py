@@ -8,8 +8,10 @@ are stated in: decode ms/token ours / llama.cpp (lower is better; targets <= 0.8
 Q4_1, <= 1.0 for the seed shape and Q4_K_M) and prefill tokens/s ours / llama.cpp (higher is
 better; targets >= 1.2 for SmolLM2 Q4_1 pp128 and pp512, >= 1.0 for the seed shape).
 
-Usage: scripts/bench_cpu_vs_llamacpp.py [--threads 2] [--rounds 3] [--bin target/release/espresso]
-                                        [MODEL.gguf ...]   (default: the pulled SmolLM2 Q4_1)
+Usage: scripts/bench_cpu_vs_llamacpp.py [--threads 2] [--rounds 3] [--pp 128,512] [--gen 128]
+                                        [--bin target/release/espresso] [MODEL.gguf ...]
+       (default model: the pulled SmolLM2 Q4_1; the seed shape: `espresso export-synthetic 1
+       --dtype f16 seed_f16.gguf`, then `--pp 64 seed_f16.gguf`)
 Needs: pip install llama-cpp-python (on AVX-512 machines without AMX support, build it with
 CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF").
 """
@@ -68,13 +70,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bin", default="target/release/espresso")
     ap.add_argument("--gen", type=int, default=128)
+    ap.add_argument("--pp", default="128,512", help="prompt sizes, comma-separated (the seed "
+                    "shape's context of 256 takes 64: --pp 64)")
     args = ap.parse_args()
     models = args.models or [os.path.expanduser("~/.cache/espresso/models/SmolLM2-135M-Instruct.Q4_1.gguf")]
     for model in models:
         llm = Llama(model_path=model, n_threads=args.threads, n_threads_batch=args.threads,
                     n_ctx=1024, n_batch=512, logits_all=False, verbose=False)
         print(f"== {os.path.basename(model)}, {args.threads} threads")
-        for p in (128, 512):
+        for p in [int(x) for x in args.pp.split(",")]:
             pf_r, dec_r = [], []
             for r in range(args.rounds):
                 a_pf, a_dec = ours(args.bin, model, args.threads, p, args.gen)

@@ -137,13 +137,23 @@ impl<'a> CpuBackend<'a> {
         Ok(())
     }
 
-    fn mm(&self, w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) {
-        matmul(&self.pool, w, x, n, self.precision, out);
+    /// The precision of this pass's products: prefill passes let float weights use GEMM;
+    /// decode passes keep the per-row kernels, so a token's logits do not depend on how many
+    /// other sequences' tokens share the pass.
+    fn pass_precision(&self, prefill: bool) -> Precision {
+        match self.precision {
+            Precision::Fast if prefill => Precision::FastChunk,
+            p => p,
+        }
+    }
+
+    fn mm(&self, w: &Tensor, x: &[f32], n: usize, p: Precision, out: &mut [f32]) {
+        matmul(&self.pool, w, x, n, p, out);
     }
 
     /// Products sharing the input `x` (Q/K/V, gate/up) in one parallel region.
-    fn mm_shared(&self, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32], n: usize) {
-        matmuls(&self.pool, jobs, x, n, self.precision);
+    fn mm_shared(&self, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32], n: usize, p: Precision) {
+        matmuls(&self.pool, jobs, x, n, p);
     }
 
     /// Make slot `slot`'s cache hold at least `end` positions in every layer.
@@ -166,7 +176,8 @@ impl<'a> CpuBackend<'a> {
     /// one slot come in position order, so a row attends to the rows before it in the same
     /// pass (its keys/values are written to the cache before attention). Every row is computed
     /// exactly as it would be alone: the products, norms and attention are per row.
-    fn run_rows(&mut self, rows: &[Row]) -> Vec<f32> {
+    fn run_rows(&mut self, rows: &[Row], prefill: bool) -> Vec<f32> {
+        let p = self.pass_precision(prefill);
         let cfg = self.w.config.clone();
         let (d, kv, hd, ffn) = (cfg.dim, cfg.kv_dim(), cfg.head_dim, cfg.ffn_dim);
         let n = rows.len();
@@ -201,6 +212,7 @@ impl<'a> CpuBackend<'a> {
                 &mut [(&lw.wq, &mut q), (&lw.wk, &mut k), (&lw.wv, &mut v)],
                 &xb,
                 n,
+                p,
             );
             for (t, (c, s)) in angles.iter().enumerate() {
                 rope_apply(&mut q[t * d..(t + 1) * d], c, s);
@@ -227,15 +239,20 @@ impl<'a> CpuBackend<'a> {
                     attention_head(qh, kc, vc, kv, (h / group) * hd, &mut scores, out);
                 })
             });
-            self.mm(&lw.wo, &att, n, &mut o);
+            self.mm(&lw.wo, &att, n, p, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             // --- SwiGLU feed-forward ---
             for (o_t, x_t) in xb.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
                 rms_norm(o_t, x_t, ffn_norm, cfg.rms_eps);
             }
-            self.mm_shared(&mut [(&lw.w_gate, &mut gate), (&lw.w_up, &mut up)], &xb, n);
+            self.mm_shared(
+                &mut [(&lw.w_gate, &mut gate), (&lw.w_up, &mut up)],
+                &xb,
+                n,
+                p,
+            );
             swiglu(&mut gate, &up);
-            self.mm(&lw.w_down, &gate, n, &mut o);
+            self.mm(&lw.w_down, &gate, n, p, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         }
         for (o_t, x_t) in xb.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
@@ -262,10 +279,10 @@ impl<'a> CpuBackend<'a> {
     }
 
     /// Logits `[n][vocab]` of hidden states `h: [n][dim]`.
-    fn logits(&self, h: &[f32]) -> Vec<f32> {
+    fn logits(&self, h: &[f32], prefill: bool) -> Vec<f32> {
         let n = h.len() / self.w.config.dim;
         let mut out = vec![0f32; n * self.w.config.vocab_size];
-        self.mm(&self.w.output, h, n, &mut out);
+        self.mm(&self.w.output, h, n, self.pass_precision(prefill), &mut out);
         out
     }
 }
@@ -273,8 +290,8 @@ impl<'a> CpuBackend<'a> {
 impl Backend for CpuBackend<'_> {
     fn name(&self) -> String {
         match self.precision {
-            Precision::Fast => "cpu".into(),
             Precision::Exact => "cpu-exact".into(),
+            Precision::Fast | Precision::FastChunk => "cpu".into(),
         }
     }
 
@@ -296,8 +313,8 @@ impl Backend for CpuBackend<'_> {
             let mut out = Vec::with_capacity(tokens.len() * be.w.config.vocab_size);
             let rows: Vec<Row> = Self::rows(0, tokens, pos).collect();
             for chunk in rows.chunks(PREFILL_CHUNK) {
-                let h = be.run_rows(chunk);
-                out.extend(be.logits(&h));
+                let h = be.run_rows(chunk, true);
+                out.extend(be.logits(&h, true));
             }
             out
         }))
@@ -307,40 +324,47 @@ impl Backend for CpuBackend<'_> {
         usize::MAX
     }
 
-    /// All inputs' rows go through the layers together, [`PREFILL_CHUNK`] rows at a time, so a
-    /// decode step of several slots streams the weights once; the classifier then runs once
-    /// over the last row of every input.
+    /// Prompt pieces (inputs of several tokens) go through the layers together,
+    /// [`PREFILL_CHUNK`] rows at a time, with GEMM for float weights; then the single-token
+    /// inputs (decode steps of several slots) go through together with the per-row kernels,
+    /// so the weights are streamed once for all of them and each step's logits are bitwise
+    /// what it gets alone. The classifier runs once over the last row of every input.
     fn forward_batch(&mut self, inputs: &[SlotInput]) -> Result<Vec<f32>, BackendError> {
         check_slots(inputs, self.max_slots())?;
         for input in inputs {
             self.check(input.tokens, input.pos)?;
         }
         let d = self.w.config.dim;
-        let rows: Vec<Row> = inputs
-            .iter()
-            .flat_map(|s| Self::rows(s.slot, s.tokens, s.pos))
-            .collect();
-        // Index (in `rows`) of each input's last row.
-        let lasts: Vec<usize> = inputs
-            .iter()
-            .scan(0, |end, s| {
-                *end += s.tokens.len();
-                Some(*end - 1)
-            })
-            .collect();
+        // (rows of the group, index of each input's last row in it, whether it is prefill)
+        let mut groups: Vec<(Vec<Row>, Vec<(usize, usize)>, bool)> = Vec::new();
+        for prefill in [true, false] {
+            let mut rows = Vec::new();
+            let mut lasts = Vec::new();
+            for (j, s) in inputs.iter().enumerate() {
+                if (s.tokens.len() > 1) == prefill {
+                    rows.extend(Self::rows(s.slot, s.tokens, s.pos));
+                    lasts.push((j, rows.len() - 1));
+                }
+            }
+            if !rows.is_empty() {
+                groups.push((rows, lasts, prefill));
+            }
+        }
         Ok(self.in_pool(|be| {
-            let mut last = vec![0f32; lasts.len() * d];
-            for (ci, chunk) in rows.chunks(PREFILL_CHUNK).enumerate() {
-                let h = be.run_rows(chunk);
-                let base = ci * PREFILL_CHUNK;
-                for (j, &r) in lasts.iter().enumerate() {
-                    if (base..base + chunk.len()).contains(&r) {
-                        let hr = &h[(r - base) * d..(r - base + 1) * d];
-                        last[j * d..(j + 1) * d].copy_from_slice(hr);
+            let mut last = vec![0f32; inputs.len() * d];
+            for (rows, lasts, prefill) in &groups {
+                for (ci, chunk) in rows.chunks(PREFILL_CHUNK).enumerate() {
+                    let h = be.run_rows(chunk, *prefill);
+                    let base = ci * PREFILL_CHUNK;
+                    for &(j, r) in lasts {
+                        if (base..base + chunk.len()).contains(&r) {
+                            let hr = &h[(r - base) * d..(r - base + 1) * d];
+                            last[j * d..(j + 1) * d].copy_from_slice(hr);
+                        }
                     }
                 }
             }
-            be.logits(&last)
+            be.logits(&last, false)
         }))
     }
 }

@@ -21,9 +21,25 @@ use rayon::ThreadPool;
 /// How weight products are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
+    /// Quantized rows against 8-bit activation blocks, float rows against f32 activations,
+    /// one weight row at a time (each output is computed the same way whatever `n_tok` is).
     Fast,
+    /// [`Precision::Fast`] for a prefill chunk: float weights (F32/F16/BF16) go through a
+    /// packed, cache-blocked GEMM (the `gemm` crate) in panels of rows instead, which is far
+    /// faster for many tokens; quantized weights are unchanged.
+    FastChunk,
+    /// Every row dequantized to f32 and dotted in f32: the reference path.
     Exact,
 }
+
+/// Weight rows per GEMM task of [`Precision::FastChunk`] (converted to f32 per task).
+const GEMM_PANEL: usize = 64;
+
+/// Tokens per GEMM call of [`Precision::FastChunk`]: fewer are padded with zero rows. The GEMM's
+/// blocking (and so its rounding) depends on the matrix sizes; with every call the same size,
+/// a token's result depends only on its own activations, never on how many tokens share the
+/// chunk, and a prompt gives bitwise the same logits however it is cut into chunks.
+const GEMM_TOKENS: usize = 64;
 
 fn is_block_type(w: &Tensor) -> bool {
     w.ty.block_elems() == QK
@@ -63,6 +79,14 @@ pub fn matmuls(
         assert_eq!(x.len(), n_tok * cols, "matmul {}: input shape", w.name);
         assert_eq!(out.len(), n_tok * w.rows, "matmul {}: output shape", w.name);
     }
+    if precision == Precision::FastChunk && jobs.iter().all(|(w, _)| !is_block_type(w)) {
+        gemm_panels(pool, jobs, x, n_tok);
+        return;
+    }
+    let precision = match precision {
+        Precision::FastChunk => Precision::Fast,
+        p => p,
+    };
     // xq: [n_tok][cols / 32], when some weight is block-quantized and we are on the fast path.
     let nb = cols / QK;
     let mut xq = Vec::new();
@@ -114,6 +138,82 @@ pub fn matmuls(
     }
 }
 
+/// [`Precision::FastChunk`] for float weights: every job's rows in panels of [`GEMM_PANEL`],
+/// one task per panel on the pool, each converting its rows to f32 and multiplying them with
+/// all tokens in one single-threaded packed GEMM; the panels' results are then put in place.
+fn gemm_panels(pool: &ThreadPool, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32], n_tok: usize) {
+    // (job, first row, rows)
+    let panels: Vec<(usize, usize, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, (w, _))| {
+            (0..w.rows)
+                .step_by(GEMM_PANEL)
+                .map(move |r0| (j, r0, GEMM_PANEL.min(w.rows - r0)))
+        })
+        .collect();
+    let weights: Vec<&Tensor> = jobs.iter().map(|(w, _)| *w).collect();
+    let results: Vec<Vec<f32>> = pool.install(|| {
+        panels
+            .par_iter()
+            .map(|&(j, r0, nr)| gemm_panel(weights[j], r0, nr, x, n_tok))
+            .collect()
+    });
+    for (&(j, r0, nr), res) in panels.iter().zip(&results) {
+        let (w, out) = &mut jobs[j];
+        for (t, vals) in res.chunks_exact(nr).enumerate() {
+            out[t * w.rows + r0..t * w.rows + r0 + nr].copy_from_slice(vals);
+        }
+    }
+}
+
+/// `x · W[r0..r0 + nr]ᵀ` as `[n_tok][nr]`: the rows converted to f32, then packed GEMMs of
+/// [`GEMM_TOKENS`] tokens each (the last padded with zero rows).
+fn gemm_panel(w: &Tensor, r0: usize, nr: usize, x: &[f32], n_tok: usize) -> Vec<f32> {
+    let cols = w.cols;
+    let mut wf = vec![0f32; nr * cols]; // [nr][cols]
+    for (i, row) in wf.chunks_exact_mut(cols).enumerate() {
+        w.dequantize_row(r0 + i, row);
+    }
+    let mut out = Vec::with_capacity(n_tok * nr); // [n_tok][nr]
+    let mut xs = vec![0f32; GEMM_TOKENS * cols]; // one slab of tokens, zero-padded
+    let mut dst = vec![0f32; GEMM_TOKENS * nr];
+    for slab in x[..n_tok * cols].chunks(GEMM_TOKENS * cols) {
+        xs[..slab.len()].copy_from_slice(slab);
+        xs[slab.len()..].fill(0.0);
+        // dst (m = GEMM_TOKENS, n = nr) = xs (m × k = cols) · wfᵀ (k × n: element (c, r) at
+        // r * cols + c).
+        // SAFETY: f32 is a type `gemm` supports; with these sizes and strides every access
+        // stays inside `dst` (GEMM_TOKENS * nr), `xs` (GEMM_TOKENS * cols) and `wf`
+        // (nr * cols); `dst` is borrowed mutably and aliases nothing.
+        unsafe {
+            gemm::gemm(
+                GEMM_TOKENS,
+                nr,
+                cols,
+                dst.as_mut_ptr(),
+                1,
+                nr as isize,
+                false,
+                xs.as_ptr(),
+                1,
+                cols as isize,
+                wf.as_ptr(),
+                cols as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        out.extend_from_slice(&dst[..slab.len() / cols * nr]);
+    }
+    out
+}
+
 /// Rows `r0..r0 + rt.len() / n_tok` of `W x^T` into `rt: [rows][n_tok]`; each weight row is
 /// read once and dotted with every token.
 fn row_block(
@@ -128,14 +228,14 @@ fn row_block(
     let cols = w.cols;
     let nb = cols / QK;
     match precision {
-        Precision::Fast if is_block_type(w) => {
+        Precision::Fast | Precision::FastChunk if is_block_type(w) => {
             // Each weight row's blocks are decoded once for up to four tokens.
             let n_rows = rt.len() / n_tok;
             let rb = w.row_data(0).len();
             let rows = &w.data[r0 * rb..(r0 + n_rows) * rb];
             dot_q_rows(w.ty, rows, &xq[..n_tok * nb], n_tok, rt);
         }
-        Precision::Fast => {
+        Precision::Fast | Precision::FastChunk => {
             for (i, o) in rt.chunks_exact_mut(n_tok).enumerate() {
                 let row = w.row_data(r0 + i);
                 for (t, o_t) in o.iter_mut().enumerate() {
@@ -180,6 +280,44 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    /// The GEMM path of prefill chunks (float weights) agrees with the exact path, and a
+    /// token's result does not depend on how many tokens share the chunk (bitwise), so a
+    /// prompt gives the same logits however it is cut into chunks.
+    #[test]
+    fn gemm_chunks_match_exact_and_do_not_depend_on_the_chunk() {
+        let (rows, cols) = (150, 96);
+        let p = pool(2);
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            let bytes = quantize(ty, &values(rows * cols, 3));
+            let w = Tensor {
+                name: "w",
+                ty,
+                rows,
+                cols,
+                data: &bytes,
+            };
+            let n_tok = 70;
+            let x = values(n_tok * cols, 4);
+            let mut chunk = vec![0f32; n_tok * rows];
+            matmul(&p, &w, &x, n_tok, Precision::FastChunk, &mut chunk);
+            let mut exact = vec![0f32; n_tok * rows];
+            matmul(&p, &w, &x, n_tok, Precision::Exact, &mut exact);
+            for (a, b) in chunk.iter().zip(&exact) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{ty:?}: {a} vs {b}"
+                );
+            }
+            for m in [1usize, 2, 5, 17, 64] {
+                let mut part = vec![0f32; m * rows];
+                matmul(&p, &w, &x[..m * cols], m, Precision::FastChunk, &mut part);
+                for (i, (a, b)) in part.iter().zip(&chunk).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} m={m} element {i}");
+                }
+            }
+        }
     }
 
     /// Exact matmul equals a triple loop over the dequantized matrix; fast matmul stays within

@@ -349,8 +349,13 @@ fn pass(
             work.push((i, vec![next], pos, true));
         } else if budget > 0 {
             let rest = &a.prompt[a.prefilled..];
-            let take = rest.len().min(budget);
-            budget -= take;
+            let mut take = rest.len().min(budget.max(2));
+            // Never leave a single prompt token for later: a one-token input runs with the
+            // decode steps (a backend may compute those differently from a prompt chunk).
+            if rest.len() - take == 1 {
+                take += 1;
+            }
+            budget = budget.saturating_sub(take);
             work.push((i, rest[..take].to_vec(), a.prefilled, take == rest.len()));
         }
     }
