@@ -63,6 +63,14 @@ impl KvCache {
     }
 }
 
+/// The rows of a batched pass that run together: prompt pieces, or decode steps.
+struct RowGroup {
+    rows: Vec<Row>,
+    /// (input index, index of its last row in `rows`).
+    lasts: Vec<(usize, usize)>,
+    prefill: bool,
+}
+
 /// One token of some slot's sequence in a pass.
 #[derive(Debug, Clone, Copy)]
 struct Row {
@@ -335,8 +343,7 @@ impl Backend for CpuBackend<'_> {
             self.check(input.tokens, input.pos)?;
         }
         let d = self.w.config.dim;
-        // (rows of the group, index of each input's last row in it, whether it is prefill)
-        let mut groups: Vec<(Vec<Row>, Vec<(usize, usize)>, bool)> = Vec::new();
+        let mut groups: Vec<RowGroup> = Vec::new();
         for prefill in [true, false] {
             let mut rows = Vec::new();
             let mut lasts = Vec::new();
@@ -347,16 +354,20 @@ impl Backend for CpuBackend<'_> {
                 }
             }
             if !rows.is_empty() {
-                groups.push((rows, lasts, prefill));
+                groups.push(RowGroup {
+                    rows,
+                    lasts,
+                    prefill,
+                });
             }
         }
         Ok(self.in_pool(|be| {
             let mut last = vec![0f32; inputs.len() * d];
-            for (rows, lasts, prefill) in &groups {
-                for (ci, chunk) in rows.chunks(PREFILL_CHUNK).enumerate() {
-                    let h = be.run_rows(chunk, *prefill);
+            for g in &groups {
+                for (ci, chunk) in g.rows.chunks(PREFILL_CHUNK).enumerate() {
+                    let h = be.run_rows(chunk, g.prefill);
                     let base = ci * PREFILL_CHUNK;
-                    for &(j, r) in lasts {
+                    for &(j, r) in &g.lasts {
                         if (base..base + chunk.len()).contains(&r) {
                             let hr = &h[(r - base) * d..(r - base + 1) * d];
                             last[j * d..(j + 1) * d].copy_from_slice(hr);
