@@ -33,19 +33,44 @@ fn alone(be: &mut CpuBackend, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
 
 fn check(exact: bool) {
     let gguf = model_file();
-    let vocab = LlamaWeights::from_gguf(&gguf).expect("w").config.vocab_size;
+    check_with(&|| backend(&gguf, exact), exact);
+}
+
+/// A float (F16) model of the seed shape: its prompts go through the GEMM path.
+#[test]
+fn batched_logits_equal_running_alone_float_model() {
+    let cfg = model::LlamaConfig::synthetic();
+    let synth = model::synthetic::SyntheticModel::new(cfg.clone(), 3, model::GgmlType::F16);
+    let make = || {
+        let w = LlamaWeights::from_source(&synth, cfg.clone()).expect("weights");
+        CpuBackend::new(
+            w,
+            CpuOptions {
+                exact: false,
+                threads: 2,
+            },
+        )
+        .expect("backend")
+    };
+    check_with(&make, false);
+}
+
+fn check_with<'a>(make: &dyn Fn() -> CpuBackend<'a>, exact: bool) {
+    let vocab = make().config().vocab_size;
     // Prompts of different lengths (one longer than a 64-row chunk, so a chunk boundary falls
     // inside a sequence), all starting in the same pass.
     let prompts: Vec<Vec<u32>> = vec![
         (1..9).map(|i| 100 + i * 37).collect(),
         (0..70).map(|i| 200 + (i * 131) % 9000).collect(),
+        // A prompt whose last chunk is a single row.
+        (0..65).map(|i| 300 + (i * 17) % 5000).collect(),
         vec![1, 2, 3],
     ];
     let steps = 4;
-    let mut solo = backend(&gguf, exact);
+    let mut solo = make();
     let want: Vec<Vec<Vec<f32>>> = prompts.iter().map(|p| alone(&mut solo, p, steps)).collect();
 
-    let mut be = backend(&gguf, exact);
+    let mut be = make();
     // Slot 2 first decodes an unrelated sequence, so it is later rewound and reused.
     be.forward_batch(&[SlotInput {
         slot: 2,
@@ -53,7 +78,7 @@ fn check(exact: bool) {
         pos: 0,
     }])
     .expect("warm slot 2");
-    // Pass 1: sequences 0 and 2 prefill (slots 0 and 2); sequence 1 waits.
+    // Pass 1: sequences 0 and 2 prefill (slots 0 and 2); sequences 1 and 3 wait.
     let l = be
         .forward_batch(&[
             SlotInput {
@@ -69,15 +94,19 @@ fn check(exact: bool) {
         ])
         .expect("pass 1");
     assert_eq!(l.len(), 2 * vocab);
-    let mut got: Vec<Vec<Vec<f32>>> =
-        vec![vec![l[..vocab].to_vec()], vec![], vec![l[vocab..].to_vec()]];
-    // Pass 2: sequence 1 prefills in slot 1 beside the decode steps of 0 and 2.
-    // Then decode all three together until each has its `steps` tokens.
-    let mut pos = [prompts[0].len(), 0, prompts[2].len()];
+    let mut got: Vec<Vec<Vec<f32>>> = vec![
+        vec![l[..vocab].to_vec()],
+        vec![],
+        vec![l[vocab..].to_vec()],
+        vec![],
+    ];
+    // Pass 2: sequences 1 and 3 prefill in slots 1 and 3 beside the decode steps of 0 and 2.
+    // Then decode all four together until each has its `steps` tokens.
+    let mut pos = [prompts[0].len(), 0, prompts[2].len(), 0];
     loop {
         let mut inputs = Vec::new();
         let mut feeds: Vec<(usize, Vec<u32>)> = Vec::new();
-        for s in 0..3 {
+        for s in 0..4 {
             if got[s].is_empty() {
                 feeds.push((s, prompts[s].clone()));
             } else if got[s].len() <= steps {
