@@ -13,6 +13,7 @@ pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod gguf;
+pub mod kquant;
 pub mod quant;
 pub mod synthetic;
 pub mod tokenizer;
