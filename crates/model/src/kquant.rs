@@ -202,7 +202,9 @@ fn pack_nibbles_k(q: &[u8; QK_K]) -> [u8; 128] {
     qs
 }
 
-/// Quantize `x: [n * 256]` into `Q4_K` blocks `[n * 144]` (see [`quantize_scale_min_block`]).
+/// Quantize `x: [n * 256]` into `Q4_K` blocks `[n * 144]`: per 32-element sub-block, scale
+/// `(max - min) / 15` and min (at most 0) as 6-bit multiples of the f16 `d` / `dmin`. Simpler
+/// than ggml's `make_qkx2_quants` search; the format (and so decoding) is the same.
 pub fn quantize_q4_k(x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(x.len() / QK_K * Q4_K_BYTES);
     for blk in x.chunks_exact(QK_K) {
@@ -215,7 +217,7 @@ pub fn quantize_q4_k(x: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Quantize `x: [n * 256]` into `Q5_K` blocks `[n * 176]` (see [`quantize_scale_min_block`]).
+/// Quantize `x: [n * 256]` into `Q5_K` blocks `[n * 176]`: as [`quantize_q4_k`] with 32 levels.
 pub fn quantize_q5_k(x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(x.len() / QK_K * Q5_K_BYTES);
     for blk in x.chunks_exact(QK_K) {
