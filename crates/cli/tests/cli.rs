@@ -107,16 +107,34 @@ fn wrong_magic_is_a_clear_error() {
 fn unknown_tensor_type_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = tiny_gguf();
-    // The F32 output_norm's info: name, n_dims = 1, dim 32, then type 0 → 14 (Q6_K).
+    // The F32 output_norm's info: name, n_dims = 1, dim 32, then type 0 → 16 (IQ2_XXS).
+    let name = b"output_norm.weight\x01\0\0\0\x20\0\0\0\0\0\0\0\0\0\0\0";
+    let mut patched = name.to_vec();
+    let n = patched.len();
+    patched[n - 4] = 16;
+    replace_once(&mut b, name, &patched);
+    let p = write(dir.path(), "u.gguf", &b);
+    assert_fails_with(
+        &espresso(&["generate", "-m", p.to_str().unwrap(), "hi"]),
+        "unsupported type code 16",
+    );
+}
+
+/// A K-quant tensor whose rows are not whole 256-element blocks is refused at load.
+#[test]
+fn k_quant_rows_not_whole_blocks_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = tiny_gguf();
+    // output_norm (32 elements) claims Q6_K (14), whose blocks hold 256.
     let name = b"output_norm.weight\x01\0\0\0\x20\0\0\0\0\0\0\0\0\0\0\0";
     let mut patched = name.to_vec();
     let n = patched.len();
     patched[n - 4] = 14;
     replace_once(&mut b, name, &patched);
-    let p = write(dir.path(), "u.gguf", &b);
+    let p = write(dir.path(), "k.gguf", &b);
     assert_fails_with(
         &espresso(&["generate", "-m", p.to_str().unwrap(), "hi"]),
-        "unsupported type code 14",
+        "rows of 32 elements are not a whole number of Q6_K blocks (256)",
     );
 }
 

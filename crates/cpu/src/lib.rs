@@ -3,8 +3,9 @@
 //! This crate owns the Llama forward pass on the CPU: the f32 building blocks ([`ops`]: RMSNorm,
 //! RoPE, softmax, SwiGLU, GQA attention), 8-bit activation quantization ([`quant`]), dot
 //! products on weights in their stored types with AVX2, AVX-512 VNNI, NEON (`neon`, aarch64)
-//! and portable versions ([`dot`]), the
-//! multi-threaded (batched) matrix products built on them ([`matmul`]), and [`CpuBackend`], the
+//! and portable versions ([`dot`]), the multi-threaded (batched) matrix products built on them
+//! ([`matmul`]; types without an integer kernel yet, the K-quants and Q5_0/Q5_1, are
+//! dequantized row by row there), and [`CpuBackend`], the
 //! [`engine::Backend`] that runs a model with either the fast quantized path or the exact
 //! (dequantize-on-the-fly, f32) reference path.
 //!

@@ -10,11 +10,14 @@
 //!   ([`crate::quant::BlockQ8`]) in integer arithmetic; float rows with f32 activations.
 //! - [`Precision::Exact`]: every row is dequantized to f32 on the fly and dotted with the f32
 //!   activations, accumulating in f32. The fast path is measured against this.
+//!
+//! Types without an integer kernel yet (the K-quants `Q4_K`/`Q5_K`/`Q6_K`, and `Q5_0`/`Q5_1`)
+//! take the exact route on both paths: correct, not yet fast.
 
 use crate::dot::{dot_f32, dot_float_row, dot_q_rows};
 use crate::quant::{quantize_q8, BlockQ8};
 use model::quant::QK;
-use model::Tensor;
+use model::{GgmlType, Tensor};
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
@@ -41,8 +44,14 @@ const GEMM_PANEL: usize = 64;
 /// chunk, and a prompt gives bitwise the same logits however it is cut into chunks.
 const GEMM_TOKENS: usize = 64;
 
+/// Block types with integer kernels ([`dot_q_rows`]); their activations are quantized to 8 bits.
 fn is_block_type(w: &Tensor) -> bool {
-    w.ty.block_elems() == QK
+    matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+}
+
+/// Plain float rows, dotted directly with f32 activations ([`dot_float_row`]).
+fn is_float_type(w: &Tensor) -> bool {
+    w.ty.block_elems() == 1
 }
 
 /// Rows per rayon task: enough tasks to balance `threads`, at least a few rows each.
@@ -235,7 +244,7 @@ fn row_block(
             let rows = &w.data[r0 * rb..(r0 + n_rows) * rb];
             dot_q_rows(w.ty, rows, &xq[..n_tok * nb], n_tok, rt);
         }
-        Precision::Fast | Precision::FastChunk => {
+        Precision::Fast | Precision::FastChunk if is_float_type(w) => {
             for (i, o) in rt.chunks_exact_mut(n_tok).enumerate() {
                 let row = w.row_data(r0 + i);
                 for (t, o_t) in o.iter_mut().enumerate() {
@@ -243,7 +252,9 @@ fn row_block(
                 }
             }
         }
-        Precision::Exact => {
+        // Exact, and the fast path for types without a kernel yet (K-quants, Q5_0/Q5_1):
+        // each row is dequantized once and dotted with every token's f32 activations.
+        _ => {
             let mut wrow = vec![0f32; cols];
             for (i, o) in rt.chunks_exact_mut(n_tok).enumerate() {
                 w.dequantize_row(r0 + i, &mut wrow);
@@ -259,7 +270,6 @@ fn row_block(
 mod tests {
     use super::*;
     use model::quant::quantize;
-    use model::GgmlType;
 
     fn pool(n: usize) -> ThreadPool {
         rayon::ThreadPoolBuilder::new()
@@ -380,6 +390,65 @@ mod tests {
                     matmul(&p, &w, xt, 1, Precision::Fast, &mut single);
                     assert_eq!(&single[..], &fast[t * rows..(t + 1) * rows]);
                 }
+            }
+        }
+    }
+
+    /// Types without an integer kernel (K-quants, Q5_0/Q5_1): both paths equal the triple loop
+    /// over the dequantized matrix within f32 summation-order rounding, and equal each other
+    /// bitwise (they are the same dequantize-and-dot route); also when fused with a Q8_0 matrix,
+    /// whose integer path quantizes the shared activations.
+    #[test]
+    fn kernel_less_types_equal_dequantized_triple_loop() {
+        let (rows, cols, n_tok) = (19, 512, 3);
+        let x = values(n_tok * cols, 3);
+        let q8 = quantize(GgmlType::Q8_0, &values(5 * cols, 4));
+        let w8 = Tensor {
+            name: "q8",
+            ty: GgmlType::Q8_0,
+            rows: 5,
+            cols,
+            data: &q8,
+        };
+        for ty in [
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+        ] {
+            let data = quantize(ty, &values(rows * cols, 5));
+            let w = Tensor {
+                name: "w",
+                ty,
+                rows,
+                cols,
+                data: &data,
+            };
+            let wd = w.to_f32();
+            for threads in [1, 2] {
+                let p = pool(threads);
+                let mut outs = Vec::new();
+                for prec in [Precision::Exact, Precision::Fast] {
+                    let mut out = vec![0f32; n_tok * rows];
+                    let mut out8 = vec![0f32; n_tok * 5];
+                    matmuls(&p, &mut [(&w, &mut out), (&w8, &mut out8)], &x, n_tok, prec);
+                    for t in 0..n_tok {
+                        let xt = &x[t * cols..(t + 1) * cols];
+                        for r in 0..rows {
+                            let wr = &wd[r * cols..(r + 1) * cols];
+                            let naive: f32 = wr.iter().zip(xt).map(|(a, b)| a * b).sum();
+                            let mag: f32 = wr.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum();
+                            let got = out[t * rows + r];
+                            assert!(
+                                (got - naive).abs() <= mag * 1e-5,
+                                "{ty:?} {prec:?} t{t} r{r}: {got} vs {naive}"
+                            );
+                        }
+                    }
+                    outs.push(out);
+                }
+                assert_eq!(outs[0], outs[1], "{ty:?}: fast and exact differ");
             }
         }
     }

@@ -35,7 +35,7 @@ pub enum GgufError {
     },
     #[error("{}: corrupt: {msg}", .path.display())]
     Corrupt { path: PathBuf, msg: String },
-    #[error("{}: tensor '{tensor}' has unsupported type code {code} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)", .path.display())]
+    #[error("{}: tensor '{tensor}' has unsupported type code {code} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)", .path.display())]
     UnsupportedType {
         path: PathBuf,
         tensor: String,
@@ -311,6 +311,15 @@ impl GgufFile {
                 .iter()
                 .try_fold(1u64, |a, &d| a.checked_mul(d))
                 .ok_or_else(|| c.corrupt(format!("tensor '{name}': dims {dims:?} overflow")))?;
+            // ggml stores whole blocks per row (dims[0] is the row length).
+            if dims[0] % ty.block_elems() as u64 != 0 {
+                return Err(c.corrupt(format!(
+                    "tensor '{name}': rows of {} elements are not a whole number of {} blocks ({})",
+                    dims[0],
+                    ty.name(),
+                    ty.block_elems()
+                )));
+            }
             let n_bytes = ty.bytes_for(n).ok_or_else(|| {
                 c.corrupt(format!(
                     "tensor '{name}': {n} elements is not a whole number of {} blocks",
@@ -565,9 +574,27 @@ mod tests {
             .unwrap()
             + 9;
         let ty_pos = pos + 4 + 16;
+        b[ty_pos..ty_pos + 4].copy_from_slice(&16u32.to_le_bytes());
+        let e = open_bytes(&b).unwrap_err().to_string();
+        assert!(e.contains("unsupported type code 16"), "{e}");
+    }
+
+    /// K-quant rows must be whole 256-element blocks: a clear error, not a panic later.
+    #[test]
+    fn k_quant_rows_must_be_whole_blocks() {
+        let mut b = sample();
+        let pos = b
+            .windows(9)
+            .position(|w| w == b"\x01\0\0\0\0\0\0\0q")
+            .unwrap()
+            + 9;
+        let ty_pos = pos + 4 + 16;
         b[ty_pos..ty_pos + 4].copy_from_slice(&12u32.to_le_bytes());
         let e = open_bytes(&b).unwrap_err().to_string();
-        assert!(e.contains("unsupported type code 12"), "{e}");
+        assert!(
+            e.contains("rows of 32 elements are not a whole number of Q4_K blocks (256)"),
+            "{e}"
+        );
     }
 
     #[test]
