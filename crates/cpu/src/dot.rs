@@ -250,6 +250,25 @@ pub fn weighted_rows(w: &[f32], values: &[f32], stride: usize, off: usize, out: 
     }
 }
 
+/// Dequantize one stored row into f32, bitwise as `model::quant::dequantize` does (the same
+/// operations per element), with AVX2 for the block types and F16 where available. Feeds the
+/// GEMM path of prefill chunks, which converts every weight row once per chunk.
+pub fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_available()
+        && matches!(
+            ty,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::F16
+        )
+        && Some(row.len() as u64) == ty.bytes_for(out.len() as u64)
+    {
+        // SAFETY: AVX2/FMA/F16C detected; `row` holds exactly `out.len()` elements (checked).
+        unsafe { avx2::dequantize_row(ty, row, out) };
+        return;
+    }
+    model::quant::dequantize(ty, row, out);
+}
+
 /// Straightforward loops: the fallback on every CPU, and the reference the SIMD code is
 /// tested against.
 pub mod portable {
@@ -611,6 +630,85 @@ pub mod avx2 {
         }
     }
 
+    /// Eight u8 (as i32 lanes, from the low 8 bytes of `v`) to f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn u8x8_f32(v: __m128i) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v))
+    }
+
+    /// See [`super::dequantize_row`].
+    ///
+    /// # Safety
+    /// AVX2/FMA/F16C available; `ty` is Q4_0, Q4_1, Q8_0 or F16 and `row` holds exactly
+    /// `out.len()` elements of it.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut [f32]) {
+        let po = out.as_mut_ptr();
+        match ty {
+            GgmlType::F16 => {
+                let n = out.len();
+                let p = row.as_ptr() as *const __m128i;
+                let mut i = 0;
+                while i + 8 <= n {
+                    _mm256_storeu_ps(
+                        po.add(i),
+                        _mm256_cvtph_ps(_mm_loadu_si128(p.byte_add(2 * i))),
+                    );
+                    i += 8;
+                }
+                for (j, o) in out.iter_mut().enumerate().skip(i) {
+                    *o = f16_ptr(row.as_ptr().add(2 * j));
+                }
+            }
+            GgmlType::Q8_0 => {
+                for (bi, b) in row.chunks_exact(34).enumerate() {
+                    let d = _mm256_set1_ps(f16_ptr(b.as_ptr()));
+                    let q = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
+                    for h in 0..4 {
+                        let part = match h {
+                            0 => _mm256_castsi256_si128(q),
+                            1 => _mm_srli_si128(_mm256_castsi256_si128(q), 8),
+                            2 => _mm256_extracti128_si256(q, 1),
+                            _ => _mm_srli_si128(_mm256_extracti128_si256(q, 1), 8),
+                        };
+                        let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part));
+                        _mm256_storeu_ps(po.add(bi * QK + 8 * h), _mm256_mul_ps(f, d));
+                    }
+                }
+            }
+            _ => {
+                // Q4_0: w = (n - 8) * d; Q4_1: w = n * d + m.
+                let (bytes, off) = if ty == GgmlType::Q4_0 {
+                    (18, 2)
+                } else {
+                    (20, 4)
+                };
+                for (bi, b) in row.chunks_exact(bytes).enumerate() {
+                    let d = _mm256_set1_ps(f16_ptr(b.as_ptr()));
+                    let n = unpack_nibbles(b.as_ptr().add(off));
+                    for h in 0..4 {
+                        let part = match h {
+                            0 => _mm256_castsi256_si128(n),
+                            1 => _mm_srli_si128(_mm256_castsi256_si128(n), 8),
+                            2 => _mm256_extracti128_si256(n, 1),
+                            _ => _mm_srli_si128(_mm256_extracti128_si256(n, 1), 8),
+                        };
+                        let w = if ty == GgmlType::Q4_0 {
+                            let c =
+                                _mm256_sub_epi32(_mm256_cvtepu8_epi32(part), _mm256_set1_epi32(8));
+                            _mm256_mul_ps(_mm256_cvtepi32_ps(c), d)
+                        } else {
+                            let m = _mm256_set1_ps(f16_ptr(b.as_ptr().add(2)));
+                            _mm256_add_ps(_mm256_mul_ps(u8x8_f32(part), d), m)
+                        };
+                        _mm256_storeu_ps(po.add(bi * QK + 8 * h), w);
+                    }
+                }
+            }
+        }
+    }
+
     /// # Safety
     /// AVX2/FMA available; `a.len() == b.len()`.
     #[target_feature(enable = "avx2,fma")]
@@ -798,6 +896,30 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// The SIMD row dequantizer is bitwise the model crate's, for every type.
+    #[test]
+    fn dequantize_row_is_bitwise_the_reference() {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::F16,
+            GgmlType::F32,
+        ] {
+            for n in [32usize, 96, 576] {
+                let w = quantize(ty, &values(n, 31, 1.5));
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                dequantize_row(ty, &w, &mut a);
+                dequantize(ty, &w, &mut b);
+                assert_eq!(
+                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{ty:?} n={n}"
+                );
             }
         }
     }
