@@ -578,11 +578,13 @@ fn errors_limits_key_and_shutdown() {
     );
 
     // Queue full: one request decoding, one waiting, the third is refused with 503.
-    let long_job = json!({"prompt": "Count:", "max_tokens": 50, "temperature": 0});
+    // (The first job is long enough to still be running when the third arrives.)
+    let long_job = json!({"prompt": "Count:", "max_tokens": 200, "temperature": 0});
+    let started = srv.metric("espresso_requests_started_total", Some(key));
     std::thread::scope(|s| {
         let first = s.spawn(|| srv.post("/v1/completions", &long_job, k));
         let t = Instant::now();
-        while srv.metric("espresso_active_requests", Some(key)) < 1.0 {
+        while srv.metric("espresso_requests_started_total", Some(key)) < started + 1.0 {
             assert!(t.elapsed() < Duration::from_secs(30));
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -176,6 +176,7 @@ pub fn run(
             shutdown_at = Some(Instant::now());
         }
         let busy = slots.iter().filter(|s| s.active.is_some()).count();
+        stats.active.store(busy as u64, Ordering::Relaxed);
         // Take new jobs while a slot is free (waiting for one when idle).
         if !closed && shutdown_at.is_none() {
             let mut busy = busy;

@@ -15,7 +15,10 @@ pub struct SlotCache {
 
 impl SlotCache {
     /// How many leading tokens of `prompt` can be taken from the cache: the common prefix,
-    /// but never the whole prompt (its last token must run to give the next token's logits).
+    /// but at least the last two prompt tokens run again. One must (its logits give the next
+    /// token); two keep the rest a prompt chunk rather than a lone token, which a backend may
+    /// compute like a decode step (the CPU backend does: 8-bit activations instead of its
+    /// prompt GEMM), so a repeated prompt gives bitwise the logits it gave the first time.
     pub fn reusable(&self, prompt: &[u32]) -> usize {
         let common = self
             .tokens
@@ -23,7 +26,7 @@ impl SlotCache {
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count();
-        common.min(prompt.len().saturating_sub(1))
+        common.min(prompt.len().saturating_sub(2))
     }
 
     /// The cached tokens.

@@ -452,6 +452,8 @@ fn a_session_reuses_the_conversation_so_far() {
     let mut alone = Toy::new(vocab, 256, 1, 0);
     let want = generate(&mut alone, &tok, &turn2, &opts(3), &mut |_| {}).unwrap();
     assert_eq!(g2.text, want.text);
+    // The same prompt again reuses all but its last two tokens (they run as a prompt chunk).
+    assert_eq!(session.cache().reusable(&turn2), turn2.len() - 2);
     // After a reset nothing is reused.
     session.reset();
     let g3 = session
