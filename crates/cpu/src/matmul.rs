@@ -39,11 +39,16 @@ pub enum Precision {
 /// Weight rows per GEMM task of [`Precision::FastChunk`] (converted to f32 per task).
 const GEMM_PANEL: usize = 128;
 
-/// Tokens per GEMM call of [`Precision::FastChunk`]: fewer are padded with zero rows. The GEMM's
-/// blocking (and so its rounding) depends on the matrix sizes; with every call the same size,
-/// a token's result depends only on its own activations, never on how many tokens share the
-/// chunk, and a prompt gives bitwise the same logits however it is cut into chunks.
+/// Most tokens per GEMM call of [`Precision::FastChunk`].
 const GEMM_TOKENS: usize = 64;
+
+/// Token rows of a GEMM call are padded with zero rows to a multiple of this. The `gemm`
+/// crate's arithmetic for a row depends on the shape it is part of (small `m` takes other
+/// kernels); with whole tiles of 16 rows a token's result depends only on its own activations,
+/// never on how many tokens share the chunk, so a prompt gives bitwise the same logits however
+/// it is cut (tested for m = 1..64 against 70; a fixed 64-row shape would also do, but costs
+/// a short prompt four times the work).
+const GEMM_ROWS: usize = 16;
 
 /// Block types with integer kernels ([`dot_q_rows`]); their activations are quantized to 8 bits.
 fn is_block_type(w: &Tensor) -> bool {
@@ -183,7 +188,8 @@ fn gemm_panels(pool: &ThreadPool, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32],
 }
 
 /// `x · W[r0..r0 + nr]ᵀ` as `[n_tok][nr]`: the rows converted to f32, then one packed GEMM
-/// per slab of [`GEMM_TOKENS`] tokens (`slabs`: the tokens, zero-padded to whole slabs).
+/// per slab of up to [`GEMM_TOKENS`] tokens (`slabs`: the tokens, zero-padded to whole slabs;
+/// each call covers its tokens rounded up to [`GEMM_ROWS`]).
 fn gemm_panel(w: &Tensor, r0: usize, nr: usize, slabs: &[f32], n_tok: usize) -> Vec<f32> {
     let cols = w.cols;
     let mut wf = vec![0f32; nr * cols]; // [nr][cols]
@@ -191,18 +197,22 @@ fn gemm_panel(w: &Tensor, r0: usize, nr: usize, slabs: &[f32], n_tok: usize) -> 
         dequantize_row(w.ty, w.row_data(r0 + i), row);
     }
     let mut out = vec![0f32; slabs.len() / cols * nr]; // [padded tokens][nr]
-    for (xs, dst) in slabs
+    for (si, (xs, dst)) in slabs
         .chunks_exact(GEMM_TOKENS * cols)
         .zip(out.chunks_exact_mut(GEMM_TOKENS * nr))
+        .enumerate()
     {
-        // dst (m = GEMM_TOKENS, n = nr) = xs (m × k = cols) · wfᵀ (k × n: element (c, r) at
-        // r * cols + c).
+        // Rows of this slab, rounded up to whole GEMM_ROWS tiles (the zero padding).
+        let m = (n_tok - si * GEMM_TOKENS)
+            .min(GEMM_TOKENS)
+            .next_multiple_of(GEMM_ROWS);
+        // dst (m × n = nr) = xs (m × k = cols) · wfᵀ (k × n: element (c, r) at r * cols + c).
         // SAFETY: f32 is a type `gemm` supports; with these sizes and strides every access
         // stays inside `dst` (GEMM_TOKENS * nr), `xs` (GEMM_TOKENS * cols) and `wf`
-        // (nr * cols); `dst` is borrowed mutably and aliases nothing.
+        // (nr * cols), as m <= GEMM_TOKENS; `dst` is borrowed mutably and aliases nothing.
         unsafe {
             gemm::gemm(
-                GEMM_TOKENS,
+                m,
                 nr,
                 cols,
                 dst.as_mut_ptr(),
@@ -325,7 +335,7 @@ mod tests {
                     "{ty:?}: {a} vs {b}"
                 );
             }
-            for m in [1usize, 2, 5, 17, 64] {
+            for m in [1usize, 2, 5, 15, 16, 17, 31, 33, 48, 63, 64] {
                 let mut part = vec![0f32; m * rows];
                 matmul(&p, &w, &x[..m * cols], m, Precision::FastChunk, &mut part);
                 for (i, (a, b)) in part.iter().zip(&chunk).enumerate() {
