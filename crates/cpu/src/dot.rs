@@ -51,6 +51,14 @@ pub fn dot_q(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
     out[0]
 }
 
+/// The block types with integer kernels: 32-element blocks dotted with 8-bit activations.
+pub fn is_block_type(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+    )
+}
+
 /// True when the AVX-512 VNNI kernels can run (with 256-bit vectors: AVX512-VL).
 pub fn vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -115,7 +123,7 @@ type Kernel<const N: usize> = unsafe fn(&[u8], &[&[BlockQ8]; N], &mut [f32]);
 /// The fastest kernel this CPU has for the block type `ty` and `N` vectors, if any. A kernel
 /// returned here may be called: the instructions it needs were detected.
 fn block_kernel<const N: usize>(ty: GgmlType) -> Option<Kernel<N>> {
-    if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
+    if !is_block_type(ty) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
@@ -123,9 +131,13 @@ fn block_kernel<const N: usize>(ty: GgmlType) -> Option<Kernel<N>> {
         return Some(match (ty, vnni_available()) {
             (GgmlType::Q4_0, false) => avx2::dot_q4_0_n::<N>,
             (GgmlType::Q4_1, false) => avx2::dot_q4_1_n::<N>,
+            (GgmlType::Q5_0, false) => avx2::dot_q5_0_n::<N>,
+            (GgmlType::Q5_1, false) => avx2::dot_q5_1_n::<N>,
             (_, false) => avx2::dot_q8_0_n::<N>,
             (GgmlType::Q4_0, true) => vnni::dot_q4_0_n::<N>,
             (GgmlType::Q4_1, true) => vnni::dot_q4_1_n::<N>,
+            (GgmlType::Q5_0, true) => vnni::dot_q5_0_n::<N>,
+            (GgmlType::Q5_1, true) => vnni::dot_q5_1_n::<N>,
             (_, true) => vnni::dot_q8_0_n::<N>,
         });
     }
@@ -134,6 +146,8 @@ fn block_kernel<const N: usize>(ty: GgmlType) -> Option<Kernel<N>> {
         return Some(match ty {
             GgmlType::Q4_0 => crate::neon::dot_q4_0_n::<N>,
             GgmlType::Q4_1 => crate::neon::dot_q4_1_n::<N>,
+            GgmlType::Q5_0 => crate::neon::dot_q5_0_n::<N>,
+            GgmlType::Q5_1 => crate::neon::dot_q5_1_n::<N>,
             _ => crate::neon::dot_q8_0_n::<N>,
         });
     }
@@ -281,6 +295,8 @@ pub mod portable {
         match ty {
             GgmlType::Q4_0 => dot_q4_0(row, x),
             GgmlType::Q4_1 => dot_q4_1(row, x),
+            GgmlType::Q5_0 => dot_q5_0(row, x),
+            GgmlType::Q5_1 => dot_q5_1(row, x),
             GgmlType::Q8_0 => dot_q8_0(row, x),
             _ => panic!("dot_q: {} is not a block type", ty.name()),
         }
@@ -311,6 +327,32 @@ pub mod portable {
         for (b, a) in row.chunks_exact(20).zip(x) {
             let (d, m) = (f16_at(b, 0), f16_at(b, 2));
             let isum = nibble_dot(&b[4..20], &a.qs);
+            acc += d * a.d * isum as f32 + m * a.s;
+        }
+        acc
+    }
+
+    /// `sum v[i] * q_x[i]` over the 5-bit values of one block.
+    fn q5_dot(qh: &[u8], qs: &[u8], xq: &[i8; QK]) -> i32 {
+        let v = model::quant::q5_values(qh, qs);
+        v.iter().zip(xq).map(|(&a, &b)| a as i32 * b as i32).sum()
+    }
+
+    pub fn dot_q5_0(row: &[u8], x: &[BlockQ8]) -> f32 {
+        let mut acc = 0f32;
+        for (b, a) in row.chunks_exact(22).zip(x) {
+            let d = f16_at(b, 0);
+            let isum = q5_dot(&b[2..6], &b[6..22], &a.qs);
+            acc += d * a.d * isum as f32 - 16.0 * d * a.s;
+        }
+        acc
+    }
+
+    pub fn dot_q5_1(row: &[u8], x: &[BlockQ8]) -> f32 {
+        let mut acc = 0f32;
+        for (b, a) in row.chunks_exact(24).zip(x) {
+            let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+            let isum = q5_dot(&b[4..8], &b[8..24], &a.qs);
             acc += d * a.d * isum as f32 + m * a.s;
         }
         acc
@@ -488,6 +530,83 @@ macro_rules! block_kernels {
             }
             for t in 0..N {
                 out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + off0[t] + off1[t];
+            }
+        }
+
+        /// The 32 five-bit values of a Q5 block: nibbles at `qs`, fifth bits in the u32 at `qh`
+        /// (bit `j` for element `j`), as bytes in element order.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn unpack_q5(qh: *const u8, qs: *const u8) -> __m256i {
+            let bits = (qh as *const u32).read_unaligned() as i32;
+            // Byte k gets byte k / 8 of qh, then is 0xff where its bit k % 8 is set.
+            let spread = _mm256_shuffle_epi8(
+                _mm256_set1_epi32(bits),
+                _mm256_set_epi64x(
+                    0x0303_0303_0303_0303,
+                    0x0202_0202_0202_0202,
+                    0x0101_0101_0101_0101,
+                    0,
+                ),
+            );
+            let mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
+            let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, mask), _mm256_set1_epi8(-1));
+            _mm256_or_si256(
+                unpack_nibbles(qs),
+                _mm256_and_si256(set, _mm256_set1_epi8(0x10)),
+            )
+        }
+
+        /// `out[t] = sum_b d_w d_x (sum_i v[i] q[i] - 16 sum_i q[i])` for each of `N` vectors.
+        ///
+        /// # Safety
+        /// The module's features available; `row.len() == 22 * xs[t].len()` for every `t`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q5_0_n<const N: usize>(
+            row: &[u8],
+            xs: &[&[BlockQ8]; N],
+            out: &mut [f32],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut bias = [0f32; N];
+            for (i, b) in row.chunks_exact(22).enumerate() {
+                let p = b.as_ptr();
+                let (v, w) = (unpack_q5(p.add(2), p.add(6)), f16_ptr(p));
+                for t in 0..N {
+                    let x = &xs[t][i];
+                    acc[t] = q4_unpacked(v, x, w * x.d, acc[t]);
+                    bias[t] += 16.0 * w * x.s;
+                }
+            }
+            for t in 0..N {
+                out[t] = hsum(acc[t]) - bias[t];
+            }
+        }
+
+        /// `out[t] = sum_b (d_w d_x sum_i v[i] q[i] + m d_x sum_i q[i])` for each of `N` vectors.
+        ///
+        /// # Safety
+        /// The module's features available; `row.len() == 24 * xs[t].len()` for every `t`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q5_1_n<const N: usize>(
+            row: &[u8],
+            xs: &[&[BlockQ8]; N],
+            out: &mut [f32],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut off = [0f32; N];
+            for (i, b) in row.chunks_exact(24).enumerate() {
+                let p = b.as_ptr();
+                let v = unpack_q5(p.add(4), p.add(8));
+                let (d, m) = (f16_ptr(p), f16_ptr(p.add(2)));
+                for t in 0..N {
+                    let x = &xs[t][i];
+                    acc[t] = q4_unpacked(v, x, d * x.d, acc[t]);
+                    off[t] += m * x.s;
+                }
+            }
+            for t in 0..N {
+                out[t] = hsum(acc[t]) + off[t];
             }
         }
 
@@ -880,7 +999,13 @@ mod tests {
     #[test]
     fn neon_kernels_are_bitwise_portable() {
         assert!(std::arch::is_aarch64_feature_detected!("neon"));
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
             for (seed, n) in [(21u32, 32usize), (22, 96), (23, 576)] {
                 let w = quantize(ty, &values(n, seed, 0.7));
                 for n_tok in 1..=6 {
@@ -932,7 +1057,13 @@ mod tests {
             eprintln!("no AVX-512 VNNI on this CPU: nothing to compare");
             return;
         }
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
             for (seed, n) in [(5u32, 32usize), (6, 160), (7, 576)] {
                 let w = quantize(ty, &values(n, seed, 0.5));
                 let xq = quantize_q8_vec(&values(2 * n, seed + 1, 2.0));
@@ -949,6 +1080,14 @@ mod tests {
                             avx2::dot_q4_1_n(&w, &xs, &mut a);
                             vnni::dot_q4_1_n(&w, &xs, &mut b);
                         }
+                        GgmlType::Q5_0 => {
+                            avx2::dot_q5_0_n(&w, &xs, &mut a);
+                            vnni::dot_q5_0_n(&w, &xs, &mut b);
+                        }
+                        GgmlType::Q5_1 => {
+                            avx2::dot_q5_1_n(&w, &xs, &mut a);
+                            vnni::dot_q5_1_n(&w, &xs, &mut b);
+                        }
                         _ => {
                             avx2::dot_q8_0_n(&w, &xs, &mut a);
                             vnni::dot_q8_0_n(&w, &xs, &mut b);
@@ -964,7 +1103,13 @@ mod tests {
     /// and even block counts and every group size (1..=4 plus tails).
     #[test]
     fn dot_q_rows_is_bitwise_dot_q_per_pair() {
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
             for (seed, n) in [(1u32, 32usize), (2, 96), (3, 576)] {
                 // Three rows back to back.
                 let w = quantize(ty, &values(3 * n, seed, 0.5));
@@ -990,7 +1135,13 @@ mod tests {
     /// activation rounding bound `sum |w| d_x / 2` of the dot with the unrounded `x`.
     #[test]
     fn quantized_dots_match_dequantized_f32() {
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
             for (seed, n) in [(1u32, 32usize), (2, 64), (3, 576), (4, 1536)] {
                 let w = quantize(ty, &values(n, seed, 0.5));
                 let x = values(n, seed + 100, 3.0);
@@ -1034,7 +1185,13 @@ mod tests {
                 "no AVX2/FMA on this CPU: dispatch runs the portable kernels, compared anyway"
             );
         }
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
             for (seed, n) in [(5u32, 32usize), (6, 576), (7, 1536)] {
                 let w = quantize(ty, &values(n, seed, 1.0));
                 let xq = quantize_q8_vec(&values(n, seed + 7, 2.0));

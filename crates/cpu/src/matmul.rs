@@ -17,7 +17,7 @@
 use crate::dot::{dequantize_row, dot_f32, dot_float_row, dot_q_rows};
 use crate::quant::{quantize_q8, BlockQ8};
 use model::quant::QK;
-use model::{GgmlType, Tensor};
+use model::Tensor;
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
@@ -52,7 +52,7 @@ const GEMM_ROWS: usize = 16;
 
 /// Block types with integer kernels ([`dot_q_rows`]); their activations are quantized to 8 bits.
 fn is_block_type(w: &Tensor) -> bool {
-    matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+    crate::dot::is_block_type(w.ty)
 }
 
 /// Plain float rows, dotted directly with f32 activations ([`dot_float_row`]).
@@ -285,6 +285,7 @@ fn row_block(
 mod tests {
     use super::*;
     use model::quant::quantize;
+    use model::GgmlType;
 
     fn pool(n: usize) -> ThreadPool {
         rayon::ThreadPoolBuilder::new()
@@ -358,6 +359,8 @@ mod tests {
             GgmlType::BF16,
             GgmlType::Q4_0,
             GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
             GgmlType::Q8_0,
         ] {
             let data = quantize(ty, &wf);
@@ -409,7 +412,7 @@ mod tests {
         }
     }
 
-    /// Types without an integer kernel (K-quants, Q5_0/Q5_1): both paths equal the triple loop
+    /// Types without an integer kernel (the K-quants): both paths equal the triple loop
     /// over the dequantized matrix within f32 summation-order rounding, and equal each other
     /// bitwise (they are the same dequantize-and-dot route); also when fused with a Q8_0 matrix,
     /// whose integer path quantizes the shared activations.
@@ -425,13 +428,7 @@ mod tests {
             cols,
             data: &q8,
         };
-        for ty in [
-            GgmlType::Q4_K,
-            GgmlType::Q5_K,
-            GgmlType::Q6_K,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-        ] {
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
             let data = quantize(ty, &values(rows * cols, 5));
             let w = Tensor {
                 name: "w",

@@ -79,6 +79,54 @@ pub unsafe fn dot_q4_1_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: 
     out[..N].copy_from_slice(&acc);
 }
 
+/// The 32 five-bit values of a Q5 block as elements 0..16 and 16..32.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q5(qh: &[u8], qs: &[u8]) -> (int8x16_t, int8x16_t) {
+    let v = model::quant::q5_values(qh, qs);
+    // SAFETY (caller): NEON available; `v` is 32 readable bytes.
+    let p = v.as_ptr() as *const i8;
+    (vld1q_s8(p), vld1q_s8(p.add(16)))
+}
+
+/// `out[t] = dot_q5_0(row, xs[t])` for `N` activation vectors (see [`dot_q4_0_n`]).
+///
+/// # Safety
+/// NEON available; `row.len() == 22 * xs[t].len()` for every `t`.
+#[target_feature(enable = "neon")]
+pub unsafe fn dot_q5_0_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
+    let mut acc = [0f32; N];
+    for (i, b) in row.chunks_exact(22).enumerate() {
+        let d = f16_at(b, 0);
+        let (lo, hi) = q5(&b[2..6], &b[6..22]);
+        for t in 0..N {
+            let a = &xs[t][i];
+            let isum = block_isum(lo, hi, &a.qs);
+            acc[t] += d * a.d * isum as f32 - 16.0 * d * a.s;
+        }
+    }
+    out[..N].copy_from_slice(&acc);
+}
+
+/// `out[t] = dot_q5_1(row, xs[t])` for `N` activation vectors (see [`dot_q4_0_n`]).
+///
+/// # Safety
+/// NEON available; `row.len() == 24 * xs[t].len()` for every `t`.
+#[target_feature(enable = "neon")]
+pub unsafe fn dot_q5_1_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
+    let mut acc = [0f32; N];
+    for (i, b) in row.chunks_exact(24).enumerate() {
+        let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+        let (lo, hi) = q5(&b[4..8], &b[8..24]);
+        for t in 0..N {
+            let a = &xs[t][i];
+            let isum = block_isum(lo, hi, &a.qs);
+            acc[t] += d * a.d * isum as f32 + m * a.s;
+        }
+    }
+    out[..N].copy_from_slice(&acc);
+}
+
 /// `out[t] = dot_q8_0(row, xs[t])` for `N` activation vectors (see [`dot_q4_0_n`]).
 ///
 /// # Safety

@@ -212,7 +212,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) {
 
 /// The 5-bit values of one `Q5_0`/`Q5_1` block: `qh: [4]` (bit `j` = fifth bit of element `j`),
 /// `qs: [16]` (nibbles as in `Q4_0`) -> `[32]` in `0..32`.
-fn q5_values(qh: &[u8], qs: &[u8]) -> [u8; QK] {
+pub fn q5_values(qh: &[u8], qs: &[u8]) -> [u8; QK] {
     let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
     let mut q = [0u8; QK];
     for j in 0..16 {
