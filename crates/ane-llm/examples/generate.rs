@@ -65,13 +65,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The message, then each underlying cause.
-            let mut msg = e.to_string();
-            let mut cause = e.source();
-            while let Some(c) = cause {
-                msg.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", engine::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -388,15 +388,7 @@ pub fn argmax_with_hint(logits: &[f32], hint: f32) -> usize {
 }
 
 fn to_backend(e: AneError) -> BackendError {
-    // The message and each underlying cause, as one line.
-    let mut msg = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
-        cause = c.source();
-    }
-    BackendError::Device(msg)
+    BackendError::Device(engine::error_chain(&e))
 }
 
 impl Backend for AneBackend<'_> {

@@ -617,23 +617,7 @@ struct ModelSize {
 
 impl ModelSize {
     fn of(w: &model::LlamaWeights) -> Self {
-        let mut tensors = vec![&w.token_embd, &w.output_norm];
-        if w.output.name != w.token_embd.name {
-            tensors.push(&w.output);
-        }
-        for l in &w.layers {
-            tensors.extend([
-                &l.attn_norm,
-                &l.wq,
-                &l.wk,
-                &l.wv,
-                &l.wo,
-                &l.ffn_norm,
-                &l.w_gate,
-                &l.w_up,
-                &l.w_down,
-            ]);
-        }
+        let tensors = w.tensors();
         Self {
             params: tensors.iter().map(|t| (t.rows * t.cols) as u64).sum(),
             bytes: tensors.iter().map(|t| t.data.len() as u64).sum(),

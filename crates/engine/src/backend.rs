@@ -106,3 +106,16 @@ pub fn check_slots(inputs: &[SlotInput], max_slots: usize) -> Result<(), Backend
     }
     Ok(())
 }
+
+/// An error and each of its causes as one line, `: `-separated. Our library errors leave their
+/// cause to the chain (`#[source]`), so a message shown without the chain would lose it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

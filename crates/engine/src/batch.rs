@@ -133,9 +133,8 @@ struct Active<'t> {
     decoding: Decoding<'t>,
     prompt: Vec<u32>,
     cached_tokens: usize,
-    /// Prompt tokens in the cache so far; prefilling until it reaches `prompt.len()`.
-    prefilled: usize,
-    /// The sampled token to feed next (decoding).
+    /// The sampled token to feed next (decoding); `None` while prefilling: then the slot's
+    /// cache holds the first `cache.len()` prompt tokens.
     next: Option<u32>,
     deadline: Option<Instant>,
     /// Generated tokens already added to `Stats::completion_tokens`.
@@ -274,7 +273,7 @@ fn admit<'t>(
     }
     let decoding = match Decoding::new(tokenizer, &job.options) {
         Ok(d) => d,
-        Err(e) => return refuse(&mut job, e.to_string()),
+        Err(e) => return refuse(&mut job, crate::error_chain(&e)),
     };
     let Some(slot) = slots
         .iter_mut()
@@ -304,7 +303,6 @@ fn admit<'t>(
         decoding,
         prompt: job.prompt,
         cached_tokens: cached,
-        prefilled: cached,
         next: None,
         deadline: job.deadline,
         counted: 0,
@@ -349,7 +347,7 @@ fn pass(
         if let Some(next) = a.next {
             work.push((i, vec![next], pos, true));
         } else if budget > 0 {
-            let rest = &a.prompt[a.prefilled..];
+            let rest = &a.prompt[pos..];
             let mut take = rest.len().min(budget.max(2));
             // Never leave a single prompt token for later: a one-token input runs with the
             // decode steps (a backend may compute those differently from a prompt chunk).
@@ -357,7 +355,7 @@ fn pass(
                 take += 1;
             }
             budget = budget.saturating_sub(take);
-            work.push((i, rest[..take].to_vec(), a.prefilled, take == rest.len()));
+            work.push((i, rest[..take].to_vec(), pos, take == rest.len()));
         }
     }
     if work.is_empty() {
@@ -380,7 +378,7 @@ fn pass(
             // The slots' caches are in an unknown state: forget them.
             for (i, ..) in &work {
                 slots[*i].cache.clear();
-                let why = format!("backend error: {e}");
+                let why = format!("backend error: {}", crate::error_chain(&e));
                 fail(&mut slots[*i], FailureKind::Internal, &why, stats);
             }
             return;
@@ -393,9 +391,7 @@ fn pass(
         let Some(a) = slot.active.as_mut() else {
             continue;
         };
-        if a.next.take().is_none() {
-            a.prefilled += tokens.len();
-        }
+        a.next = None;
         if !*sample {
             continue;
         }
@@ -408,7 +404,7 @@ fn pass(
         let step = match step {
             Ok(s) => s,
             Err(e) => {
-                let why = format!("cannot decode the output: {e}");
+                let why = format!("cannot decode the output: {}", crate::error_chain(&e));
                 fail(slot, FailureKind::Internal, &why, stats);
                 continue;
             }

@@ -14,7 +14,7 @@ pub mod sampler;
 pub mod session;
 pub mod train;
 
-pub use backend::{Backend, BackendError, BackendStats, SlotInput};
+pub use backend::{error_chain, Backend, BackendError, BackendStats, SlotInput};
 pub use generate::{
     generate, Decoding, GenerateError, GenerateOptions, Generation, Step, StopReason,
 };

@@ -127,6 +127,29 @@ fn get<'a>(
 
 impl<'a> LlamaWeights<'a> {
     /// Map the tensors of a `llama` GGUF (names as llama.cpp writes them).
+    /// Every tensor once (a classifier tied to the embedding is not listed twice).
+    pub fn tensors(&self) -> Vec<&Tensor<'a>> {
+        let mut all = vec![&self.token_embd];
+        for l in &self.layers {
+            all.extend([
+                &l.attn_norm,
+                &l.wq,
+                &l.wk,
+                &l.wv,
+                &l.wo,
+                &l.ffn_norm,
+                &l.w_gate,
+                &l.w_up,
+                &l.w_down,
+            ]);
+        }
+        all.push(&self.output_norm);
+        if self.output.name != self.token_embd.name {
+            all.push(&self.output);
+        }
+        all
+    }
+
     pub fn from_gguf(f: &'a GgufFile) -> Result<Self, WeightsError> {
         let config = LlamaConfig::from_gguf(f)?;
         Self::from_source(f, config)

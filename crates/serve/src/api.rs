@@ -158,18 +158,6 @@ pub struct DetokenizeRequest {
     pub tokens: Vec<u32>,
 }
 
-/// An error and its causes, `: `-separated (our library errors leave the cause to the chain).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
-}
-
 /// Parse a JSON body into `T`, with serde's message (field, line, column) as the 400.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))

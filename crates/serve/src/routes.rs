@@ -171,7 +171,7 @@ async fn tokenize(
             } else {
                 st.tokenizer.encode(text, req.parse_special)
             };
-            r.map_err(|e| ApiError::bad_request(api::error_chain(&e)))?
+            r.map_err(|e| ApiError::bad_request(engine::error_chain(&e)))?
         }
         (None, Some(messages)) => chat_prompt(&st, messages)?,
         _ => {
@@ -191,7 +191,7 @@ async fn detokenize(
     let content = st
         .tokenizer
         .decode(&req.tokens)
-        .map_err(|e| ApiError::bad_request(api::error_chain(&e)))?;
+        .map_err(|e| ApiError::bad_request(engine::error_chain(&e)))?;
     Ok(Json(json!({ "content": content })))
 }
 
@@ -212,7 +212,7 @@ fn chat_prompt(st: &AppState, messages: &[api::Message]) -> Result<Vec<u32>, Api
         ))
     })?;
     model::encode_chat(template, &st.tokenizer, &messages, true)
-        .map_err(|e| ApiError::bad_request(api::error_chain(&e)))
+        .map_err(|e| ApiError::bad_request(engine::error_chain(&e)))
 }
 
 /// Validated generation settings of a request.
@@ -526,7 +526,7 @@ async fn completions(State(st): St, b: Result<Bytes, BytesRejection>) -> Respons
         let ids = st
             .tokenizer
             .encode_with_bos(&text, false)
-            .map_err(|e| ApiError::bad_request(api::error_chain(&e)))?;
+            .map_err(|e| ApiError::bad_request(engine::error_chain(&e)))?;
         Ok((ids, params))
     };
     match run() {
