@@ -253,8 +253,7 @@ fn the_generation_loop_runs_on_the_ane_backend_and_stops_when_the_cache_is_full(
     let gen_opts = GenerateOptions {
         max_tokens: 1000,
         sampler: SamplerConfig::default(),
-        stop: vec![],
-        cached_prefix: 0,
+        ..GenerateOptions::default()
     };
     let out =
         generate(&mut ane, &real().tokenizer, &prompt, &gen_opts, &mut |_| {}).expect("generate");

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use engine::Backend;
+use engine::{Backend, Drafter};
 use model::chat::{ChatMessage, ChatTemplate};
 use model::tokenizer::Tokenizer;
 use model::{GgufFile, LlamaWeights};
@@ -27,6 +27,33 @@ pub enum SimPrecision {
     Fp16,
     /// Pure f32: separates kernel logic from fp16 rounding.
     F32,
+}
+
+/// `--draft`: what proposes tokens for the verify pass of speculative decoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DraftChoice {
+    /// The model's draft head when one exists, else ngram.
+    Auto,
+    /// A trained head that proposes the token after next from the last hidden state.
+    Head,
+    /// Copy what followed the longest earlier match of the last tokens (prompt lookup).
+    Ngram,
+    /// No drafting: one token per decode pass.
+    None,
+}
+
+/// The drafter `choice` names for the model in `gguf` (none for a synthetic model; `name`
+/// for messages).
+pub fn drafter(
+    choice: DraftChoice,
+    _gguf: Option<&GgufFile>,
+    name: &str,
+) -> Result<Box<dyn Drafter>> {
+    Ok(match choice {
+        DraftChoice::None => Box::new(engine::NoDraft),
+        DraftChoice::Ngram | DraftChoice::Auto => Box::new(engine::Ngram::default()),
+        DraftChoice::Head => anyhow::bail!("--draft head: there is no draft head for {name}"),
+    })
 }
 
 /// Everything that decides which backend runs a model.

@@ -10,7 +10,7 @@ mod train_cmd;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use engine::{GenerateOptions, SamplerConfig};
-use load::{BackendChoice, BackendSpec, Loaded, SimPrecision};
+use load::{BackendChoice, BackendSpec, DraftChoice, Loaded, SimPrecision};
 use model::chat::ChatMessage;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -149,8 +149,28 @@ impl SamplingArgs {
                 seed: self.seed,
             },
             stop: self.stop.clone(),
-            cached_prefix: 0,
+            ..GenerateOptions::default()
         }
+    }
+}
+
+#[derive(Args, Clone)]
+struct DraftArgs {
+    /// Speculative decoding: what proposes the tokens each decode pass verifies. The output
+    /// is the same with every choice (greedy: identical tokens).
+    #[arg(long, value_enum, default_value_t = DraftChoice::Auto)]
+    draft: DraftChoice,
+    /// Tokens per verify pass: the current one and up to K-1 proposed ones (1 = no drafting).
+    #[arg(long = "draft-max", value_name = "K", default_value_t = 2)]
+    draft_max: usize,
+}
+
+impl DraftArgs {
+    fn check(&self) -> Result<()> {
+        if self.draft_max == 0 {
+            bail!("--draft-max must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -160,6 +180,8 @@ struct GenerateArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    draft: DraftArgs,
     /// Wrap PROMPT as one user message in the model's chat template (PROMPT stays plain
     /// text: special-token text in it is not parsed).
     #[arg(long, conflicts_with = "special")]
@@ -181,6 +203,8 @@ struct ChatArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    draft: DraftArgs,
     /// A system prompt (default: whatever the model's template inserts).
     #[arg(long)]
     system: Option<String>,
@@ -290,6 +314,18 @@ struct BenchArgs {
     /// Measured runs (the table shows mean ± standard deviation over them).
     #[arg(long, value_name = "N", default_value_t = 5)]
     repeats: usize,
+    /// Speculative decoding during the tg test (default none, so tgN compares with
+    /// llama-bench's plain decode). With a drafter, the prompt is real text: --chat.
+    #[arg(long, value_enum, default_value_t = DraftChoice::None)]
+    draft: DraftChoice,
+    /// Tokens per verify pass with --draft (the current one and up to K-1 proposed ones).
+    #[arg(long = "draft-max", value_name = "K", default_value_t = 2)]
+    draft_max: usize,
+    /// Use this text, in the model's chat template, as the prompt (instead of ppN token ids);
+    /// the tg test then decodes the model's answer. Default with --draft: a fixed request for
+    /// a short story.
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["synthetic", "prompt_tokens"])]
+    chat: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -369,10 +405,15 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     if a.prompt.is_empty() {
         bail!("the prompt is empty: give some text to continue");
     }
-    let opts = a.sampling.options();
+    let opts = GenerateOptions {
+        draft_max: a.draft.draft_max,
+        ..a.sampling.options()
+    };
     // Bad settings are reported before the model is loaded.
     opts.sampler.validate()?;
+    a.draft.check()?;
     let loaded = Loaded::open(a.model.model.as_deref())?;
+    let mut drafter = load::drafter(a.draft.draft, Some(&loaded.gguf), &loaded.name)?;
     let prompt = if a.chat {
         loaded.encode_chat(&[ChatMessage::user(a.prompt.clone())])?
     } else {
@@ -381,8 +422,9 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let mut backend = loaded.backend(a.model.spec())?;
     let stdout = std::io::stdout();
     let json = a.json;
-    let gen = engine::generate(
+    let gen = engine::generate_drafted(
         backend.as_mut(),
+        drafter.as_mut(),
         &loaded.tokenizer,
         &prompt,
         &opts,
@@ -402,6 +444,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
             "stop_reason": gen.stop_reason,
             "backend": backend.name(),
             "timings": gen.timings,
+            "draft": gen.draft,
         });
         println!("{v}");
     } else {
@@ -411,9 +454,16 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 }
 
 fn cmd_chat(a: ChatArgs) -> Result<()> {
+    a.sampling.options().sampler.validate()?;
+    a.draft.check()?;
     let loaded = Loaded::open(a.model.model.as_deref())?;
+    let drafter = load::drafter(a.draft.draft, Some(&loaded.gguf), &loaded.name)?;
+    let opts = GenerateOptions {
+        draft_max: a.draft.draft_max,
+        ..a.sampling.options()
+    };
     // The session reuses the conversation so far from the backend's KV cache.
-    let mut session = engine::Session::new(loaded.backend(a.model.spec())?);
+    let mut session = engine::Session::new(loaded.backend(a.model.spec())?).with_drafter(drafter);
     let mut history: Vec<ChatMessage> = a.system.into_iter().map(ChatMessage::system).collect();
     eprintln!(
         "chat with {} ({}); /reset clears the history, /exit or Ctrl-D quits",
@@ -443,16 +493,11 @@ fn cmd_chat(a: ChatArgs) -> Result<()> {
         history.push(ChatMessage::user(msg));
         let prompt = loaded.encode_chat(&history)?;
         let stdout = std::io::stdout();
-        let gen = match session.generate(
-            &loaded.tokenizer,
-            &prompt,
-            &a.sampling.options(),
-            &mut |s| {
-                let mut out = stdout.lock();
-                let _ = out.write_all(s.as_bytes());
-                let _ = out.flush();
-            },
-        ) {
+        let gen = match session.generate(&loaded.tokenizer, &prompt, &opts, &mut |s| {
+            let mut out = stdout.lock();
+            let _ = out.write_all(s.as_bytes());
+            let _ = out.flush();
+        }) {
             Ok(g) => g,
             Err(e @ engine::GenerateError::PromptTooLong { .. }) => {
                 eprintln!("\nerror: {e}; use /reset to start over");
@@ -545,9 +590,13 @@ fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The answer `bench --draft` decodes when no --chat text is given.
+const BENCH_CHAT: &str =
+    "Write a short story about a lighthouse keeper who finds a message in a bottle.";
+
 fn cmd_bench(a: BenchArgs) -> Result<()> {
-    if a.prompt_tokens == Some(0) || a.repeats == 0 {
-        bail!("--prompt-tokens and --repeats must be at least 1");
+    if a.prompt_tokens == Some(0) || a.repeats == 0 || a.draft_max == 0 {
+        bail!("--prompt-tokens, --repeats and --draft-max must be at least 1");
     }
     let threads = load::resolve_threads(a.threads);
     let spec = BackendSpec {
@@ -557,31 +606,51 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         sim_precision: a.sim_precision,
     };
     // pp512 unless asked otherwise, or what the model's context leaves after tgN.
-    let options = |ctx: usize| engine::bench::BenchOptions {
+    let options = |ctx: usize, prompt: Option<Vec<u32>>| engine::bench::BenchOptions {
         prompt_tokens: a
             .prompt_tokens
             .unwrap_or_else(|| 512.min(ctx.saturating_sub(a.gen_tokens)).max(1)),
         gen_tokens: a.gen_tokens,
         warmup: a.warmup,
         repeats: a.repeats,
+        prompt,
+        draft_max: a.draft_max,
     };
     let (report, size) = if let Some(seed) = a.synthetic {
         let cfg = model::LlamaConfig::synthetic();
         let synth = model::synthetic::SyntheticModel::new(cfg.clone(), seed, model::GgmlType::F32);
         let weights = model::LlamaWeights::from_source(&synth, cfg)?;
         let size = ModelSize::of(&weights);
-        let opts = options(weights.config.context_length);
-        let mut backend = load::make_backend(weights, spec)?;
+        let opts = options(weights.config.context_length, None);
         let name = format!("synthetic:{seed}");
-        let r = engine::bench::run_bench(backend.as_mut(), &name, threads, &opts)?;
+        let mut drafter = load::drafter(a.draft, None, &name)?;
+        let mut backend = load::make_backend(weights, spec)?;
+        let r =
+            engine::bench::run_bench(backend.as_mut(), drafter.as_mut(), &name, threads, &opts)?;
         (r, size)
     } else {
-        let (gguf, name) = load::open_model_file(a.model.as_deref())?;
-        let weights = model::LlamaWeights::from_gguf(&gguf)?;
+        let loaded = Loaded::open(a.model.as_deref())?;
+        let weights = model::LlamaWeights::from_gguf(&loaded.gguf)?;
         let size = ModelSize::of(&weights);
-        let opts = options(weights.config.context_length);
+        let chat = match (&a.chat, a.draft) {
+            (Some(text), _) => Some(text.as_str()),
+            (None, DraftChoice::None) => None,
+            (None, _) => Some(BENCH_CHAT),
+        };
+        let prompt = match chat {
+            Some(text) => Some(loaded.encode_chat(&[ChatMessage::user(text)])?),
+            None => None,
+        };
+        let opts = options(weights.config.context_length, prompt);
+        let mut drafter = load::drafter(a.draft, Some(&loaded.gguf), &loaded.name)?;
         let mut backend = load::make_backend(weights, spec)?;
-        let r = engine::bench::run_bench(backend.as_mut(), &name, threads, &opts)?;
+        let r = engine::bench::run_bench(
+            backend.as_mut(),
+            drafter.as_mut(),
+            &loaded.name,
+            threads,
+            &opts,
+        )?;
         (r, size)
     };
     if a.json {
@@ -596,6 +665,16 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     print_bench_table(&report, &size);
     if let Some(r) = report.peak_rss_mb {
         println!("\npeak RSS         {r:.1} MiB");
+    }
+    if report.draft.method != "none" {
+        println!(
+            "draft            {} (up to {} tokens/pass): {:.2} tokens/pass, {:.1}% of {} proposed accepted",
+            report.draft.method,
+            a.draft_max,
+            report.tokens_per_pass,
+            report.acceptance * 100.0,
+            report.draft.proposed
+        );
     }
     if let Some(d) = report.dispatches_per_token {
         println!("dispatches/token {d:.2}");

@@ -3,7 +3,7 @@
 use crate::matmul::{matmul, matmuls, Precision};
 use crate::ops::{attention_head, rms_norm, rope_angles, rope_apply, swiglu};
 use engine::backend::check_slots;
-use engine::{Backend, BackendError, SlotInput};
+use engine::{Backend, BackendError, Feed, SlotInput};
 use model::{LlamaConfig, LlamaWeights, Tensor};
 use rayon::prelude::*;
 use rayon::ThreadPool;
@@ -66,8 +66,8 @@ impl KvCache {
 /// The rows of a batched pass that run together: prompt pieces, or decode steps.
 struct RowGroup {
     rows: Vec<Row>,
-    /// (input index, index of its last row in `rows`).
-    lasts: Vec<(usize, usize)>,
+    /// (output row, index in `rows`) of the rows whose logits are returned.
+    picks: Vec<(usize, usize)>,
     prefill: bool,
 }
 
@@ -90,6 +90,8 @@ pub struct CpuBackend<'a> {
     output_norm: Vec<f32>,
     /// One cache per slot, created on first use.
     caches: Vec<KvCache>,
+    /// Final hidden states of the rows whose logits the last pass returned.
+    hidden: Vec<f32>,
 }
 
 fn norm_f32(t: &Tensor) -> Result<Vec<f32>, CpuError> {
@@ -118,6 +120,7 @@ impl<'a> CpuBackend<'a> {
             norms,
             output_norm,
             caches: Vec::new(),
+            hidden: Vec::new(),
             w: weights,
         })
     }
@@ -312,6 +315,16 @@ impl Backend for CpuBackend<'_> {
             slot: 0,
             tokens,
             pos,
+            feed: Feed::Prompt,
+        }])
+    }
+
+    fn decode(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
+        self.forward_batch(&[SlotInput {
+            slot: 0,
+            tokens,
+            pos,
+            feed: Feed::Decode,
         }])
     }
 
@@ -332,50 +345,71 @@ impl Backend for CpuBackend<'_> {
         usize::MAX
     }
 
-    /// Prompt pieces (inputs of several tokens) go through the layers together,
-    /// [`PREFILL_CHUNK`] rows at a time, with GEMM for float weights; then the single-token
-    /// inputs (decode steps of several slots) go through together with the per-row kernels,
-    /// so the weights are streamed once for all of them and each step's logits are bitwise
-    /// what it gets alone. The classifier runs once over the last row of every input.
+    /// Prompt inputs go through the layers together, [`PREFILL_CHUNK`] rows at a time, with
+    /// GEMM for float weights; then the decode inputs (steps and verify passes of several
+    /// slots) go through together with the per-row kernels, so the weights are streamed once
+    /// for all of them and each row's logits are bitwise what it gets alone. The classifier
+    /// runs once over the rows whose logits are returned.
     fn forward_batch(&mut self, inputs: &[SlotInput]) -> Result<Vec<f32>, BackendError> {
         check_slots(inputs, self.max_slots())?;
         for input in inputs {
             self.check(input.tokens, input.pos)?;
         }
         let d = self.w.config.dim;
+        // First output row of each input.
+        let firsts: Vec<usize> = inputs
+            .iter()
+            .scan(0, |at, s| {
+                let first = *at;
+                *at += s.logit_rows();
+                Some(first)
+            })
+            .collect();
+        let n_out: usize = inputs.iter().map(|s| s.logit_rows()).sum();
         let mut groups: Vec<RowGroup> = Vec::new();
-        for prefill in [true, false] {
+        for feed in [Feed::Prompt, Feed::Decode] {
             let mut rows = Vec::new();
-            let mut lasts = Vec::new();
-            for (j, s) in inputs.iter().enumerate() {
-                if (s.tokens.len() > 1) == prefill {
-                    rows.extend(Self::rows(s.slot, s.tokens, s.pos));
-                    lasts.push((j, rows.len() - 1));
+            let mut picks = Vec::new();
+            for (s, &first) in inputs.iter().zip(&firsts) {
+                if s.feed != feed {
+                    continue;
                 }
+                let start = rows.len();
+                rows.extend(Self::rows(s.slot, s.tokens, s.pos));
+                let skip = s.tokens.len() - s.logit_rows();
+                picks.extend((0..s.logit_rows()).map(|i| (first + i, start + skip + i)));
             }
             if !rows.is_empty() {
                 groups.push(RowGroup {
                     rows,
-                    lasts,
-                    prefill,
+                    picks,
+                    prefill: feed == Feed::Prompt,
                 });
             }
         }
         Ok(self.in_pool(|be| {
-            let mut last = vec![0f32; inputs.len() * d];
+            let mut hidden = std::mem::take(&mut be.hidden);
+            hidden.clear();
+            hidden.resize(n_out * d, 0.0);
             for g in &groups {
                 for (ci, chunk) in g.rows.chunks(PREFILL_CHUNK).enumerate() {
                     let h = be.run_rows(chunk, g.prefill);
                     let base = ci * PREFILL_CHUNK;
-                    for &(j, r) in &g.lasts {
+                    for &(o, r) in &g.picks {
                         if (base..base + chunk.len()).contains(&r) {
                             let hr = &h[(r - base) * d..(r - base + 1) * d];
-                            last[j * d..(j + 1) * d].copy_from_slice(hr);
+                            hidden[o * d..(o + 1) * d].copy_from_slice(hr);
                         }
                     }
                 }
             }
-            be.logits(&last, false)
+            let logits = be.logits(&hidden, false);
+            be.hidden = hidden;
+            logits
         }))
+    }
+
+    fn hidden_states(&self) -> Option<&[f32]> {
+        Some(&self.hidden)
     }
 }

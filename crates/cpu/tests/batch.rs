@@ -4,7 +4,7 @@
 //! rewind). Real model: SmolLM2-135M-Instruct Q4_1 (`espresso pull`), fast and exact paths.
 
 use cpu::{CpuBackend, CpuOptions};
-use engine::{argmax, Backend, SlotInput};
+use engine::{argmax, Backend, Feed, SlotInput};
 use model::{GgufFile, LlamaWeights};
 
 fn model_file() -> GgufFile {
@@ -26,7 +26,7 @@ fn alone(be: &mut CpuBackend, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
     let mut out = vec![be.forward(prompt, 0).expect("prefill")];
     for i in 0..steps {
         let next = argmax(out.last().expect("logits"));
-        out.push(be.forward(&[next], prompt.len() + i).expect("decode"));
+        out.push(be.decode(&[next], prompt.len() + i).expect("decode"));
     }
     out
 }
@@ -76,6 +76,7 @@ fn check_with<'a>(make: &dyn Fn() -> CpuBackend<'a>, exact: bool) {
         slot: 2,
         tokens: &[5, 6, 7, 8, 9],
         pos: 0,
+        feed: Feed::Prompt,
     }])
     .expect("warm slot 2");
     // Pass 1: sequences 0 and 2 prefill (slots 0 and 2); sequences 1 and 3 wait.
@@ -85,11 +86,13 @@ fn check_with<'a>(make: &dyn Fn() -> CpuBackend<'a>, exact: bool) {
                 slot: 0,
                 tokens: &prompts[0],
                 pos: 0,
+                feed: Feed::Prompt,
             },
             SlotInput {
                 slot: 2,
                 tokens: &prompts[2],
                 pos: 0,
+                feed: Feed::Prompt,
             },
         ])
         .expect("pass 1");
@@ -105,26 +108,28 @@ fn check_with<'a>(make: &dyn Fn() -> CpuBackend<'a>, exact: bool) {
     let mut pos = [prompts[0].len(), 0, prompts[2].len(), 0];
     loop {
         let mut inputs = Vec::new();
-        let mut feeds: Vec<(usize, Vec<u32>)> = Vec::new();
+        let mut feeds: Vec<(usize, Vec<u32>, Feed)> = Vec::new();
         for s in 0..4 {
             if got[s].is_empty() {
-                feeds.push((s, prompts[s].clone()));
+                feeds.push((s, prompts[s].clone(), Feed::Prompt));
             } else if got[s].len() <= steps {
-                feeds.push((s, vec![argmax(got[s].last().expect("logits"))]));
+                let next = argmax(got[s].last().expect("logits"));
+                feeds.push((s, vec![next], Feed::Decode));
             }
         }
         if feeds.is_empty() {
             break;
         }
-        for (s, toks) in &feeds {
+        for (s, toks, feed) in &feeds {
             inputs.push(SlotInput {
                 slot: *s,
                 tokens: toks,
                 pos: pos[*s],
+                feed: *feed,
             });
         }
         let l = be.forward_batch(&inputs).expect("pass");
-        for ((s, toks), lg) in feeds.iter().zip(l.chunks_exact(vocab)) {
+        for ((s, toks, _), lg) in feeds.iter().zip(l.chunks_exact(vocab)) {
             got[*s].push(lg.to_vec());
             pos[*s] += toks.len();
         }
@@ -159,11 +164,13 @@ fn bad_batches_are_errors_not_panics() {
             slot: 1,
             tokens: &[1],
             pos: 0,
+            feed: Feed::Decode,
         },
         SlotInput {
             slot: 1,
             tokens: &[2],
             pos: 1,
+            feed: Feed::Decode,
         },
     ]);
     assert!(twice.is_err(), "one slot twice in a pass must be refused");
@@ -171,6 +178,7 @@ fn bad_batches_are_errors_not_panics() {
         slot: 0,
         tokens: &[],
         pos: 0,
+        feed: Feed::Prompt,
     }]);
     assert!(empty.is_err());
     let ctx = be.config().context_length;
@@ -178,6 +186,7 @@ fn bad_batches_are_errors_not_panics() {
         slot: 3,
         tokens: &[1, 2],
         pos: ctx - 1,
+        feed: Feed::Decode,
     }]);
     assert!(past.is_err(), "positions past the context must be refused");
 }

@@ -9,7 +9,7 @@
 //! (the previous turn of a chat) and skips recomputing it. A request whose event sink reports
 //! the client gone is cancelled at the next step and frees its slot.
 
-use crate::backend::{Backend, SlotInput};
+use crate::backend::{Backend, Feed, SlotInput};
 use crate::generate::{Decoding, GenerateOptions, Step, StopReason};
 use crate::session::SlotCache;
 use model::tokenizer::Tokenizer;
@@ -337,25 +337,27 @@ fn pass(
             }
         }
     }
-    // (slot index, tokens to run, position of the first, whether its logits are sampled).
-    let mut work: Vec<(usize, Vec<u32>, usize, bool)> = Vec::new();
+    // (slot index, tokens to run, position of the first, how they are fed, whether its
+    // logits are sampled).
+    let mut work: Vec<(usize, Vec<u32>, usize, Feed, bool)> = Vec::new();
     let mut budget = prefill_budget.max(1);
     for (i, slot) in slots.iter().enumerate() {
         let Some(a) = &slot.active else { continue };
         // The cache holds exactly the positions written so far.
         let pos = slot.cache.tokens().len();
         if let Some(next) = a.next {
-            work.push((i, vec![next], pos, true));
+            work.push((i, vec![next], pos, Feed::Decode, true));
         } else if budget > 0 {
             let rest = &a.prompt[pos..];
-            let mut take = rest.len().min(budget.max(2));
-            // Never leave a single prompt token for later: a one-token input runs with the
-            // decode steps (a backend may compute those differently from a prompt chunk).
-            if rest.len() - take == 1 {
-                take += 1;
-            }
-            budget = budget.saturating_sub(take);
-            work.push((i, rest[..take].to_vec(), pos, take == rest.len()));
+            let take = rest.len().min(budget);
+            budget -= take;
+            work.push((
+                i,
+                rest[..take].to_vec(),
+                pos,
+                Feed::Prompt,
+                take == rest.len(),
+            ));
         }
     }
     if work.is_empty() {
@@ -363,10 +365,11 @@ fn pass(
     }
     let inputs: Vec<SlotInput> = work
         .iter()
-        .map(|(slot, tokens, pos, _)| SlotInput {
+        .map(|(slot, tokens, pos, feed, _)| SlotInput {
             slot: *slot,
             tokens,
             pos: *pos,
+            feed: *feed,
         })
         .collect();
     let result = backend.forward_batch(&inputs);
@@ -385,7 +388,7 @@ fn pass(
         }
     };
     let vocab = logits.len() / work.len();
-    for ((i, tokens, _, sample), logits) in work.iter().zip(logits.chunks_exact(vocab)) {
+    for ((i, tokens, _, _, sample), logits) in work.iter().zip(logits.chunks_exact(vocab)) {
         let slot = &mut slots[*i];
         slot.cache.extend(tokens);
         let Some(a) = slot.active.as_mut() else {

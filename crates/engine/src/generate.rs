@@ -2,6 +2,7 @@
 //! until EOS, a stop string, the token limit or the end of the context.
 
 use crate::backend::{Backend, BackendError};
+use crate::draft::{decode_loop, DraftStats, Drafter, LoopStart, NoDraft};
 use crate::sampler::{Sampler, SamplerConfig, SamplerError};
 use model::tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
 use serde::Serialize;
@@ -35,6 +36,9 @@ pub struct GenerateOptions {
     /// How many leading prompt tokens the backend's cache already holds from an earlier call
     /// (interactive chat reuses the conversation so far); 0 for a fresh prompt.
     pub cached_prefix: usize,
+    /// Tokens per verify pass when a drafter proposes: the current token and up to
+    /// `draft_max - 1` proposals (0 or 1: no drafting).
+    pub draft_max: usize,
 }
 
 /// Why generation ended.
@@ -56,7 +60,8 @@ pub enum StopReason {
 pub struct Timings {
     /// Time of the prompt's forward pass, milliseconds.
     pub prefill_ms: f64,
-    /// Mean wall time of one decode step (forward of one token), over the steps taken.
+    /// Wall time of the decode passes per token they decided (with drafting, a pass may
+    /// decide several).
     pub decode_ms_per_token: f64,
 }
 
@@ -75,6 +80,8 @@ pub struct Generation {
     pub stop_reason: StopReason,
     /// Prefill and per-token decode times.
     pub timings: Timings,
+    /// What drafting proposed and the model kept (method "none": one token per pass).
+    pub draft: DraftStats,
 }
 
 /// Holds back streamed text that might be the beginning of a stop string.
@@ -177,10 +184,26 @@ impl<'t> Decoding<'t> {
         room: bool,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Step, TokenizerError> {
+        self.step_drafted(logits, None, room, on_text)
+    }
+
+    /// [`Decoding::step`] where a drafter proposed `draft` after these logits: the token is
+    /// chosen by [`Sampler::sample_with_draft`], so drafting leaves the output distribution
+    /// unchanged. The proposal was kept when `Step::Feed` returns it.
+    pub fn step_drafted(
+        &mut self,
+        logits: &[f32],
+        draft: Option<u32>,
+        room: bool,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Step, TokenizerError> {
         if self.tokens.len() >= self.max_tokens {
             return Ok(Step::Done(StopReason::MaxTokens));
         }
-        let next = self.sampler.sample(logits);
+        let next = match draft {
+            Some(d) => self.sampler.sample_with_draft(logits, d),
+            None => self.sampler.sample(logits),
+        };
         if self.tokenizer.is_end_of_generation(next) {
             return Ok(Step::Done(StopReason::EndOfGeneration));
         }
@@ -233,6 +256,21 @@ pub fn generate(
     opts: &GenerateOptions,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation, GenerateError> {
+    generate_drafted(backend, &mut NoDraft, tokenizer, prompt, opts, on_text)
+}
+
+/// [`generate`] with speculative decoding: `drafter` proposes up to `opts.draft_max - 1`
+/// tokens per pass, verified in one [`Backend::decode`] call (see [`crate::draft`]). The
+/// output is what [`generate`] gives (greedy: the same tokens; sampling: the same
+/// distribution).
+pub fn generate_drafted(
+    backend: &mut dyn Backend,
+    drafter: &mut dyn Drafter,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation, GenerateError> {
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
@@ -248,25 +286,47 @@ pub fn generate(
     // At least the last prompt token must run to produce logits.
     let start = opts.cached_prefix.min(prompt.len() - 1);
     let t0 = Instant::now();
-    let mut logits = backend.forward(&prompt[start..], start)?;
+    let logits = backend.forward(&prompt[start..], start)?;
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 
-    let mut decode_s = 0.0;
-    let mut steps = 0usize;
-    let mut pos = prompt.len();
-    let reason = loop {
-        match decoding.step(&logits, pos < ctx, on_text)? {
-            Step::Done(reason) => break reason,
-            Step::Feed(next) => {
-                let t = Instant::now();
-                logits = backend.forward(&[next], pos)?;
-                decode_s += t.elapsed().as_secs_f64();
-                steps += 1;
-                pos += 1;
-            }
-        }
-    };
+    let mut report = Default::default();
+    let mut reason = StopReason::MaxTokens;
+    if let Step::Feed(first) = record(
+        decoding.step(&logits, prompt.len() < ctx, on_text)?,
+        &mut reason,
+    ) {
+        let mut context = prompt.to_vec();
+        context.push(first);
+        let start = LoopStart {
+            context,
+            token: first,
+            pos: prompt.len(),
+            hidden: backend.hidden_states().map(<[f32]>::to_vec),
+        };
+        let budget = opts.max_tokens.saturating_sub(1);
+        report = decode_loop(
+            backend,
+            drafter,
+            opts.draft_max,
+            start,
+            ctx,
+            budget,
+            &mut |row, draft, room| -> Result<Option<u32>, GenerateError> {
+                let step = decoding.step_drafted(row, draft, room, on_text)?;
+                Ok(match record(step, &mut reason) {
+                    Step::Feed(t) => Some(t),
+                    Step::Done(_) => None,
+                })
+            },
+        )?;
+    }
     decoding.finish(reason, on_text);
+    let crate::draft::LoopReport {
+        mut draft,
+        decided,
+        backend_s,
+    } = report;
+    draft.method = drafter.name().to_string();
     Ok(Generation {
         prompt_tokens: prompt.to_vec(),
         cached_tokens: start,
@@ -275,13 +335,22 @@ pub fn generate(
         stop_reason: reason,
         timings: Timings {
             prefill_ms,
-            decode_ms_per_token: if steps > 0 {
-                decode_s * 1e3 / steps as f64
+            decode_ms_per_token: if decided > 0 {
+                backend_s * 1e3 / decided as f64
             } else {
                 0.0
             },
         },
+        draft,
     })
+}
+
+/// Note why a step ended the continuation, and pass the step on.
+fn record(step: Step, reason: &mut StopReason) -> Step {
+    if let Step::Done(r) = step {
+        *reason = r;
+    }
+    step
 }
 
 #[cfg(test)]

@@ -74,12 +74,14 @@ impl Sampler {
         (r >> 40) as f32 / (1u64 << 24) as f32
     }
 
-    /// Pick the next token.
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+    fn greedy(&self) -> bool {
+        self.config.temperature == 0.0 || self.config.top_k == 1
+    }
+
+    /// The tokens that may be sampled and their probabilities (not normalized: divide by
+    /// their sum), most likely first: softmax(logits / T), cut by top-k and top-p.
+    fn candidates(&self, logits: &[f32]) -> (Vec<u32>, Vec<f32>) {
         let c = &self.config;
-        if c.temperature == 0.0 || c.top_k == 1 {
-            return argmax(logits);
-        }
         // Candidates sorted by logit, descending (stable: lower index first on ties).
         let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
         idx.sort_by(|&a, &b| {
@@ -110,15 +112,55 @@ impl Sampler {
             probs.truncate(keep);
             idx.truncate(keep);
         }
-        let total: f32 = probs.iter().sum();
+        (idx, probs)
+    }
+
+    /// Draw from `probs` (weights of `idx`), leaving out `skip`.
+    fn draw(&mut self, idx: &[u32], probs: &[f32], skip: Option<u32>) -> u32 {
+        let weight = |(p, &i): (&f32, &u32)| if Some(i) == skip { 0.0 } else { *p };
+        let total: f32 = probs.iter().zip(idx).map(weight).sum();
         let mut r = self.next_f32() * total;
-        for (p, &i) in probs.iter().zip(&idx) {
+        let mut last = None;
+        for (p, &i) in probs.iter().zip(idx) {
+            if Some(i) == skip {
+                continue;
+            }
+            last = Some(i);
             r -= p;
             if r < 0.0 {
                 return i;
             }
         }
-        *idx.last().unwrap_or(&0)
+        last.or(skip).unwrap_or(0)
+    }
+
+    /// Pick the next token.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.greedy() {
+            return argmax(logits);
+        }
+        let (idx, probs) = self.candidates(logits);
+        self.draw(&idx, &probs, None)
+    }
+
+    /// Pick the next token where a drafter proposed `draft`, so that the result has exactly
+    /// the distribution of [`Sampler::sample`] (speculative sampling with a deterministic
+    /// draft): keep `draft` with probability p(draft), otherwise draw from p with `draft`
+    /// left out. Greedy: the most likely token, as `sample`.
+    pub fn sample_with_draft(&mut self, logits: &[f32], draft: u32) -> u32 {
+        if self.greedy() {
+            return argmax(logits);
+        }
+        let (idx, probs) = self.candidates(logits);
+        let total: f32 = probs.iter().sum();
+        let p_draft = idx
+            .iter()
+            .position(|&i| i == draft)
+            .map_or(0.0, |k| probs[k] / total);
+        if self.next_f32() < p_draft {
+            return draft;
+        }
+        self.draw(&idx, &probs, Some(draft))
     }
 }
 

@@ -4,7 +4,8 @@
 //! The server's batcher keeps one [`SlotCache`] per slot.
 
 use crate::backend::Backend;
-use crate::generate::{generate, GenerateError, GenerateOptions, Generation};
+use crate::draft::{Drafter, NoDraft};
+use crate::generate::{generate_drafted, GenerateError, GenerateOptions, Generation};
 use model::tokenizer::Tokenizer;
 
 /// The token ids whose keys and values a KV cache slot holds, in position order.
@@ -15,10 +16,7 @@ pub struct SlotCache {
 
 impl SlotCache {
     /// How many leading tokens of `prompt` can be taken from the cache: the common prefix,
-    /// but at least the last two prompt tokens run again. One must (its logits give the next
-    /// token); two keep the rest a prompt chunk rather than a lone token, which a backend may
-    /// compute like a decode step (the CPU backend does: 8-bit activations instead of its
-    /// prompt GEMM), so a repeated prompt gives bitwise the logits it gave the first time.
+    /// but at least the last prompt token runs again (its logits give the next token).
     pub fn reusable(&self, prompt: &[u32]) -> usize {
         let common = self
             .tokens
@@ -26,7 +24,7 @@ impl SlotCache {
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count();
-        common.min(prompt.len().saturating_sub(2))
+        common.min(prompt.len().saturating_sub(1))
     }
 
     /// The cached tokens.
@@ -53,6 +51,7 @@ impl SlotCache {
 /// the longest prefix the previous calls left in the cache.
 pub struct Session<'b> {
     backend: Box<dyn Backend + 'b>,
+    drafter: Box<dyn Drafter + 'b>,
     cache: SlotCache,
 }
 
@@ -60,8 +59,15 @@ impl<'b> Session<'b> {
     pub fn new(backend: Box<dyn Backend + 'b>) -> Self {
         Self {
             backend,
+            drafter: Box::new(NoDraft),
             cache: SlotCache::default(),
         }
+    }
+
+    /// Draft with `drafter` (speculative decoding, `GenerateOptions::draft_max` tokens per pass).
+    pub fn with_drafter(mut self, drafter: Box<dyn Drafter + 'b>) -> Self {
+        self.drafter = drafter;
+        self
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -78,7 +84,7 @@ impl<'b> Session<'b> {
         self.cache.clear();
     }
 
-    /// [`generate`] with `opts.cached_prefix` set from the cache; `Generation::cached_tokens`
+    /// [`generate_drafted`] with `opts.cached_prefix` set from the cache; `Generation::cached_tokens`
     /// says how many prompt tokens were reused.
     pub fn generate(
         &mut self,
@@ -93,7 +99,14 @@ impl<'b> Session<'b> {
         };
         // Until this call succeeds, only the reused prefix is known to be intact.
         self.cache.truncate(opts.cached_prefix);
-        let gen = generate(self.backend.as_mut(), tokenizer, prompt, &opts, on_text)?;
+        let gen = generate_drafted(
+            self.backend.as_mut(),
+            self.drafter.as_mut(),
+            tokenizer,
+            prompt,
+            &opts,
+            on_text,
+        )?;
         // The prompt and every generated token but the last went through the backend.
         self.cache.clear();
         self.cache.extend(prompt);

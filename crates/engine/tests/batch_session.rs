@@ -85,6 +85,7 @@ impl Backend for Toy {
             slot: 0,
             tokens,
             pos,
+            feed: engine::Feed::Prompt,
         }])
     }
     fn max_slots(&self) -> usize {
@@ -111,7 +112,9 @@ impl Backend for Toy {
             seq.truncate(i.pos);
             seq.extend_from_slice(i.tokens);
             let seq = seq.clone();
-            out.extend(self.one_hot(self.next_of(&seq)));
+            for k in (seq.len() - i.logit_rows()..seq.len()).map(|k| k + 1) {
+                out.extend(self.one_hot(self.next_of(&seq[..k])));
+            }
         }
         Ok(out)
     }
@@ -452,8 +455,8 @@ fn a_session_reuses_the_conversation_so_far() {
     let mut alone = Toy::new(vocab, 256, 1, 0);
     let want = generate(&mut alone, &tok, &turn2, &opts(3), &mut |_| {}).unwrap();
     assert_eq!(g2.text, want.text);
-    // The same prompt again reuses all but its last two tokens (they run as a prompt chunk).
-    assert_eq!(session.cache().reusable(&turn2), turn2.len() - 2);
+    // The same prompt again reuses all but its last token (its logits are needed).
+    assert_eq!(session.cache().reusable(&turn2), turn2.len() - 1);
     // After a reset nothing is reused.
     session.reset();
     let g3 = session

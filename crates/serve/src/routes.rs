@@ -268,7 +268,7 @@ fn params(st: &AppState, c: &Common) -> Result<Params, ApiError> {
                 seed,
             },
             stop,
-            cached_prefix: 0,
+            ..GenerateOptions::default()
         },
         stream: c.stream,
         include_usage: c.stream_options.as_ref().is_some_and(|o| o.include_usage),
