@@ -214,6 +214,8 @@ struct ChatArgs {
 struct ServeArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    draft: DraftArgs,
     /// Address to listen on (loopback by default: only this machine can connect).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -521,6 +523,7 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
     if a.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         bail!("--api-key is empty");
     }
+    a.draft.check()?;
     let loaded = Loaded::open(a.model.model.as_deref())?;
     let model_ctx = model::LlamaWeights::from_gguf(&loaded.gguf)?
         .config
@@ -545,6 +548,7 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
         max_body: a.max_body,
         keep_alive: std::time::Duration::from_secs_f64(a.keep_alive),
         model_name: loaded.name.clone(),
+        draft_max: a.draft.draft_max,
     };
     let Loaded {
         gguf,
@@ -553,16 +557,22 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
         name,
     } = loaded;
     let spec = a.model.spec();
+    let draft = a.draft.draft;
     let gguf = &gguf;
+    let model_name = name.clone();
     serve::run(
         opts,
         tokenizer,
         chat,
         move || {
-            model::LlamaWeights::from_gguf(gguf)
-                .map_err(anyhow::Error::from)
-                .and_then(|w| load::make_backend(w, spec))
-                .map_err(|e| format!("{e:#}"))
+            let engine = || -> Result<serve::Engine> {
+                let weights = model::LlamaWeights::from_gguf(gguf)?;
+                Ok(serve::Engine {
+                    backend: load::make_backend(weights, spec)?,
+                    drafter: load::drafter(draft, Some(gguf), &model_name)?,
+                })
+            };
+            engine().map_err(|e| format!("{e:#}"))
         },
         |addr| {
             eprintln!(

@@ -10,9 +10,11 @@
 //! the client gone is cancelled at the next step and frees its slot.
 
 use crate::backend::{Backend, Feed, SlotInput};
+use crate::draft::{proposals_wanted, verify, Drafter};
 use crate::generate::{Decoding, GenerateOptions, Step, StopReason};
 use crate::session::SlotCache;
 use model::tokenizer::Tokenizer;
+use model::tokenizer::TokenizerError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
@@ -103,6 +105,9 @@ pub struct BatchOptions {
     /// After `shutdown` is set, active requests may finish for this long before they are
     /// cancelled; queued ones fail at once.
     pub shutdown_grace: Duration,
+    /// Tokens per decode pass of a request: the sampled one and up to `draft_max - 1` drafted
+    /// ones, verified together (0 or 1: no drafting).
+    pub draft_max: usize,
 }
 
 /// Counters for `/metrics`, updated by [`run`] (queue depth by the producer and [`run`]).
@@ -121,6 +126,9 @@ pub struct Stats {
     /// Batched passes over the weights, and the sequences they carried in all.
     pub passes: AtomicU64,
     pub pass_inputs: AtomicU64,
+    /// Drafted tokens verified, and those kept.
+    pub draft_proposed: AtomicU64,
+    pub draft_accepted: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: usize) {
@@ -136,6 +144,10 @@ struct Active<'t> {
     /// The sampled token to feed next (decoding); `None` while prefilling: then the slot's
     /// cache holds the first `cache.len()` prompt tokens.
     next: Option<u32>,
+    /// The prompt and the tokens chosen so far (`next` last), what the drafter reads.
+    context: Vec<u32>,
+    /// Final hidden state of the row that chose `next`, if the backend keeps them.
+    hidden: Option<Vec<f32>>,
     deadline: Option<Instant>,
     /// Generated tokens already added to `Stats::completion_tokens`.
     counted: usize,
@@ -154,6 +166,7 @@ struct Slot<'t> {
 /// [`BatchOptions::shutdown_grace`]).
 pub fn run(
     backend: &mut dyn Backend,
+    drafter: &mut dyn Drafter,
     tokenizer: &Tokenizer,
     jobs: &Receiver<Job>,
     opts: &BatchOptions,
@@ -234,7 +247,7 @@ pub fn run(
             }
             continue;
         }
-        pass(backend, &mut slots, ctx, opts.prefill_per_pass, stats);
+        pass(backend, drafter, &mut slots, opts, ctx, stats);
     }
 }
 
@@ -301,9 +314,11 @@ fn admit<'t>(
     slot.active = Some(Active {
         events: job.events,
         decoding,
+        context: job.prompt.clone(),
         prompt: job.prompt,
         cached_tokens: cached,
         next: None,
+        hidden: None,
         deadline: job.deadline,
         counted: 0,
         taken: Instant::now(),
@@ -321,12 +336,25 @@ fn fail(slot: &mut Slot, kind: FailureKind, why: &str, stats: &Stats) {
     }
 }
 
-/// One batched pass: prefill chunks and decode steps of every active slot.
+/// One slot's share of a pass.
+struct Work {
+    slot: usize,
+    /// Prompt tokens, or the token to feed followed by drafted ones.
+    tokens: Vec<u32>,
+    pos: usize,
+    feed: Feed,
+    /// Whether the logits choose a token (a prompt's last piece, or a decode step).
+    sample: bool,
+}
+
+/// One batched pass: prefill chunks and decode steps (with drafted tokens to verify) of every
+/// active slot.
 fn pass(
     backend: &mut dyn Backend,
+    drafter: &mut dyn Drafter,
     slots: &mut [Slot],
+    opts: &BatchOptions,
     ctx: usize,
-    prefill_budget: usize,
     stats: &Stats,
 ) {
     let now = Instant::now();
@@ -337,27 +365,38 @@ fn pass(
             }
         }
     }
-    // (slot index, tokens to run, position of the first, how they are fed, whether its
-    // logits are sampled).
-    let mut work: Vec<(usize, Vec<u32>, usize, Feed, bool)> = Vec::new();
-    let mut budget = prefill_budget.max(1);
+    let mut work: Vec<Work> = Vec::new();
+    let mut budget = opts.prefill_per_pass.max(1);
     for (i, slot) in slots.iter().enumerate() {
         let Some(a) = &slot.active else { continue };
         // The cache holds exactly the positions written so far.
         let pos = slot.cache.tokens().len();
         if let Some(next) = a.next {
-            work.push((i, vec![next], pos, Feed::Decode, true));
+            let want = proposals_wanted(opts.draft_max, pos, ctx, a.decoding.left());
+            let mut tokens = vec![next];
+            if want > 0 {
+                let mut proposals = drafter.propose(&a.context, a.hidden.as_deref(), want);
+                proposals.truncate(want);
+                tokens.extend(proposals);
+            }
+            work.push(Work {
+                slot: i,
+                tokens,
+                pos,
+                feed: Feed::Decode,
+                sample: true,
+            });
         } else if budget > 0 {
             let rest = &a.prompt[pos..];
             let take = rest.len().min(budget);
             budget -= take;
-            work.push((
-                i,
-                rest[..take].to_vec(),
+            work.push(Work {
+                slot: i,
+                tokens: rest[..take].to_vec(),
                 pos,
-                Feed::Prompt,
-                take == rest.len(),
-            ));
+                feed: Feed::Prompt,
+                sample: take == rest.len(),
+            });
         }
     }
     if work.is_empty() {
@@ -365,11 +404,11 @@ fn pass(
     }
     let inputs: Vec<SlotInput> = work
         .iter()
-        .map(|(slot, tokens, pos, feed, _)| SlotInput {
-            slot: *slot,
-            tokens,
-            pos: *pos,
-            feed: *feed,
+        .map(|w| SlotInput {
+            slot: w.slot,
+            tokens: &w.tokens,
+            pos: w.pos,
+            feed: w.feed,
         })
         .collect();
     let result = backend.forward_batch(&inputs);
@@ -379,50 +418,99 @@ fn pass(
         Ok(l) => l,
         Err(e) => {
             // The slots' caches are in an unknown state: forget them.
-            for (i, ..) in &work {
-                slots[*i].cache.clear();
+            for w in &work {
+                slots[w.slot].cache.clear();
                 let why = format!("backend error: {}", crate::error_chain(&e));
-                fail(&mut slots[*i], FailureKind::Internal, &why, stats);
+                fail(&mut slots[w.slot], FailureKind::Internal, &why, stats);
             }
             return;
         }
     };
-    let vocab = logits.len() / work.len();
-    for ((i, tokens, _, _, sample), logits) in work.iter().zip(logits.chunks_exact(vocab)) {
-        let slot = &mut slots[*i];
-        slot.cache.extend(tokens);
+    let (vocab, dim) = (backend.config().vocab_size, backend.config().dim);
+    let hidden = backend.hidden_states();
+    let mut first_row = 0;
+    for (w, input) in work.iter().zip(&inputs) {
+        let n_rows = input.logit_rows();
+        let rows = &logits[first_row * vocab..(first_row + n_rows) * vocab];
+        let row_base = first_row;
+        first_row += n_rows;
+        let slot = &mut slots[w.slot];
+        if w.feed == Feed::Prompt {
+            slot.cache.extend(&w.tokens);
+        }
         let Some(a) = slot.active.as_mut() else {
             continue;
         };
         a.next = None;
-        if !*sample {
+        if !w.sample {
             continue;
         }
-        let room = slot.cache.tokens().len() < ctx;
+        let proposals = match w.feed {
+            Feed::Prompt => &[][..],
+            Feed::Decode => &w.tokens[1..],
+        };
+        let pos = w.pos + w.tokens.len() - n_rows;
         let mut text = String::new();
-        let step = a.decoding.step(logits, room, &mut |s| text.push_str(s));
+        let mut reason = None;
+        let verified = verify(
+            rows,
+            vocab,
+            proposals,
+            pos,
+            ctx,
+            &mut |row, proposal, room| {
+                let step = a
+                    .decoding
+                    .step_drafted(row, proposal, room, &mut |s| text.push_str(s))?;
+                Ok::<_, TokenizerError>(match step {
+                    Step::Feed(t) => Some(t),
+                    Step::Done(r) => {
+                        reason = Some(r);
+                        None
+                    }
+                })
+            },
+        );
+        if w.feed == Feed::Decode {
+            let kept = match &verified {
+                Ok(v) => 1 + v.accepted,
+                Err(_) => 0,
+            };
+            slot.cache.extend(&w.tokens[..kept]);
+            add(&stats.draft_proposed, proposals.len());
+            add(&stats.draft_accepted, kept.saturating_sub(1));
+        }
         let now = Instant::now();
         a.first_token.get_or_insert(now);
         a.last_token = Some(now);
-        let step = match step {
-            Ok(s) => s,
+        let verified = match verified {
+            Ok(v) => v,
             Err(e) => {
                 let why = format!("cannot decode the output: {}", crate::error_chain(&e));
                 fail(slot, FailureKind::Internal, &why, stats);
                 continue;
             }
         };
+        a.context.extend(&proposals[..verified.accepted]);
         let n = a.decoding.tokens().len();
         add(&stats.completion_tokens, n - a.counted);
         a.counted = n;
         let mut alive = text.is_empty() || (a.events)(Event::Text(text));
-        match step {
-            Step::Feed(t) if alive => a.next = Some(t),
-            Step::Feed(_) => {}
-            Step::Done(reason) => {
+        match (verified.next, reason) {
+            (Some((t, row)), _) if alive => {
+                a.next = Some(t);
+                a.context.push(t);
+                let r = row_base + row;
+                a.hidden = hidden
+                    .and_then(|h| h.get(r * dim..(r + 1) * dim))
+                    .map(<[f32]>::to_vec);
+            }
+            (Some(_), _) => {}
+            (None, reason) => {
+                let reason = reason.unwrap_or(StopReason::MaxTokens);
                 let mut rest = String::new();
                 a.decoding.finish(reason, &mut |s| rest.push_str(s));
-                if !rest.is_empty() {
+                if alive && !rest.is_empty() {
                     alive = (a.events)(Event::Text(rest));
                 }
                 if alive {

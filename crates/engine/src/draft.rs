@@ -114,10 +114,6 @@ pub struct LoopStart {
     pub hidden: Option<Vec<f32>>,
 }
 
-/// `decide(logits, proposal, room)` of [`decode_loop`]: the token that follows a row, `None`
-/// to stop.
-pub type Decide<'a, E> = dyn FnMut(&[f32], Option<u32>, bool) -> Result<Option<u32>, E> + 'a;
-
 /// What [`decode_loop`] did.
 #[derive(Debug, Clone, Default)]
 pub struct LoopReport {
@@ -128,20 +124,73 @@ pub struct LoopReport {
     pub backend_s: f64,
 }
 
-/// Decode from `start` until `decide` says stop. Each pass feeds the current token and up to
-/// `draft_max - 1` proposals (never past `ctx` positions, nor more rows than the `budget`
-/// of tokens still to choose); `decide(logits, proposal, room)` chooses the token that follows
-/// a row (`room`: the context can take it), `Some` to go on, `None` to stop. A proposal is
-/// kept when the chosen token equals it; the first other choice ends the pass and is fed
-/// next.
-#[allow(clippy::too_many_arguments)]
+/// `decide(logits, proposal, room)`: the token that follows a row of a verify pass (`room`:
+/// the context can take it), `None` to stop.
+pub type Decide<'a, E> = dyn FnMut(&[f32], Option<u32>, bool) -> Result<Option<u32>, E> + 'a;
+
+/// How many tokens to propose for a pass whose current token goes to `pos`: up to
+/// `draft_max - 1`, never past `ctx` positions, and no more than `left - 1` when `left`
+/// tokens are still to be chosen (each row decides one).
+pub fn proposals_wanted(draft_max: usize, pos: usize, ctx: usize, left: usize) -> usize {
+    draft_max
+        .saturating_sub(1)
+        .min(ctx.saturating_sub(pos + 1))
+        .min(left.saturating_sub(1))
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Rows decided on.
+    pub decided: usize,
+    /// Leading proposals kept.
+    pub accepted: usize,
+    /// The token chosen after the kept proposals and the row that chose it (to be fed next);
+    /// `None` when `decide` stopped.
+    pub next: Option<(u32, usize)>,
+}
+
+/// Walk the rows (`[proposals.len() + 1][vocab]`) of a verify pass fed at `pos`: keep each
+/// proposal that `decide` chooses itself; the first other choice (or the choice after the
+/// last proposal) is the next token.
+pub fn verify<E>(
+    logits: &[f32],
+    vocab: usize,
+    proposals: &[u32],
+    pos: usize,
+    ctx: usize,
+    decide: &mut Decide<'_, E>,
+) -> Result<Verified, E> {
+    let mut v = Verified {
+        decided: 0,
+        accepted: 0,
+        next: None,
+    };
+    for (i, row) in logits.chunks_exact(vocab).enumerate() {
+        let proposal = proposals.get(i).copied();
+        v.decided += 1;
+        let Some(t) = decide(row, proposal, pos + i + 1 < ctx)? else {
+            return Ok(v);
+        };
+        if Some(t) != proposal {
+            v.next = Some((t, i));
+            return Ok(v);
+        }
+        v.accepted += 1;
+    }
+    Ok(v)
+}
+
+/// Decode from `start` until `decide` says stop. Each pass feeds the current token and the
+/// drafter's proposals ([`proposals_wanted`], with `left` the tokens still to choose) to
+/// [`Backend::decode`] and keeps what [`verify`] accepts.
 pub fn decode_loop<E: From<BackendError>>(
     backend: &mut dyn Backend,
     drafter: &mut dyn Drafter,
     draft_max: usize,
     start: LoopStart,
     ctx: usize,
-    mut budget: usize,
+    mut left: usize,
     decide: &mut Decide<'_, E>,
 ) -> Result<LoopReport, E> {
     let LoopStart {
@@ -160,12 +209,7 @@ pub fn decode_loop<E: From<BackendError>>(
         ..LoopReport::default()
     };
     loop {
-        // Positions pos.. are free up to ctx and the current token takes one; each row
-        // decides one token, so proposals beyond `budget - 1` could never be used.
-        let want = draft_max
-            .saturating_sub(1)
-            .min(ctx.saturating_sub(pos + 1))
-            .min(budget.saturating_sub(1));
+        let want = proposals_wanted(draft_max, pos, ctx, left);
         let mut proposals = if want > 0 {
             drafter.propose(&context, hidden.as_deref(), want)
         } else {
@@ -180,33 +224,21 @@ pub fn decode_loop<E: From<BackendError>>(
         report.backend_s += t.elapsed().as_secs_f64();
         report.draft.passes += 1;
         report.draft.proposed += proposals.len() as u64;
-        let mut next = None;
-        for (i, row) in logits.chunks_exact(vocab).enumerate() {
-            let proposal = proposals.get(i).copied();
-            report.decided += 1;
-            let Some(t) = decide(row, proposal, pos + i + 1 < ctx)? else {
-                return Ok(report);
-            };
-            budget = budget.saturating_sub(1);
-            if Some(t) == proposal {
-                report.draft.accepted += 1;
-                context.push(t);
-                continue;
-            }
-            hidden = backend
-                .hidden_states()
-                .and_then(|h| h.get(i * dim..(i + 1) * dim))
-                .map(<[f32]>::to_vec);
-            next = Some((t, pos + i + 1));
-            break;
-        }
-        // Every row was decided and none stopped: the last row's choice is never a proposal.
-        let Some((t, p)) = next else {
+        let v = verify(&logits, vocab, &proposals, pos, ctx, decide)?;
+        report.decided += v.decided as u64;
+        report.draft.accepted += v.accepted as u64;
+        left = left.saturating_sub(v.decided);
+        context.extend(&proposals[..v.accepted]);
+        let Some((t, row)) = v.next else {
             return Ok(report);
         };
+        hidden = backend
+            .hidden_states()
+            .and_then(|h| h.get(row * dim..(row + 1) * dim))
+            .map(<[f32]>::to_vec);
         context.push(t);
         token = t;
-        pos = p;
+        pos += row + 1;
     }
 }
 

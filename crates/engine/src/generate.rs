@@ -236,6 +236,11 @@ impl<'t> Decoding<'t> {
         }
     }
 
+    /// How many more tokens `max_tokens` allows.
+    pub fn left(&self) -> usize {
+        self.max_tokens.saturating_sub(self.tokens.len())
+    }
+
     /// The generated token ids so far (an end-of-generation token is not included).
     pub fn tokens(&self) -> &[u32] {
         &self.tokens

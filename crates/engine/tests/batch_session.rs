@@ -7,7 +7,7 @@
 //! (`espresso pull`; fails, does not skip, without it).
 
 use engine::batch::{self, BatchOptions, Event, FailureKind, Finish, Job, Stats};
-use engine::{generate, Backend, BackendError, GenerateOptions, SlotInput, StopReason};
+use engine::{generate, Backend, BackendError, GenerateOptions, NoDraft, SlotInput, StopReason};
 use model::{GgufFile, LlamaConfig, Tokenizer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -23,6 +23,32 @@ fn tokenizer() -> Tokenizer {
 
 /// Ordinary word tokens the toy model picks from (never end-of-generation).
 const WORDS: [u32; 8] = [253, 314, 354, 260, 288, 281, 1205, 2056];
+
+/// The toy's next token after `seq` (no end-of-generation).
+fn word_after(seq: &[u32]) -> u32 {
+    let h = seq.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| {
+        (h ^ u64::from(t)).wrapping_mul(0x100_0000_01b3)
+    });
+    WORDS[(h >> 33) as usize % WORDS.len()]
+}
+
+/// Drafts the toy's own chain (every proposal right) or, when `wrong`, a token it never picks.
+struct ToyDraft {
+    wrong: bool,
+}
+
+impl engine::Drafter for ToyDraft {
+    fn name(&self) -> &str {
+        "toy"
+    }
+    fn propose(&mut self, context: &[u32], _: Option<&[f32]>, max: usize) -> Vec<u32> {
+        let mut seq = context.to_vec();
+        for _ in 0..max {
+            seq.push(if self.wrong { 1 } else { word_after(&seq) });
+        }
+        seq.split_off(context.len())
+    }
+}
 
 /// What the toy backend saw, shared with the test.
 #[derive(Default)]
@@ -60,10 +86,7 @@ impl Toy {
         if self.eog_at == Some(seq.len()) {
             return self.eog;
         }
-        let h = seq.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| {
-            (h ^ u64::from(t)).wrapping_mul(0x100_0000_01b3)
-        });
-        WORDS[(h >> 33) as usize % WORDS.len()]
+        word_after(seq)
     }
 
     fn one_hot(&self, t: u32) -> Vec<f32> {
@@ -152,6 +175,18 @@ fn job(
 }
 
 fn run(backend: &mut Toy, tok: &Tokenizer, jobs: Vec<Job>, slots: usize, stats: &Stats) {
+    run_drafted(backend, &mut NoDraft, 1, tok, jobs, slots, stats);
+}
+
+fn run_drafted(
+    backend: &mut Toy,
+    drafter: &mut dyn engine::Drafter,
+    draft_max: usize,
+    tok: &Tokenizer,
+    jobs: Vec<Job>,
+    slots: usize,
+    stats: &Stats,
+) {
     let (tx, rx) = sync_channel(jobs.len().max(1));
     for j in jobs {
         stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -163,8 +198,17 @@ fn run(backend: &mut Toy, tok: &Tokenizer, jobs: Vec<Job>, slots: usize, stats: 
         ctx: backend.config.context_length,
         prefill_per_pass: 16,
         shutdown_grace: Duration::ZERO,
+        draft_max,
     };
-    batch::run(backend, tok, &rx, &o, stats, &AtomicBool::new(false));
+    batch::run(
+        backend,
+        drafter,
+        tok,
+        &rx,
+        &o,
+        stats,
+        &AtomicBool::new(false),
+    );
 }
 
 fn text_and_finish(events: &[Event]) -> (String, Finish) {
@@ -242,6 +286,66 @@ fn batched_requests_give_the_same_text_as_alone() {
     assert_eq!(stats.cancellations.load(Ordering::Relaxed), 0);
 }
 
+#[test]
+fn drafted_batched_requests_give_the_same_text_as_alone() {
+    let tok = tokenizer();
+    let vocab = tok.vocab_size();
+    let prompts: Vec<Vec<u32>> = (0..5)
+        .map(|i| {
+            (0..(4 + 7 * i))
+                .map(|k| 400 + ((k * 5 + i) % 40) as u32)
+                .collect()
+        })
+        .collect();
+    let max_tokens = [14, 2, 9, 1, 17];
+    let want: Vec<_> = prompts
+        .iter()
+        .zip(max_tokens)
+        .map(|(p, n)| {
+            let mut alone = Toy::new(vocab, 256, 1, 0);
+            generate(&mut alone, &tok, p, &opts(n), &mut |_| {}).expect("alone")
+        })
+        .collect();
+    for (wrong, draft_max) in [(false, 2), (false, 4), (true, 3)] {
+        let sinks: Vec<_> = prompts
+            .iter()
+            .map(|_| Arc::new(Mutex::new(Vec::new())))
+            .collect();
+        let jobs = prompts
+            .iter()
+            .zip(max_tokens)
+            .zip(&sinks)
+            .map(|((p, n), s)| job(p.clone(), opts(n), s, None))
+            .collect();
+        let mut toy = Toy::new(vocab, 256, 2, 0);
+        let stats = Stats::default();
+        let mut drafter = ToyDraft { wrong };
+        run_drafted(&mut toy, &mut drafter, draft_max, &tok, jobs, 2, &stats);
+        let what = format!("wrong drafts {wrong}, {draft_max} tokens per pass");
+        for (i, (s, w)) in sinks.iter().zip(&want).enumerate() {
+            let (text, fin) = text_and_finish(&s.lock().unwrap());
+            assert_eq!(text, w.text, "request {i}, {what}");
+            assert_eq!(fin.completion_tokens, w.tokens.len(), "request {i}, {what}");
+        }
+        let proposed = stats.draft_proposed.load(Ordering::Relaxed) as usize;
+        let accepted = stats.draft_accepted.load(Ordering::Relaxed) as usize;
+        // Each request decides its tokens after the first in passes of up to draft_max.
+        let steps: usize = max_tokens.iter().map(|n| n - 1).sum();
+        if wrong {
+            assert_eq!(accepted, 0, "{what}");
+            assert!(proposed > 0, "{what}");
+        } else {
+            assert_eq!(accepted, proposed, "{what}");
+            let passes: usize = max_tokens.iter().map(|n| (n - 1).div_ceil(draft_max)).sum();
+            assert_eq!(
+                steps - accepted,
+                passes,
+                "{what}: decode passes per request"
+            );
+        }
+    }
+}
+
 /// Wait until the sink holds a final event.
 fn wait_done(sink: &Arc<Mutex<Vec<Event>>>) {
     let t = Instant::now();
@@ -276,13 +380,23 @@ fn a_follow_up_prompt_reuses_its_slot_cache() {
         ctx: 256,
         prefill_per_pass: 16,
         shutdown_grace: Duration::ZERO,
+        draft_max: 1,
     };
     let mut second = first.clone();
     let mut computed = 0;
     std::thread::scope(|scope| {
         let (toy, tok, stats, o) = (&mut toy, &tok, &stats, &o);
-        let engine =
-            scope.spawn(move || batch::run(toy, tok, &rx, o, stats, &AtomicBool::new(false)));
+        let engine = scope.spawn(move || {
+            batch::run(
+                toy,
+                &mut NoDraft,
+                tok,
+                &rx,
+                o,
+                stats,
+                &AtomicBool::new(false),
+            )
+        });
         tx.send(job(first.clone(), opts(5), &s1, None)).unwrap();
         wait_done(&s1);
         let (text1, f1) = text_and_finish(&s1.lock().unwrap());
@@ -423,8 +537,17 @@ fn bad_requests_timeouts_and_shutdown_fail_with_their_kind() {
         ctx: 32,
         prefill_per_pass: 16,
         shutdown_grace: Duration::ZERO,
+        draft_max: 1,
     };
-    batch::run(&mut toy, &tok, &rx, &o, &stats, &AtomicBool::new(true));
+    batch::run(
+        &mut toy,
+        &mut NoDraft,
+        &tok,
+        &rx,
+        &o,
+        &stats,
+        &AtomicBool::new(true),
+    );
     assert_eq!(kind(&a), FailureKind::ShuttingDown);
     drop(tx);
 }

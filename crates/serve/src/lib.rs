@@ -15,7 +15,7 @@ mod metrics;
 mod routes;
 
 use engine::batch::{self, BatchOptions, Job, Stats};
-use engine::Backend;
+use engine::{Backend, Drafter};
 use model::chat::ChatTemplate;
 use model::tokenizer::Tokenizer;
 use sha2::{Digest, Sha256};
@@ -49,6 +49,14 @@ pub struct ServeOptions {
     pub keep_alive: Duration,
     /// Name reported by `/v1/models` and in responses.
     pub model_name: String,
+    /// Tokens per decode pass of a request with drafting (see `engine::batch::BatchOptions`).
+    pub draft_max: usize,
+}
+
+/// What the engine thread runs: the backend and the drafter that proposes tokens for it.
+pub struct Engine<'m> {
+    pub backend: Box<dyn Backend + 'm>,
+    pub drafter: Box<dyn Drafter + 'm>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,14 +98,14 @@ fn sha256(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
-/// Run the server until Ctrl-C or SIGTERM (or the backend fails to load). `make_backend` runs
+/// Run the server until Ctrl-C or SIGTERM (or the backend fails to load). `make_engine` runs
 /// on the engine thread, after the port is bound: `/health` answers 503 until it returns.
 /// `on_listening` gets the bound address (to print it).
 pub fn run<'m>(
     opts: ServeOptions,
     tokenizer: Tokenizer,
     template: Result<ChatTemplate, String>,
-    make_backend: impl FnOnce() -> Result<Box<dyn Backend + 'm>, String> + Send + 'm,
+    make_engine: impl FnOnce() -> Result<Engine<'m>, String> + Send + 'm,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -143,6 +151,7 @@ pub fn run<'m>(
         ctx: opts.ctx,
         prefill_per_pass: 256,
         shutdown_grace: Duration::from_secs(5),
+        draft_max: opts.draft_max,
     };
     on_listening(local);
 
@@ -158,7 +167,8 @@ pub fn run<'m>(
             std::thread::Builder::new()
                 .name("espresso-engine".into())
                 .spawn_scoped(scope, move || {
-                    let result = make_backend().map(|mut backend| {
+                    let result = make_engine().map(|mut engine| {
+                        let backend = &mut engine.backend;
                         if backend.max_slots() < batch_opts.slots {
                             eprintln!(
                                 "note: the {} backend decodes {} request(s) at a time; \
@@ -171,7 +181,8 @@ pub fn run<'m>(
                         ready.store(true, Ordering::SeqCst);
                         eprintln!("model loaded; serving");
                         batch::run(
-                            backend.as_mut(),
+                            engine.backend.as_mut(),
+                            engine.drafter.as_mut(),
                             &tokenizer,
                             &jobs_rx,
                             &batch_opts,

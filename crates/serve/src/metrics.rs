@@ -24,7 +24,7 @@ fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
 pub(crate) fn render(stats: &Stats, http: &HttpCounters) -> String {
     let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::new();
-    let rows: [(&str, &str, &str, u64); 13] = [
+    let rows: [(&str, &str, &str, u64); 15] = [
         (
             "espresso_requests_total",
             "counter",
@@ -90,6 +90,18 @@ pub(crate) fn render(stats: &Stats, http: &HttpCounters) -> String {
             "counter",
             "Batched passes over the weights.",
             g(&stats.passes),
+        ),
+        (
+            "espresso_draft_proposed_total",
+            "counter",
+            "Drafted tokens verified (speculative decoding).",
+            g(&stats.draft_proposed),
+        ),
+        (
+            "espresso_draft_accepted_total",
+            "counter",
+            "Drafted tokens the model kept.",
+            g(&stats.draft_accepted),
         ),
         (
             "espresso_queue_depth",
