@@ -51,7 +51,7 @@ fn add(total: &mut DraftStats, s: &DraftStats) {
 
 #[test]
 fn greedy_output_with_drafting_is_identical_on_held_out_prompts() {
-    let gguf = GgufFile::open(&model_path()).expect("model");
+    let gguf = GgufFile::open(model_path()).expect("model");
     let tok = Tokenizer::from_gguf(&gguf).expect("tokenizer");
     let prompts = prompts(&gguf, &tok);
     assert!(prompts.len() >= 20, "at least 20 prompts");
