@@ -308,14 +308,14 @@ pub fn generate_drafted(
             pos: prompt.len(),
             hidden: backend.hidden_states().map(<[f32]>::to_vec),
         };
-        let budget = opts.max_tokens.saturating_sub(1);
+        let left = decoding.left();
         report = decode_loop(
             backend,
             drafter,
             opts.draft_max,
             start,
             ctx,
-            budget,
+            left,
             &mut |row, draft, room| -> Result<Option<u32>, GenerateError> {
                 let step = decoding.step_drafted(row, draft, room, on_text)?;
                 Ok(match record(step, &mut reason) {
