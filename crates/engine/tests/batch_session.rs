@@ -229,6 +229,32 @@ fn text_and_finish(events: &[Event]) -> (String, Finish) {
     }
 }
 
+/// What each prompt gives alone (`generate` on a one-slot toy), `max_tokens[i]` tokens.
+fn alone(tok: &Tokenizer, prompts: &[Vec<u32>], max_tokens: &[usize]) -> Vec<engine::Generation> {
+    prompts
+        .iter()
+        .zip(max_tokens)
+        .map(|(p, &n)| {
+            let mut alone = Toy::new(tok.vocab_size(), 256, 1, 0);
+            generate(&mut alone, tok, p, &opts(n), &mut |_| {}).expect("alone")
+        })
+        .collect()
+}
+
+type Sink = Arc<Mutex<Vec<Event>>>;
+
+/// One job per prompt, each with its own event sink.
+fn jobs_for(prompts: &[Vec<u32>], max_tokens: &[usize]) -> (Vec<Sink>, Vec<Job>) {
+    let sinks: Vec<Sink> = prompts.iter().map(|_| Sink::default()).collect();
+    let jobs = prompts
+        .iter()
+        .zip(max_tokens)
+        .zip(&sinks)
+        .map(|((p, &n), s)| job(p.clone(), opts(n), s, None))
+        .collect();
+    (sinks, jobs)
+}
+
 #[test]
 fn batched_requests_give_the_same_text_as_alone() {
     let tok = tokenizer();
@@ -241,24 +267,8 @@ fn batched_requests_give_the_same_text_as_alone() {
         })
         .collect();
     let max_tokens = [12, 3, 20, 1, 9, 15, 6];
-    let want: Vec<_> = prompts
-        .iter()
-        .zip(max_tokens)
-        .map(|(p, n)| {
-            let mut alone = Toy::new(vocab, 256, 1, 0);
-            generate(&mut alone, &tok, p, &opts(n), &mut |_| {}).expect("alone")
-        })
-        .collect();
-    let sinks: Vec<_> = prompts
-        .iter()
-        .map(|_| Arc::new(Mutex::new(Vec::new())))
-        .collect();
-    let jobs = prompts
-        .iter()
-        .zip(max_tokens)
-        .zip(&sinks)
-        .map(|((p, n), s)| job(p.clone(), opts(n), s, None))
-        .collect();
+    let want = alone(&tok, &prompts, &max_tokens);
+    let (sinks, jobs) = jobs_for(&prompts, &max_tokens);
     let mut toy = Toy::new(vocab, 256, 3, 0);
     let stats = Stats::default();
     run(&mut toy, &tok, jobs, 3, &stats);
@@ -298,25 +308,9 @@ fn drafted_batched_requests_give_the_same_text_as_alone() {
         })
         .collect();
     let max_tokens = [14, 2, 9, 1, 17];
-    let want: Vec<_> = prompts
-        .iter()
-        .zip(max_tokens)
-        .map(|(p, n)| {
-            let mut alone = Toy::new(vocab, 256, 1, 0);
-            generate(&mut alone, &tok, p, &opts(n), &mut |_| {}).expect("alone")
-        })
-        .collect();
+    let want = alone(&tok, &prompts, &max_tokens);
     for (wrong, draft_max) in [(false, 2), (false, 4), (true, 3)] {
-        let sinks: Vec<_> = prompts
-            .iter()
-            .map(|_| Arc::new(Mutex::new(Vec::new())))
-            .collect();
-        let jobs = prompts
-            .iter()
-            .zip(max_tokens)
-            .zip(&sinks)
-            .map(|((p, n), s)| job(p.clone(), opts(n), s, None))
-            .collect();
+        let (sinks, jobs) = jobs_for(&prompts, &max_tokens);
         let mut toy = Toy::new(vocab, 256, 2, 0);
         let stats = Stats::default();
         let mut drafter = ToyDraft { wrong };
