@@ -1,6 +1,7 @@
 //! `espresso`: generate text, chat, tokenize, benchmark and inspect MIL programs.
 
 mod doctor;
+mod draft_cmd;
 mod load;
 mod mil_cmd;
 mod perplexity;
@@ -49,6 +50,9 @@ enum Command {
     Bench(BenchArgs),
     /// Train: fine-tune a GGUF model or train one from scratch (CPU), with checkpoints.
     Train(Box<train_cmd::TrainArgs>),
+    /// Train a draft head for speculative decoding (`--draft head`) on the model's own greedy
+    /// outputs for a prompt file.
+    TrainDraft(Box<draft_cmd::TrainDraftArgs>),
     /// Token-mean loss and perplexity over a text file, in non-overlapping windows of --ctx tokens.
     Perplexity(perplexity::PerplexityArgs),
     /// Write the deterministic synthetic model of `bench --synthetic SEED` as a GGUF file.
@@ -378,6 +382,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(a) => cmd_bench(a),
         Command::Train(a) => train_cmd::run(*a),
+        Command::TrainDraft(a) => draft_cmd::run(*a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Mil(c) => mil_cmd::run(c),
         Command::Doctor => doctor::run(),
