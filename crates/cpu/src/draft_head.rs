@@ -575,3 +575,264 @@ impl engine::Drafter for DraftHead {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::synthetic::SyntheticModel;
+
+    fn random(n: usize, scale: f64, rng: &mut SplitMix) -> Vec<f64> {
+        (0..n).map(|_| (rng.unit() * 2.0 - 1.0) * scale).collect()
+    }
+
+    /// A small head with every parameter random (norm weights around 1).
+    fn small_head(d: usize, hid: usize, seed: u64) -> HeadParams<f64> {
+        let mut rng = SplitMix(seed);
+        HeadParams {
+            dim: d,
+            hidden: hid,
+            w1: random(hid * 2 * d, 0.5, &mut rng),
+            w2: random(d * hid, 0.5, &mut rng),
+            norm: random(d, 0.3, &mut rng).iter().map(|v| 1.0 + v).collect(),
+        }
+    }
+
+    /// The module docs' formula, one row at a time with scalar loops in f64: the reference
+    /// for [`head_logits`], written without the training ops.
+    fn reference_logits(
+        p: &HeadParams<f64>,
+        h: &[f64],
+        e: &[f64],
+        out: &[f64],
+        eps: f64,
+    ) -> Vec<f64> {
+        let (d, hid) = (p.dim, p.hidden);
+        let v = out.len() / d;
+        let mut logits = Vec::new();
+        for (ht, et) in h.chunks(d).zip(e.chunks(d)) {
+            let x: Vec<f64> = ht.iter().chain(et).copied().collect();
+            let s: Vec<f64> = (0..hid)
+                .map(|j| {
+                    let a: f64 = (0..2 * d).map(|i| p.w1[j * 2 * d + i] * x[i]).sum();
+                    a / (1.0 + (-a).exp())
+                })
+                .collect();
+            let z: Vec<f64> = (0..d)
+                .map(|i| ht[i] + (0..hid).map(|j| p.w2[i * hid + j] * s[j]).sum::<f64>())
+                .collect();
+            let r = 1.0 / (z.iter().map(|x| x * x).sum::<f64>() / d as f64 + eps).sqrt();
+            for k in 0..v {
+                logits.push((0..d).map(|i| out[k * d + i] * z[i] * r * p.norm[i]).sum());
+            }
+        }
+        logits
+    }
+
+    #[test]
+    fn forward_matches_a_scalar_reference() {
+        let (d, hid, v, b) = (8, 12, 7, 3);
+        let p = small_head(d, hid, 1);
+        let mut rng = SplitMix(2);
+        let (h, e, out) = (
+            random(b * d, 1.0, &mut rng),
+            random(b * d, 1.0, &mut rng),
+            random(v * d, 1.0, &mut rng),
+        );
+        let (got, _) = head_logits(&p, &h, &e, &out, 1e-5);
+        let want = reference_logits(&p, &h, &e, &out, 1e-5);
+        assert_eq!(got.len(), b * v);
+        for (g, w) in got.iter().zip(&want) {
+            // Same math in f64, different summation order: agreement to rounding.
+            assert!((g - w).abs() < 1e-12 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+    }
+
+    /// Central finite differences in f64 of `L = Σ r ⊙ logits` (r random) against
+    /// [`head_logits_backward`], for every parameter of W1, W2 and g.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (d, hid, v, b) = (4, 6, 5, 3);
+        let p = small_head(d, hid, 3);
+        let mut rng = SplitMix(4);
+        let (h, e, out) = (
+            random(b * d, 1.0, &mut rng),
+            random(b * d, 1.0, &mut rng),
+            random(v * d, 1.0, &mut rng),
+        );
+        let r = random(b * v, 1.0, &mut rng);
+        let loss = |p: &HeadParams<f64>| -> f64 {
+            let (l, _) = head_logits(p, &h, &e, &out, 1e-5);
+            l.iter().zip(&r).map(|(a, b)| a * b).sum()
+        };
+        let (_, cache) = head_logits(&p, &h, &e, &out, 1e-5);
+        let mut grads = HeadParams::<f64>::zeros(d, hid);
+        head_logits_backward(&r, &p, &out, &cache, &mut grads);
+        let step = 1e-6;
+        let mut worst = 0f64;
+        let mut check = |which: usize, n: usize| {
+            for i in 0..n {
+                let mut plus = p.clone();
+                let mut minus = p.clone();
+                let pick = |q: &mut HeadParams<f64>| -> *mut f64 {
+                    match which {
+                        0 => &mut q.w1[i],
+                        1 => &mut q.w2[i],
+                        _ => &mut q.norm[i],
+                    }
+                };
+                // SAFETY: each pointer is into its own live clone, used immediately.
+                unsafe {
+                    *pick(&mut plus) += step;
+                    *pick(&mut minus) -= step;
+                }
+                let numeric = (loss(&plus) - loss(&minus)) / (2.0 * step);
+                let analytic = [&grads.w1, &grads.w2, &grads.norm][which][i];
+                let err = (numeric - analytic).abs() / (1e-3 + numeric.abs());
+                worst = worst.max(err);
+                assert!(err < 1e-6, "param {which}[{i}]: {analytic} vs {numeric}");
+            }
+        };
+        check(0, p.w1.len());
+        check(1, p.w2.len());
+        check(2, p.norm.len());
+        assert!(worst > 0.0, "the check compared nothing");
+    }
+
+    fn test_head(d: usize, hid: usize, vocab: Vec<u32>, seed: u64) -> HeadFile {
+        let p = small_head(d, hid, seed);
+        let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+        HeadFile {
+            params: HeadParams {
+                dim: d,
+                hidden: hid,
+                w1: f(&p.w1),
+                w2: f(&p.w2),
+                norm: f(&p.norm),
+            },
+            vocab,
+            eps: 1e-5,
+            model_sha256: "ab".repeat(32),
+            model_size: 1234,
+            path: "test.head.gguf".into(),
+        }
+    }
+
+    fn bytes_of(h: &HeadFile) -> Vec<u8> {
+        let mut b = Vec::new();
+        h.write(&mut b).expect("write");
+        b
+    }
+
+    #[test]
+    fn file_round_trips_with_f16_weights() {
+        let h = test_head(32, 64, vec![5, 9, 2, 40000], 5);
+        let back = HeadFile::from_bytes("test.head.gguf", bytes_of(&h)).expect("read");
+        let f16 = |v: &[f32]| -> Vec<f32> {
+            v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+        };
+        assert_eq!(back.params.w1, f16(&h.params.w1));
+        assert_eq!(back.params.w2, f16(&h.params.w2));
+        assert_eq!(back.params.norm, h.params.norm);
+        assert_eq!(back.vocab, h.vocab);
+        assert_eq!(back.model_sha256, h.model_sha256);
+        assert_eq!(back.model_size, 1234);
+        assert_eq!(back.eps, 1e-5);
+    }
+
+    #[test]
+    fn corrupt_or_foreign_files_are_errors() {
+        let good = bytes_of(&test_head(32, 32, vec![1, 2, 3], 6));
+        // Every truncation is an error, never a panic.
+        for cut in (0..good.len()).step_by(97) {
+            assert!(
+                HeadFile::from_bytes("t", good[..cut].to_vec()).is_err(),
+                "cut {cut}"
+            );
+        }
+        // A model file is not a head.
+        let mut model = Vec::new();
+        SyntheticModel::new(tiny_config(), 1, GgmlType::F32)
+            .write_gguf(&mut model)
+            .expect("model");
+        let e = HeadFile::from_bytes("m.gguf", model).expect_err("a model is not a head");
+        assert!(e.to_string().contains("general.architecture"), "{e}");
+        // NaN weights are refused.
+        let mut h = test_head(32, 32, vec![1], 7);
+        h.params.norm[3] = f32::NAN;
+        let e = HeadFile::from_bytes("t", bytes_of(&h)).expect_err("NaN");
+        assert!(e.to_string().contains("NaN"), "{e}");
+    }
+
+    #[test]
+    fn another_model_is_refused_naming_both_hashes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.bin");
+        std::fs::write(&path, b"not the model").expect("write");
+        let (sha, size) = file_fingerprint(&path).expect("hash");
+        let mut h = test_head(32, 32, vec![1], 8);
+        let e = h.check_model(&path, true).expect_err("other model");
+        let msg = e.to_string();
+        assert!(msg.contains(&sha) && msg.contains(&h.model_sha256), "{msg}");
+        h.model_sha256 = sha;
+        h.model_size = size;
+        h.check_model(&path, false).expect("its own model");
+    }
+
+    fn tiny_config() -> model::LlamaConfig {
+        model::LlamaConfig {
+            n_layers: 1,
+            dim: 64,
+            ffn_dim: 64,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 32,
+            vocab_size: 300,
+            ..model::LlamaConfig::synthetic()
+        }
+    }
+
+    /// The inference path (Q8_0 weights, 8-bit activations) proposes the token the f32
+    /// training forward ranks first, or one within quantization error of it.
+    #[test]
+    fn inference_agrees_with_the_training_forward() {
+        let cfg = tiny_config();
+        let synth = SyntheticModel::new(cfg.clone(), 3, GgmlType::F32);
+        let w = LlamaWeights::from_source(&synth, cfg.clone()).expect("weights");
+        let vocab: Vec<u32> = (0..200).map(|i| (i * 7 % 300) as u32).collect();
+        let file = test_head(64, 96, vocab.clone(), 9);
+        let mut head = DraftHead::new(&file, &w, 1).expect("head");
+        let out = {
+            let mut o = vec![0f32; vocab.len() * 64];
+            for (&t, row) in vocab.iter().zip(o.chunks_exact_mut(64)) {
+                w.output.dequantize_row(t as usize, row);
+            }
+            o
+        };
+        let mut rng = SplitMix(10);
+        let mut exact = 0;
+        for trial in 0..20 {
+            let h: Vec<f32> = random(64, 1.0, &mut rng)
+                .iter()
+                .map(|&x| x as f32)
+                .collect();
+            let c = (trial * 13 % 300) as u32;
+            let mut e = vec![0f32; 64];
+            w.token_embd.dequantize_row(c as usize, &mut e);
+            let (logits, _) = head_logits(&file.params, &h, &e, &out, 1e-5);
+            let best = engine::argmax(&logits) as usize;
+            let got = head.propose_one(c, &h).expect("a proposal");
+            let row = vocab.iter().position(|&t| t == got).expect("in vocab");
+            // 8-bit activations and weights: logits move by ~1% of their spread.
+            let spread = logits.iter().fold(0f32, |m, &l| m.max(l.abs()));
+            assert!(logits[best] - logits[row] <= 0.03 * spread, "trial {trial}");
+            exact += usize::from(row == best);
+        }
+        assert!(exact >= 15, "only {exact}/20 proposals were the f32 argmax");
+        // No hidden state or an unknown token: no proposal.
+        assert_eq!(head.propose_one(1, &[0.0; 3]), None);
+        assert_eq!(head.propose_one(300, &[0.0; 64]), None);
+        use engine::Drafter;
+        assert!(head.propose(&[1, 2], None, 1).is_empty());
+        assert_eq!(head.propose(&[1, 2], Some(&[0.5; 64]), 3).len(), 1);
+    }
+}

@@ -386,3 +386,33 @@ fn train_head_here(
         coverage: covered as f64 / data.len().max(1) as f64,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabulary_is_by_frequency_then_padded_with_low_ids() {
+        let targets = [7, 3, 7, 9, 3, 7, 12];
+        assert_eq!(select_vocab(&targets, 2, 20), vec![7, 3]);
+        // 9 and 12 tie at one occurrence: the lower id first; then unseen ids from 0.
+        assert_eq!(select_vocab(&targets, 6, 20), vec![7, 3, 9, 12, 0, 1]);
+        // Ids outside the vocabulary are not counted.
+        assert_eq!(select_vocab(&[25, 1], 2, 20), vec![1, 0]);
+    }
+
+    #[test]
+    fn triples_round_trip_and_reject_other_bytes() {
+        let d = DistillData {
+            dim: 2,
+            hidden: vec![0.5, -1.0, 2.0, 3.5],
+            next: vec![4, 5],
+            target: vec![6, 7],
+        };
+        let b = d.to_bytes();
+        assert_eq!(DistillData::from_bytes(&b), Some(d));
+        assert_eq!(DistillData::from_bytes(&b[..b.len() - 1]), None);
+        assert_eq!(DistillData::from_bytes(b"ESPDSTL2"), None);
+        assert_eq!(DistillData::from_bytes(&[]), None);
+    }
+}
