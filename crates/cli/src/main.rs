@@ -167,6 +167,10 @@ struct DraftArgs {
     /// Tokens per verify pass: the current one and up to K-1 proposed ones (1 = no drafting).
     #[arg(long = "draft-max", value_name = "K", default_value_t = 2)]
     draft_max: usize,
+    /// A draft head file (from `espresso train-draft`) for --draft head/auto; it must record
+    /// this model's SHA-256.
+    #[arg(long = "draft-head", value_name = "PATH")]
+    draft_head: Option<PathBuf>,
 }
 
 impl DraftArgs {
@@ -325,6 +329,9 @@ struct BenchArgs {
     /// Tokens per verify pass with --draft (the current one and up to K-1 proposed ones).
     #[arg(long = "draft-max", value_name = "K", default_value_t = 2)]
     draft_max: usize,
+    /// A draft head file (from `espresso train-draft`) for --draft head/auto.
+    #[arg(long = "draft-head", value_name = "PATH", conflicts_with = "synthetic")]
+    draft_head: Option<PathBuf>,
     /// Use this text, in the model's chat template, as the prompt (instead of ppN token ids);
     /// the tg test then decodes the model's answer. Default with --draft: a fixed request for
     /// a short story.
@@ -418,7 +425,12 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     opts.sampler.validate()?;
     a.draft.check()?;
     let loaded = Loaded::open(a.model.model.as_deref())?;
-    let mut drafter = load::drafter(a.draft.draft, Some(&loaded.gguf), &loaded.name)?;
+    let mut drafter = load::drafter(
+        a.draft.draft,
+        Some(&loaded.gguf),
+        &loaded.name,
+        a.draft.draft_head.as_deref(),
+    )?;
     let prompt = if a.chat {
         loaded.encode_chat(&[ChatMessage::user(a.prompt.clone())])?
     } else {
@@ -462,7 +474,12 @@ fn cmd_chat(a: ChatArgs) -> Result<()> {
     a.sampling.options().sampler.validate()?;
     a.draft.check()?;
     let loaded = Loaded::open(a.model.model.as_deref())?;
-    let drafter = load::drafter(a.draft.draft, Some(&loaded.gguf), &loaded.name)?;
+    let drafter = load::drafter(
+        a.draft.draft,
+        Some(&loaded.gguf),
+        &loaded.name,
+        a.draft.draft_head.as_deref(),
+    )?;
     let opts = GenerateOptions {
         draft_max: a.draft.draft_max,
         ..a.sampling.options()
@@ -628,7 +645,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         let size = ModelSize::of(&weights);
         let opts = options(weights.config.context_length, None);
         let name = format!("synthetic:{seed}");
-        let mut drafter = load::drafter(a.draft, None, &name)?;
+        let mut drafter = load::drafter(a.draft, None, &name, None)?;
         let mut backend = load::make_backend(weights, spec)?;
         let r =
             engine::bench::run_bench(backend.as_mut(), drafter.as_mut(), &name, threads, &opts)?;
@@ -647,7 +664,12 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             None => None,
         };
         let opts = options(weights.config.context_length, prompt);
-        let mut drafter = load::drafter(a.draft, Some(&loaded.gguf), &loaded.name)?;
+        let mut drafter = load::drafter(
+            a.draft,
+            Some(&loaded.gguf),
+            &loaded.name,
+            a.draft_head.as_deref(),
+        )?;
         let mut backend = load::make_backend(weights, spec)?;
         let r = engine::bench::run_bench(
             backend.as_mut(),
