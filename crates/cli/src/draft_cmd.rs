@@ -153,7 +153,7 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
     if a.steps == 0 || a.batch == 0 || a.vocab == 0 || a.hidden == 0 {
         bail!("--steps, --batch, --vocab and --hidden must be at least 1");
     }
-    if a.hidden % 32 != 0 {
+    if !a.hidden.is_multiple_of(32) {
         bail!("--hidden must be a multiple of 32 (got {})", a.hidden);
     }
     if !(0.0..1.0).contains(&a.val_fraction) {
