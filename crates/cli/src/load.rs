@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
+use cpu::draft_head::{file_fingerprint, DraftHead, HeadFile};
 use engine::{Backend, Drafter};
 use model::chat::{ChatMessage, ChatTemplate};
 use model::tokenizer::Tokenizer;
@@ -42,18 +43,96 @@ pub enum DraftChoice {
     None,
 }
 
+/// Draft heads shipped in the binary: (file name, GGUF bytes). Each records the model it
+/// belongs to; `--draft auto` uses one only for that exact file.
+const SHIPPED_HEADS: &[(&str, &[u8])] = &[(
+    "SmolLM2-135M-Instruct.Q4_1.head.gguf",
+    include_bytes!("../assets/draft/SmolLM2-135M-Instruct.Q4_1.head.gguf"),
+)];
+
 /// The drafter `choice` names for the model in `gguf` (none for a synthetic model; `name`
-/// for messages).
+/// for messages). `head`: a head file given with `--draft-head`. The head runs on one
+/// thread: 0.38 ms per proposal on SmolLM2-135M, against 0.59 ms on two threads that wake
+/// between the backend's passes.
 pub fn drafter(
     choice: DraftChoice,
-    _gguf: Option<&GgufFile>,
+    gguf: Option<&GgufFile>,
     name: &str,
+    head: Option<&Path>,
 ) -> Result<Box<dyn Drafter>> {
+    if head.is_some() && matches!(choice, DraftChoice::None | DraftChoice::Ngram) {
+        anyhow::bail!("--draft-head needs --draft head or --draft auto");
+    }
     Ok(match choice {
         DraftChoice::None => Box::new(engine::NoDraft),
-        DraftChoice::Ngram | DraftChoice::Auto => Box::new(engine::Ngram::default()),
-        DraftChoice::Head => anyhow::bail!("--draft head: there is no draft head for {name}"),
+        DraftChoice::Ngram => Box::new(engine::Ngram::default()),
+        DraftChoice::Head | DraftChoice::Auto => {
+            let found = match (head, gguf) {
+                (Some(path), Some(g)) => {
+                    let h = HeadFile::open(path)?;
+                    h.check_model(&g.path, true)?;
+                    Some(h)
+                }
+                (Some(_), None) => anyhow::bail!("--draft-head: {name} has no model file"),
+                (None, Some(g)) => find_head(g)?,
+                (None, None) => None,
+            };
+            match (found, gguf) {
+                (Some(h), Some(g)) => {
+                    let weights = LlamaWeights::from_gguf(g)?;
+                    Box::new(DraftHead::new(&h, &weights, 1)?)
+                }
+                _ if choice == DraftChoice::Head => {
+                    anyhow::bail!("no draft head for {name} (train one with espresso train-draft)")
+                }
+                _ => Box::new(engine::Ngram::default()),
+            }
+        }
     })
+}
+
+/// The first head recorded for exactly the model file of `g`: those shipped in the binary,
+/// then `$ESPRESSO_HOME/draft/*.gguf` in name order. The model is hashed (SHA-256, once) only
+/// when a head records its byte size; an unreadable head in the cache is skipped with a
+/// warning.
+fn find_head(g: &GgufFile) -> Result<Option<HeadFile>> {
+    let size = std::fs::metadata(&g.path)
+        .with_context(|| format!("cannot read {}", g.path.display()))?
+        .len();
+    let mut cached: Vec<std::path::PathBuf> = model::cache::espresso_home()
+        .ok()
+        .and_then(|home| std::fs::read_dir(home.join("draft")).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    cached.sort();
+    let shipped = SHIPPED_HEADS
+        .iter()
+        .map(|(name, bytes)| HeadFile::from_bytes(name, bytes.to_vec()));
+    let candidates = shipped.chain(cached.iter().map(|p| HeadFile::open(p)));
+    let mut sha: Option<String> = None;
+    for c in candidates {
+        let head = match c {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("warning: skipping a draft head: {e}");
+                continue;
+            }
+        };
+        if head.model_size != size {
+            continue;
+        }
+        let sha = match &sha {
+            Some(s) => s,
+            None => sha.insert(file_fingerprint(&g.path)?.0),
+        };
+        if *sha == head.model_sha256 {
+            return Ok(Some(head));
+        }
+    }
+    Ok(None)
 }
 
 /// Everything that decides which backend runs a model.

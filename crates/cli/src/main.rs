@@ -1,6 +1,7 @@
 //! `espresso`: generate text, chat, tokenize, benchmark and inspect MIL programs.
 
 mod doctor;
+mod draft_cmd;
 mod load;
 mod mil_cmd;
 mod perplexity;
@@ -49,6 +50,9 @@ enum Command {
     Bench(BenchArgs),
     /// Train: fine-tune a GGUF model or train one from scratch (CPU), with checkpoints.
     Train(Box<train_cmd::TrainArgs>),
+    /// Train a draft head for speculative decoding (`--draft head`) on the model's own greedy
+    /// outputs for a prompt file.
+    TrainDraft(Box<draft_cmd::TrainDraftArgs>),
     /// Token-mean loss and perplexity over a text file, in non-overlapping windows of --ctx tokens.
     Perplexity(perplexity::PerplexityArgs),
     /// Write the deterministic synthetic model of `bench --synthetic SEED` as a GGUF file.
@@ -163,6 +167,10 @@ struct DraftArgs {
     /// Tokens per verify pass: the current one and up to K-1 proposed ones (1 = no drafting).
     #[arg(long = "draft-max", value_name = "K", default_value_t = 2)]
     draft_max: usize,
+    /// A draft head file (from `espresso train-draft`) for --draft head/auto; it must record
+    /// this model's SHA-256.
+    #[arg(long = "draft-head", value_name = "PATH")]
+    draft_head: Option<PathBuf>,
 }
 
 impl DraftArgs {
@@ -323,6 +331,9 @@ struct BenchArgs {
     /// Tokens per verify pass with --draft (the current one and up to K-1 proposed ones).
     #[arg(long = "draft-max", value_name = "K", default_value_t = 2)]
     draft_max: usize,
+    /// A draft head file (from `espresso train-draft`) for --draft head/auto.
+    #[arg(long = "draft-head", value_name = "PATH", conflicts_with = "synthetic")]
+    draft_head: Option<PathBuf>,
     /// Use this text, in the model's chat template, as the prompt (instead of ppN token ids);
     /// the tg test then decodes the model's answer. Default with --draft: a fixed request for
     /// a short story.
@@ -380,6 +391,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(a) => cmd_bench(a),
         Command::Train(a) => train_cmd::run(*a),
+        Command::TrainDraft(a) => draft_cmd::run(*a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Mil(c) => mil_cmd::run(c),
         Command::Doctor => doctor::run(),
@@ -415,7 +427,12 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     opts.sampler.validate()?;
     a.draft.check()?;
     let loaded = Loaded::open(a.model.model.as_deref())?;
-    let mut drafter = load::drafter(a.draft.draft, Some(&loaded.gguf), &loaded.name)?;
+    let mut drafter = load::drafter(
+        a.draft.draft,
+        Some(&loaded.gguf),
+        &loaded.name,
+        a.draft.draft_head.as_deref(),
+    )?;
     let prompt = if a.chat {
         loaded.encode_chat(&[ChatMessage::user(a.prompt.clone())])?
     } else {
@@ -459,7 +476,12 @@ fn cmd_chat(a: ChatArgs) -> Result<()> {
     a.sampling.options().sampler.validate()?;
     a.draft.check()?;
     let loaded = Loaded::open(a.model.model.as_deref())?;
-    let drafter = load::drafter(a.draft.draft, Some(&loaded.gguf), &loaded.name)?;
+    let drafter = load::drafter(
+        a.draft.draft,
+        Some(&loaded.gguf),
+        &loaded.name,
+        a.draft.draft_head.as_deref(),
+    )?;
     let opts = GenerateOptions {
         draft_max: a.draft.draft_max,
         ..a.sampling.options()
@@ -557,7 +579,7 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
         name,
     } = loaded;
     let spec = a.model.spec();
-    let draft = a.draft.draft;
+    let (draft, draft_head) = (a.draft.draft, a.draft.draft_head.clone());
     let gguf = &gguf;
     let model_name = name.clone();
     serve::run(
@@ -569,7 +591,7 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
                 let weights = model::LlamaWeights::from_gguf(gguf)?;
                 Ok(serve::Engine {
                     backend: load::make_backend(weights, spec)?,
-                    drafter: load::drafter(draft, Some(gguf), &model_name)?,
+                    drafter: load::drafter(draft, Some(gguf), &model_name, draft_head.as_deref())?,
                 })
             };
             engine().map_err(|e| format!("{e:#}"))
@@ -633,7 +655,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         let size = ModelSize::of(&weights);
         let opts = options(weights.config.context_length, None);
         let name = format!("synthetic:{seed}");
-        let mut drafter = load::drafter(a.draft, None, &name)?;
+        let mut drafter = load::drafter(a.draft, None, &name, None)?;
         let mut backend = load::make_backend(weights, spec)?;
         let r =
             engine::bench::run_bench(backend.as_mut(), drafter.as_mut(), &name, threads, &opts)?;
@@ -652,7 +674,12 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             None => None,
         };
         let opts = options(weights.config.context_length, prompt);
-        let mut drafter = load::drafter(a.draft, Some(&loaded.gguf), &loaded.name)?;
+        let mut drafter = load::drafter(
+            a.draft,
+            Some(&loaded.gguf),
+            &loaded.name,
+            a.draft_head.as_deref(),
+        )?;
         let mut backend = load::make_backend(weights, spec)?;
         let r = engine::bench::run_bench(
             backend.as_mut(),

@@ -1,10 +1,12 @@
 //! Greedy output with drafting is token for token the output without it, on the real model
 //! (SmolLM2-135M-Instruct Q4_1, `espresso pull`) and the CPU backend: the 24 held-out prompts
 //! of `tests/data/draft_prompts.json` (12 chat, 12 raw), 64 tokens each, drafted with ngram
-//! at 2 tokens per pass (and 4 on every third prompt). The acceptance rates are printed
+//! and with the shipped draft head at 2 tokens per pass (ngram also at 4 on every third
+//! prompt). The acceptance rates are printed
 //! (`--nocapture`) for the note. Plus the CLI surface: `--json` reports the drafting,
 //! bad `--draft` settings are one `error:` line.
 
+use cpu::draft_head::{DraftHead, HeadFile};
 use cpu::{CpuBackend, CpuOptions};
 use engine::{generate, generate_drafted, DraftStats, Drafter, GenerateOptions, Ngram};
 use model::chat::{ChatMessage, ChatTemplate};
@@ -55,7 +57,13 @@ fn greedy_output_with_drafting_is_identical_on_held_out_prompts() {
     let tok = Tokenizer::from_gguf(&gguf).expect("tokenizer");
     let prompts = prompts(&gguf, &tok);
     assert!(prompts.len() >= 20, "at least 20 prompts");
+    let head_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/draft/SmolLM2-135M-Instruct.Q4_1.head.gguf"
+    );
+    let head = HeadFile::open(std::path::Path::new(head_path)).expect("shipped head");
     let w = LlamaWeights::from_gguf(&gguf).expect("weights");
+    let mut head = DraftHead::new(&head, &w, 1).expect("head");
     let mut be = CpuBackend::new(
         w,
         CpuOptions {
@@ -73,18 +81,26 @@ fn greedy_output_with_drafting_is_identical_on_held_out_prompts() {
     for (i, (label, ids)) in prompts.iter().enumerate() {
         let want = generate(&mut be, &tok, ids, &opts(1), &mut |_| {}).expect("plain");
         assert!(!want.tokens.is_empty(), "{label}: no output");
-        let ks: &[usize] = if i % 3 == 0 { &[2, 4] } else { &[2] };
-        for &k in ks {
-            let mut d = Ngram::default();
-            let got = generate_drafted(&mut be, &mut d, &tok, ids, &opts(k), &mut |_| {})
-                .expect("drafted");
+        let mut runs = vec![("ngram", 2), ("head", 2)];
+        if i % 3 == 0 {
+            runs.push(("ngram", 4));
+        }
+        let mut ngram = Ngram::default();
+        for (which, k) in runs {
+            let d: &mut dyn Drafter = if which == "head" {
+                &mut head
+            } else {
+                &mut ngram
+            };
+            let got =
+                generate_drafted(&mut be, d, &tok, ids, &opts(k), &mut |_| {}).expect("drafted");
             assert_eq!(
                 got.tokens, want.tokens,
-                "{label}: ngram, {k} tokens per pass"
+                "{label}: {which}, {k} tokens per pass"
             );
             assert_eq!(got.stop_reason, want.stop_reason, "{label}");
             let kind = label.split(':').next().unwrap_or("?");
-            let key = format!("{} k={k} {kind}", d.name());
+            let key = format!("{which} k={k} {kind}");
             match totals.iter_mut().find(|(n, _)| *n == key) {
                 Some((_, t)) => add(t, &got.draft),
                 None => totals.push((key, got.draft.clone())),

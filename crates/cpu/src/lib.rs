@@ -13,9 +13,15 @@
 //! backward (RMSNorm, RoPE, causal GQA attention, SwiGLU, embedding, cross-entropy, linear on
 //! packed GEMMs), generic over f32/f64 and checked against finite differences and against the
 //! inference ops above.
+//!
+//! [`draft_head`] is the trained draft head of speculative decoding (an [`engine::Drafter`]
+//! proposing the token after next from the last hidden state, its training math and its GGUF
+//! file), and [`draft_train`] trains it by self-distillation on the model's greedy outputs.
 
 pub mod backend;
 pub mod dot;
+pub mod draft_head;
+pub mod draft_train;
 pub mod matmul;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;

@@ -157,6 +157,23 @@ fn sha256_of(mut r: impl Read, progress: &mut dyn Progress) -> std::io::Result<(
     Ok((format!("{:x}", h.finalize()), n))
 }
 
+/// SHA-256 (lowercase hex) and size of a file.
+pub fn file_sha256(path: &Path) -> Result<(String, u64), PullError> {
+    let f = File::open(path).map_err(io("cannot open", path))?;
+    sha256_of(f, &mut NoProgress).map_err(io("cannot read", path))
+}
+
+/// SHA-256 of a model file, without reading it when it is the default model in the cache
+/// with the expected size (pull verified its checksum when it put it there).
+pub fn model_sha256(path: &Path) -> Result<String, PullError> {
+    let is_default = default_model_location().is_ok_and(|d| d == path)
+        && std::fs::metadata(path).is_ok_and(|m| m.len() == DEFAULT_MODEL.size);
+    if is_default {
+        return Ok(DEFAULT_MODEL.sha256.to_string());
+    }
+    Ok(file_sha256(path)?.0)
+}
+
 /// Check an existing file against the expected size and checksum.
 pub fn verify(
     path: &Path,

@@ -128,7 +128,23 @@ pub struct GgufFile {
     pub metadata: BTreeMap<String, MetaValue>,
     pub tensors: Vec<TensorInfo>,
     pub alignment: u64,
-    mmap: Mmap,
+    mmap: Bytes,
+}
+
+/// Where a file's bytes live: mapped from disk, or owned (a file embedded in a binary).
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -236,10 +252,16 @@ impl GgufFile {
         // SAFETY: the file is opened read-only; like every mmap-based model loader we assume it
         // is not truncated by another process while mapped.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        Self::parse(path, mmap)
+        Self::parse(path, Bytes::Mapped(mmap))
     }
 
-    fn parse(path: PathBuf, mmap: Mmap) -> Result<Self, GgufError> {
+    /// Parse and validate a GGUF file held in memory (e.g. embedded in the binary); `path`
+    /// only names it in messages.
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, GgufError> {
+        Self::parse(path.into(), Bytes::Owned(bytes))
+    }
+
+    fn parse(path: PathBuf, mmap: Bytes) -> Result<Self, GgufError> {
         let mut c = Cursor {
             buf: &mmap,
             pos: 0,
