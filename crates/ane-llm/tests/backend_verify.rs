@@ -417,3 +417,33 @@ fn the_drafter_sees_the_hidden_state_of_the_row_that_chose_its_token() {
     assert_bitwise(&row, &last, "prefill's last row vs a decode step");
     assert_bitwise(&hidden(&b), &h_prefill, "hidden of the same row");
 }
+
+#[test]
+fn hidden_states_are_the_normed_rows_the_cpu_backend_computes() {
+    let m = model(37);
+    let mut a = backend(&m, Precision::F32);
+    let w = LlamaWeights::from_source(&m, m.config.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = cpu::CpuBackend::new(
+        w,
+        cpu::CpuOptions {
+            exact: true,
+            threads: 1,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    a.forward(&PROMPT, 0).unwrap_or_else(|e| panic!("{e}"));
+    c.forward(&PROMPT, 0).unwrap_or_else(|e| panic!("{e}"));
+    let feed = [42u32, 7, 250];
+    a.decode(&feed, PROMPT.len())
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.decode(&feed, PROMPT.len())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ha, hc) = (hidden(&a), c.hidden_states().map(<[f32]>::to_vec));
+    let hc = hc.unwrap_or_else(|| panic!("the CPU backend keeps hidden states"));
+    assert_eq!(ha.len(), hc.len());
+    let (rel, _) = ane_llm::backend::compare(&ha, &hc);
+    assert!(
+        rel < 1e-4,
+        "f32 sim hidden vs cpu exact: relative RMS {rel}"
+    );
+}
