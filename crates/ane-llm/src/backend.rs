@@ -88,6 +88,9 @@ pub enum AneError {
     },
 }
 
+/// Per wanted lane of a chunk: its logits `[vocab]` and its normed hidden state `[dim]`.
+type Rows = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// One fused layer kernel.
 struct LayerKernel {
     id: KernelId,
@@ -298,12 +301,7 @@ impl<'a> AneBackend<'a> {
     /// attention with the causal mask in the position input), so a lane's values do not
     /// depend on what the other lanes hold: a chunk's lane t is bitwise the one-token step at
     /// `pos + t` — the verify pass of [`Backend::decode`] relies on it.
-    fn run_chunk(
-        &mut self,
-        tokens: &[u32],
-        pos: usize,
-        want: &[usize],
-    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), AneError> {
+    fn run_chunk(&mut self, tokens: &[u32], pos: usize, want: &[usize]) -> Result<Rows, AneError> {
         let g = self.geom.clone();
         let (d, kv, l, s) = (g.dim, g.kv_dim, g.lanes, g.max_seq);
         let n = tokens.len();

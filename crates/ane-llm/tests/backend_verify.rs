@@ -179,7 +179,7 @@ fn a_verify_pass_takes_the_dispatches_and_predicted_time_of_one_token() {
     let per_token = b.dispatches_per_token() as u64;
     assert_eq!(per_token, 3, "kernels for layers 0-2 and 3, and the head");
     b.forward(&PROMPT, 0).unwrap_or_else(|e| panic!("{e}"));
-    let mut cost = |b: &mut AneBackend<'_>, k: usize| {
+    let cost = |b: &mut AneBackend<'_>, k: usize| {
         let feed: Vec<u32> = (0..k as u32).map(|i| 10 + i).collect();
         let before = b.stats();
         b.decode(&feed, PROMPT.len())
