@@ -318,3 +318,65 @@ fn smollm2_verify_pass_rows_are_bitwise_one_token_steps() {
         );
     }
 }
+
+/// Greedy output through the drafted loop (`Ngram`, up to 4 tokens per pass) equals plain
+/// generation on the real model (f32 simulator), on a prompt whose answer copies from it, and
+/// the n-gram proposals are accepted there.
+#[test]
+fn smollm2_ngram_drafted_greedy_equals_plain_generation() {
+    let r = real();
+    let text = r
+        .template
+        .render(
+            &[ChatMessage::user(
+                "Copy this list exactly, one item per line: apples, bananas, cherries, dates, \
+                 elderberries, figs, grapes, honeydew.",
+            )],
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prompt = r
+        .tokenizer
+        .encode_with_bos(&text, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut ane =
+        ane_sim_backend(weights(), Precision::F32, AneOptions::default()).expect("ane-sim");
+    let opts = |draft_max| GenerateOptions {
+        max_tokens: 24,
+        draft_max,
+        ..GenerateOptions::default()
+    };
+    let plain = generate(&mut ane, &r.tokenizer, &prompt, &opts(1), &mut |_| {}).expect("plain");
+    let before = ane.stats();
+    let drafted = engine::generate_drafted(
+        &mut ane,
+        &mut engine::Ngram::default(),
+        &r.tokenizer,
+        &prompt,
+        &opts(4),
+        &mut |_| {},
+    )
+    .expect("drafted");
+    let after = ane.stats();
+    eprintln!(
+        "ngram on SmolLM2: {:?}; {} passes for {} tokens, {}/{} proposals accepted",
+        drafted.text,
+        drafted.draft.passes,
+        drafted.tokens.len(),
+        drafted.draft.accepted,
+        drafted.draft.proposed
+    );
+    assert_eq!(drafted.tokens, plain.tokens);
+    assert!(
+        drafted.draft.accepted > 0,
+        "the list is copied from the prompt"
+    );
+    // One pass of the kernels per verify pass, and one per L-lane prefill chunk (f32
+    // surfaces: 32 lanes already reach the minimum surface size).
+    assert_eq!(ane.geometry().lanes, 32);
+    let prefill = prompt.len().div_ceil(32) as u64;
+    assert_eq!(
+        after.dispatches - before.dispatches,
+        (prefill + drafted.draft.passes) * ane.dispatches_per_token() as u64
+    );
+}
