@@ -8,7 +8,12 @@
 //! layer owns a K and a V cache surface `[KV, S]`. Per dispatch of T ≤ L tokens (lane t holds
 //! position `pos + t`): write the embeddings and the position input, run the layer kernels in
 //! order (after each, the host copies the new K/V rows into cache slots `pos..pos+T`), then the
-//! head, whose logits are read back for the last token (or every token).
+//! head, whose logits and normed hidden states are read back for the last token (prefill) or
+//! every token (`decode`, `forward_all`).
+//!
+//! A verify pass of speculative decoding ([`Backend::decode`]) is such a dispatch with k ≤ L
+//! lanes: the same kernels and the same number of dispatches as a one-token step, each lane
+//! bitwise the one-token step at its position (the kernels never mix lanes).
 //!
 //! The usable context is the cache: [`Backend::config`] reports `context_length = S`, so the
 //! generation loop stops with `ContextFull` there instead of failing.
@@ -83,6 +88,9 @@ pub enum AneError {
     },
 }
 
+/// Per wanted lane of a chunk: its logits `[vocab]` and its normed hidden state `[dim]`.
+type Rows = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// One fused layer kernel.
 struct LayerKernel {
     id: KernelId,
@@ -112,6 +120,8 @@ pub struct AneBackend<'a> {
     /// Device prediction accumulated before the first forward (self-check probes).
     predicted_base: f64,
     last_argmax: Option<u32>,
+    /// Normed hidden states `[rows][dim]` of the rows the last call returned.
+    hidden: Vec<f32>,
 }
 
 /// `ane-sim` on the simulator with `precision`: fp16 surfaces for [`Precision::Fp16`], f32
@@ -235,6 +245,7 @@ impl<'a> AneBackend<'a> {
             dispatches: 0,
             predicted_base,
             last_argmax: None,
+            hidden: Vec::new(),
         })
     }
 
@@ -282,14 +293,15 @@ impl<'a> AneBackend<'a> {
         Ok(out)
     }
 
-    /// Run one chunk of `tokens.len() ≤ L` tokens at `pos..`; returns the logits of the lanes
-    /// in `want` (each `[vocab]`).
-    fn run_chunk(
-        &mut self,
-        tokens: &[u32],
-        pos: usize,
-        want: &[usize],
-    ) -> Result<Vec<Vec<f32>>, AneError> {
+    /// Run one chunk of `tokens.len() ≤ L` tokens at `pos..` (lane t = position `pos + t`) in
+    /// one dispatch per kernel; returns the logits of the lanes in `want` (each `[vocab]`) and
+    /// their normed hidden states (each `[dim]`, the head's `hidden` output).
+    ///
+    /// Every op of the kernels works lane by lane (1×1 convs, per-lane norms, per-row
+    /// attention with the causal mask in the position input), so a lane's values do not
+    /// depend on what the other lanes hold: a chunk's lane t is bitwise the one-token step at
+    /// `pos + t` — the verify pass of [`Backend::decode`] relies on it.
+    fn run_chunk(&mut self, tokens: &[u32], pos: usize, want: &[usize]) -> Result<Rows, AneError> {
         let g = self.geom.clone();
         let (d, kv, l, s) = (g.dim, g.kv_dim, g.lanes, g.max_seq);
         let n = tokens.len();
@@ -333,22 +345,50 @@ impl<'a> AneBackend<'a> {
         let outs = self.head_out.clone();
         self.device.eval(self.head, &[self.x[cur]], &outs)?;
         self.dispatches += 1;
+        // Outputs: the logits chunks, the per-lane max, the normed hidden state.
+        let n_chunks = self.head_io.len() - 2;
         let mut logits = vec![Vec::with_capacity(g.vocab); want.len()];
-        for (o, desc) in outs.iter().zip(&self.head_io).take(self.head_io.len() - 1) {
+        for (o, desc) in outs.iter().zip(&self.head_io).take(n_chunks) {
             let bytes = self.read_bytes(*o)?;
             for (dst, &lane) in logits.iter_mut().zip(want) {
                 dst.extend(read_lane(g.io, &bytes, l, lane, desc.channels())?);
             }
         }
-        if let (Some(max_s), Some(last)) = (outs.last(), logits.last()) {
-            let bytes = self.read_bytes(*max_s)?;
+        let hidden_bytes = self.read_bytes(outs[n_chunks + 1])?;
+        let hidden = want
+            .iter()
+            .map(|&lane| read_lane(g.io, &hidden_bytes, l, lane, d))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(last) = logits.last() {
+            let bytes = self.read_bytes(outs[n_chunks])?;
             let lane = want[want.len() - 1];
             let hint = surface::element(g.io, &bytes, lane).ok_or_else(|| {
                 DeviceError::OutOfBounds(format!("lane {lane} outside the head's max output"))
             })?;
             self.last_argmax = Some(argmax_with_hint(last, hint) as u32);
         }
-        Ok(logits)
+        Ok((logits, hidden))
+    }
+
+    /// Every row of `tokens` at `pos..` (chunks of L lanes, one pass of the kernels each):
+    /// the logits `[n][vocab]` flattened, and the hidden states kept for
+    /// [`Backend::hidden_states`].
+    fn all_rows(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
+        self.check(tokens, pos)?;
+        self.hidden.clear();
+        let l = self.geom.lanes;
+        let mut all = Vec::with_capacity(tokens.len() * self.config.vocab_size);
+        let mut hidden = Vec::with_capacity(tokens.len() * self.geom.dim);
+        for (i, chunk) in tokens.chunks(l).enumerate() {
+            let lanes: Vec<usize> = (0..chunk.len()).collect();
+            let (rows, h) = self
+                .run_chunk(chunk, pos + i * l, &lanes)
+                .map_err(to_backend)?;
+            all.extend(rows.into_iter().flatten());
+            hidden.extend(h.into_iter().flatten());
+        }
+        self.hidden = hidden;
+        Ok(all)
     }
 
     fn check(&self, tokens: &[u32], pos: usize) -> Result<(), BackendError> {
@@ -406,31 +446,36 @@ impl Backend for AneBackend<'_> {
 
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
         self.check(tokens, pos)?;
+        self.hidden.clear();
         let l = self.geom.lanes;
         let mut last = Vec::new();
         for (i, chunk) in tokens.chunks(l).enumerate() {
-            let mut out = self
+            let (mut out, mut h) = self
                 .run_chunk(chunk, pos + i * l, &[chunk.len() - 1])
                 .map_err(to_backend)?;
             last = out.pop().unwrap_or_default();
+            self.hidden = h.pop().unwrap_or_default();
         }
         Ok(last)
     }
 
+    /// The verify pass: up to L tokens (the sampled one and the drafted ones) in lanes
+    /// `0..k` of one pass of the kernels — the dispatches of a one-token step — with the
+    /// causal mask among them in the position input; longer inputs take one pass per L.
+    /// Row-invariant (see `run_chunk`): row i is bitwise the one-token step at `pos + i`.
+    /// Rows whose tokens are rejected leave K/V in slots the next call overwrites (and
+    /// until then masks out).
+    fn decode(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
+        self.all_rows(tokens, pos)
+    }
+
     fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
-        self.check(tokens, pos)?;
-        let l = self.geom.lanes;
-        let mut all = Vec::with_capacity(tokens.len() * self.config.vocab_size);
-        for (i, chunk) in tokens.chunks(l).enumerate() {
-            let lanes: Vec<usize> = (0..chunk.len()).collect();
-            for row in self
-                .run_chunk(chunk, pos + i * l, &lanes)
-                .map_err(to_backend)?
-            {
-                all.extend(row);
-            }
-        }
-        Ok(all)
+        self.all_rows(tokens, pos)
+    }
+
+    fn hidden_states(&self) -> Option<&[f32]> {
+        // Empty only after a failed call: then there is no last call's rows to report.
+        (!self.hidden.is_empty()).then_some(self.hidden.as_slice())
     }
 
     fn stats(&self) -> BackendStats {

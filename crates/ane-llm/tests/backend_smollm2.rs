@@ -263,3 +263,120 @@ fn the_generation_loop_runs_on_the_ane_backend_and_stops_when_the_cache_is_full(
     assert_eq!(out.stop_reason, StopReason::ContextFull);
     assert_eq!(prompt.len() + out.tokens.len(), 32 + 1);
 }
+
+/// The verify pass on the real model, f32 and fp16: `decode([c, f1, f2, f3])` rows are
+/// bitwise four one-token steps and row 0 is bitwise the same as `decode([c])` and as row 0
+/// of `decode([c, f1])`; the pass takes the dispatches of one step.
+#[test]
+fn smollm2_verify_pass_rows_are_bitwise_one_token_steps() {
+    let prompt = real()
+        .tokenizer
+        .encode_with_bos("The capital of France is", false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let feed = [12_095u32, 28, 260, 1_345];
+    let pos = prompt.len();
+    let v = 49_152;
+    for precision in [Precision::F32, Precision::Fp16] {
+        let t0 = Instant::now();
+        let mut ane =
+            ane_sim_backend(weights(), precision, AneOptions::default()).expect("ane-sim");
+        ane.forward(&prompt, 0).expect("prefill");
+        let before = ane.stats().dispatches;
+        let pass = ane.decode(&feed, pos).expect("verify pass");
+        assert_eq!(
+            ane.stats().dispatches - before,
+            ane.dispatches_per_token() as u64,
+            "one pass"
+        );
+        let hidden_pass = ane.hidden_states().expect("hidden").to_vec();
+        let two = ane.decode(&feed[..2], pos).expect("two rows");
+        for (i, &t) in feed.iter().enumerate() {
+            let step = ane.decode(&[t], pos + i).expect("step");
+            let row = &pass[i * v..(i + 1) * v];
+            let same = row
+                .iter()
+                .zip(&step)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{precision}: row {i} of the pass differs from its step"
+            );
+            let h = ane.hidden_states().expect("hidden");
+            let hp = &hidden_pass[i * 576..(i + 1) * 576];
+            assert!(h.iter().zip(hp).all(|(a, b)| a.to_bits() == b.to_bits()));
+            if i == 0 {
+                let same = two[..v]
+                    .iter()
+                    .zip(&step)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{precision}: row 0 of a 2-row pass");
+            }
+        }
+        eprintln!(
+            "{precision}: verify pass checks in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Greedy output through the drafted loop (`Ngram`, up to 4 tokens per pass) equals plain
+/// generation on the real model (f32 simulator), on a prompt whose answer copies from it, and
+/// the n-gram proposals are accepted there.
+#[test]
+fn smollm2_ngram_drafted_greedy_equals_plain_generation() {
+    let r = real();
+    let text = r
+        .template
+        .render(
+            &[ChatMessage::user(
+                "Copy this list exactly, one item per line: apples, bananas, cherries, dates, \
+                 elderberries, figs, grapes, honeydew.",
+            )],
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prompt = r
+        .tokenizer
+        .encode_with_bos(&text, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut ane =
+        ane_sim_backend(weights(), Precision::F32, AneOptions::default()).expect("ane-sim");
+    let opts = |draft_max| GenerateOptions {
+        max_tokens: 24,
+        draft_max,
+        ..GenerateOptions::default()
+    };
+    let plain = generate(&mut ane, &r.tokenizer, &prompt, &opts(1), &mut |_| {}).expect("plain");
+    let before = ane.stats();
+    let drafted = engine::generate_drafted(
+        &mut ane,
+        &mut engine::Ngram::default(),
+        &r.tokenizer,
+        &prompt,
+        &opts(4),
+        &mut |_| {},
+    )
+    .expect("drafted");
+    let after = ane.stats();
+    eprintln!(
+        "ngram on SmolLM2: {:?}; {} passes for {} tokens, {}/{} proposals accepted",
+        drafted.text,
+        drafted.draft.passes,
+        drafted.tokens.len(),
+        drafted.draft.accepted,
+        drafted.draft.proposed
+    );
+    assert_eq!(drafted.tokens, plain.tokens);
+    assert!(
+        drafted.draft.accepted > 0,
+        "the list is copied from the prompt"
+    );
+    // One pass of the kernels per verify pass, and one per L-lane prefill chunk (f32
+    // surfaces: 32 lanes already reach the minimum surface size).
+    assert_eq!(ane.geometry().lanes, 32);
+    let prefill = prompt.len().div_ceil(32) as u64;
+    assert_eq!(
+        after.dispatches - before.dispatches,
+        (prefill + drafted.draft.passes) * ane.dispatches_per_token() as u64
+    );
+}

@@ -277,10 +277,19 @@ fn head_matches_cpu_norm_classifier_and_max_over_chunks() {
     let mut dev = sim(Precision::F32);
     let id = dev.compile(&kernel.spec()).expect("compile");
     let outs = eval_once(&mut dev, id, &kernel, &[lanes_of(&xs, d, l)]).expect("eval");
-    assert_eq!(outs.len(), 3);
+    assert_eq!(
+        outs.len(),
+        4,
+        "two logits chunks, the max, the hidden state"
+    );
     for (t, x) in xs.iter().enumerate() {
         let mut xn = vec![0f32; d];
         rms_norm(&mut xn, x, &norm, g.rms_eps);
+        let (rel, _) = compare(&lane(&outs[3], l, t, 0, d), &xn);
+        assert!(
+            rel < 1e-5,
+            "lane {t}: the hidden output is the normed state ({rel})"
+        );
         let want = matvec(&cls, &xn, v);
         let mut got = lane(&outs[0], l, t, 0, outs[0].len() / l);
         got.extend(lane(&outs[1], l, t, 0, outs[1].len() / l));
@@ -335,7 +344,7 @@ fn programs_round_trip_through_text_and_validate() {
         );
         assert_eq!(
             h.program.main().expect("main").outputs,
-            vec!["o00_logits", "o01_logits", "o02_max"]
+            vec!["o00_logits", "o01_logits", "o02_max", "o03_hidden"]
         );
         let fi: Vec<&str> = fused.io.inputs.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(

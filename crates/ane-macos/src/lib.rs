@@ -10,6 +10,7 @@
 //! against the simulator on Linux). [`availability`] and [`open_device`] exist everywhere;
 //! elsewhere than macOS they say plainly that the ANE is not available and what to use instead.
 
+pub mod coreml;
 pub mod errors;
 pub mod layout;
 pub mod options;

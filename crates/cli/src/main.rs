@@ -7,6 +7,7 @@ mod mil_cmd;
 mod perplexity;
 mod progress;
 mod train_cmd;
+mod vs_coreml;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -339,6 +340,11 @@ struct BenchArgs {
     /// a short story.
     #[arg(long, value_name = "TEXT", conflicts_with_all = ["synthetic", "prompt_tokens"])]
     chat: Option<String>,
+    /// Compare with Apple's CoreML on the same prompt: `--vs coreml MODEL.mlpackage` (macOS 15+;
+    /// write the package with scripts/coreml_export.py). Both sides decode --gen-tokens tokens
+    /// greedily, one token per step; use with --backend ane (or ane-sim).
+    #[arg(long, num_args = 2, value_names = ["WHAT", "MODEL"], conflicts_with = "synthetic")]
+    vs: Option<Vec<String>>,
     #[arg(long)]
     json: bool,
 }
@@ -637,6 +643,13 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         threads,
         sim_precision: a.sim_precision,
     };
+    if let Some(vs) = &a.vs {
+        let package = vs_coreml::check(vs, a.backend)?;
+        let loaded = Loaded::open(a.model.as_deref())?;
+        let text = a.chat.as_deref().unwrap_or(BENCH_CHAT);
+        let prompt = loaded.encode_chat(&[ChatMessage::user(text)])?;
+        return vs_coreml::run(&loaded, spec, package, &prompt, a.gen_tokens, a.json);
+    }
     // pp512 unless asked otherwise, or what the model's context leaves after tgN.
     let options = |ctx: usize, prompt: Option<Vec<u32>>| engine::bench::BenchOptions {
         prompt_tokens: a

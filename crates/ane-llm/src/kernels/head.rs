@@ -3,7 +3,9 @@
 //! I/O: `i00_x [1, D, 1, L]` → `o{c:02}_logits [1, V_c, 1, L]` for each classifier chunk c
 //! (chunks of ≤ 65,536 channels, the per-axis limit of §11.7), then `o{n:02}_max [1, 1, 1, L]`,
 //! the maximum logit of each lane, which the host uses as the argmax hint (first channel whose
-//! fp16 value equals it; lowest index wins ties).
+//! fp16 value equals it; lowest index wins ties), then `o{n+1:02}_hidden [1, D, 1, L]`, the
+//! normed hidden state the classifier read (what a draft head proposes from; the backend's
+//! `hidden_states`).
 
 use super::{input_name, output_name, Blocks, Geometry, Kernel, KernelError, KernelIo, MAX_AXIS};
 
@@ -50,6 +52,7 @@ pub fn head(g: &Geometry, output_norm: &[f32], classifier: &[f32]) -> Result<Ker
         b.reduce_max(cat, 1, None)
     };
     outs.push(b.as_io_output(mx, g.io, &output_name(chunks.len(), "max")));
+    outs.push(b.as_io_output(xn, g.io, &output_name(chunks.len() + 1, "hidden")));
     let outputs = outs.iter().map(|&o| b.io(o)).collect();
     let (program, weights) = b.finish(&outs)?;
     Ok(Kernel {

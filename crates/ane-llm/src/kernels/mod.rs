@@ -9,7 +9,8 @@
 //!   the per-layer K/V cache surfaces with the chunk's own keys blended in, output projection,
 //!   residual, RMSNorm, SwiGLU, residual. It returns the new residual stream and the new K/V
 //!   rows of every layer (one concat output) for the host to write into the caches.
-//! * [`head`]: final RMSNorm + classifier (chunks of ≤ 65,536 channels) + per-lane max.
+//! * [`head`]: final RMSNorm + classifier (chunks of ≤ 65,536 channels) + per-lane max, and
+//!   the normed hidden state itself (for a draft head).
 //!
 //! Layout: activations `[1, C, 1, L]` channel-major, token t in lane t (reference §3.2–3.3);
 //! K/V caches `[1, kv_dim, 1, S]`, slot s = position s. Every I/O name starts with a
