@@ -77,7 +77,7 @@ mod trainer;
 #[cfg(test)]
 mod tests;
 
-pub use trainer::{AneTrainer, TrainKernels};
+pub use trainer::{AneTrainError, AneTrainer, TrainKernels};
 
 use mil::DType;
 use model::LlamaConfig;
