@@ -42,5 +42,6 @@
 
 pub mod backend;
 pub mod kernels;
+pub mod train;
 
 pub use backend::{ane_sim_backend, AneBackend, AneError, AneOptions};

@@ -1,12 +1,13 @@
-//! `espresso train`: fine-tune a GGUF model or train one from scratch on the CPU.
+//! `espresso train`: fine-tune a GGUF model or train one from scratch on the CPU, or with the
+//! transformer blocks as MIL kernels on the ANE simulator / hardware (`--backend ane-sim|ane`).
 
-use crate::load::{open_model_file, resolve_threads};
+use crate::load::{open_model_file, resolve_threads, SimPrecision};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use engine::train::data::{self, Shuffle, TokenData};
 use engine::train::export::{export_gguf, OutType};
 use engine::train::trainer::{truncate_log, LogLine, Observer, Outcome, TrainSettings, Trainer};
-use engine::train::{Optimizer, ParamLayout, Params, Schedule};
+use engine::train::{Optimizer, ParamLayout, Params, Schedule, TrainBackend};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{ChatTemplate, GgufFile, LlamaConfig, LlamaWeights, Tokenizer};
 use std::io::Write;
@@ -49,6 +50,12 @@ pub enum OutTypeChoice {
 pub enum TrainBackendChoice {
     /// The CPU trainer (f32 master weights, packed GEMMs, all threads of --threads).
     Cpu,
+    /// Transformer blocks as MIL kernels on the ANE simulator (weights as inputs: 4 compiles
+    /// per run), the rest on the CPU; numerics from --sim-precision.
+    #[value(name = "ane-sim")]
+    AneSim,
+    /// The same kernels on the hardware ANE (macOS on Apple silicon).
+    Ane,
 }
 
 /// Train a model: fine-tune a GGUF (--model; the default model when neither --model nor
@@ -137,6 +144,9 @@ pub struct TrainArgs {
     /// Device that computes the gradients.
     #[arg(long, value_enum, default_value_t = TrainBackendChoice::Cpu)]
     backend: TrainBackendChoice,
+    /// Numerics of `--backend ane-sim` (f32: equals the CPU trainer; fp16: ANE-like).
+    #[arg(long = "sim-precision", value_enum, default_value_t = SimPrecision::Fp16)]
+    sim_precision: SimPrecision,
     /// Checkpoint directory: written every --save-every steps, at the end and on Ctrl-C.
     #[arg(long, value_name = "DIR")]
     checkpoint: Option<PathBuf>,
@@ -236,8 +246,12 @@ impl Observer for Progress {
         ));
         if self.bar.is_hidden() {
             // Without a terminal, one line per step on stderr instead of a bar.
+            let device = match (line.compiles, line.dispatches) {
+                (Some(c), Some(d)) => format!(" compiles {c} dispatches {d}"),
+                _ => String::new(),
+            };
             eprintln!(
-                "step {}/{steps} loss {:.4}{val} lr {:.3e} grad_norm {:.3} {:.0} tok/s",
+                "step {}/{steps} loss {:.4}{val} lr {:.3e} grad_norm {:.3} {:.0} tok/s{device}",
                 line.step, line.loss, line.lr, line.grad_norm, line.tokens_per_s
             );
         }
@@ -353,8 +367,36 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     };
     let threads = resolve_threads(a.threads);
-    let mut backend = match a.backend {
-        TrainBackendChoice::Cpu => cpu::train::model::CpuTrainer::new(threads)?,
+    let mut backend: Box<dyn TrainBackend> = match a.backend {
+        TrainBackendChoice::Cpu => Box::new(cpu::train::model::CpuTrainer::new(threads)?),
+        TrainBackendChoice::AneSim => {
+            let (precision, io) = match a.sim_precision {
+                SimPrecision::Fp16 => (ane_sim::Precision::Fp16, mil::DType::Fp16),
+                SimPrecision::F32 => (ane_sim::Precision::F32, mil::DType::Fp32),
+            };
+            let dev = ane_sim::SimDevice::new(ane_sim::SimOptions {
+                precision,
+                ..ane_sim::SimOptions::default()
+            });
+            let config = &trainer.params.layout.config;
+            Box::new(ane_llm::train::AneTrainer::new(
+                Box::new(dev),
+                config,
+                io,
+                a.seq_len,
+            )?)
+        }
+        TrainBackendChoice::Ane => {
+            ane_macos::availability().map_err(|why| anyhow::anyhow!("--backend ane: {why}"))?;
+            let dev = ane_macos::open_device()?;
+            let config = &trainer.params.layout.config;
+            Box::new(ane_llm::train::AneTrainer::new(
+                dev,
+                config,
+                mil::DType::Fp16,
+                a.seq_len,
+            )?)
+        }
     };
 
     // The log continues a resumed run and starts over otherwise.
@@ -401,15 +443,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
         p.layout.config.dim,
         p.layout.config.vocab_size,
         train.len(),
-        engine::train::TrainBackend::name(&backend),
+        backend.name(),
         trainer.step,
         a.steps
     );
     if let (Some(v), true) = (&val, trainer.step == 0 && a.eval_every > 0) {
-        let l = trainer.eval(&mut backend, v)?;
+        let l = trainer.eval(backend.as_mut(), v)?;
         progress.note(&format!("held-out loss before training: {l:.4}"));
     }
-    let outcome = trainer.run(&mut backend, &train, val.as_ref(), &stop, &mut progress);
+    let outcome = trainer.run(backend.as_mut(), &train, val.as_ref(), &stop, &mut progress);
     progress.bar.finish_and_clear();
     let outcome = outcome.map_err(|e| {
         let kept = match &a.checkpoint {

@@ -136,3 +136,28 @@ pub fn linear_backward<R: Real>(
     );
     dx
 }
+
+/// The weight half of [`linear_backward`]: adds `dW += dyᵀ x` (`[out, T] · [T, in]`) into
+/// `dw: [out, in]`, for devices that compute `dx` elsewhere (the ANE trainer).
+pub fn linear_backward_weight<R: Real>(
+    dy: &[R],
+    x: &[R],
+    in_dim: usize,
+    out_dim: usize,
+    dw: &mut [R],
+) {
+    assert_eq!(dw.len(), out_dim * in_dim);
+    let t = x.len() / in_dim;
+    assert_eq!(x.len(), t * in_dim);
+    assert_eq!(dy.len(), t * out_dim);
+    matmul(
+        (out_dim, in_dim, t),
+        dw,
+        (in_dim, 1),
+        true,
+        dy,
+        (1, out_dim),
+        x,
+        (in_dim, 1),
+    );
+}

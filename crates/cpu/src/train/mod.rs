@@ -47,7 +47,7 @@ pub use attention::{
     attention, attention_backward, AttentionCache, AttentionGrads, AttentionShape,
 };
 pub use embedding::{embedding, embedding_backward};
-pub use linear::{linear, linear_backward, matmul};
+pub use linear::{linear, linear_backward, linear_backward_weight, matmul};
 pub use loss::{
     cross_entropy, cross_entropy_backward, cross_entropy_grad, CrossEntropyCache, IGNORE_INDEX,
 };

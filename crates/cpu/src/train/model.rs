@@ -236,12 +236,100 @@ fn bad_token(e: TrainError) -> StepError {
     }
 }
 
+/// What a block runner gets besides the parameters: the RoPE angles of one sequence and the
+/// number of sequences stacked in the `[B·S, D]` rows.
+pub struct BlockCtx<'a> {
+    pub rope: &'a RopeTable<f32>,
+    pub n_seqs: usize,
+}
+
+/// The transformer blocks of [`loss_and_grad_with`]: the CPU runs them with the ops of this
+/// module ([`CpuBlocks`]); other devices (the ANE trainer in `ane-llm`) bring their own while
+/// the embedding, final norm, classifier and loss stay on the CPU here.
+pub trait BlockRunner {
+    /// Forward of block `layer` on `x: [B·S, D]`, returning its output `[B·S, D]`; with `keep`
+    /// it also keeps what [`BlockRunner::backward`] of that layer needs.
+    fn forward(
+        &mut self,
+        p: &Params,
+        layer: usize,
+        x: Vec<f32>,
+        ctx: &BlockCtx<'_>,
+        keep: bool,
+    ) -> Result<Vec<f32>, StepError>;
+
+    /// Backward of block `layer` (called in reverse layer order after the forwards): takes
+    /// `dout: [B·S, D]`, **adds** the block's weight gradients into `grads` and returns `dx`.
+    fn backward(
+        &mut self,
+        p: &Params,
+        layer: usize,
+        dout: Vec<f32>,
+        ctx: &BlockCtx<'_>,
+        grads: &mut [f32],
+    ) -> Result<Vec<f32>, StepError>;
+}
+
+/// The CPU's blocks: [`block_forward`] and [`block_backward`] with their tapes.
+#[derive(Default)]
+pub struct CpuBlocks {
+    tapes: Vec<Option<LayerTape>>,
+}
+
+impl BlockRunner for CpuBlocks {
+    fn forward(
+        &mut self,
+        p: &Params,
+        layer: usize,
+        x: Vec<f32>,
+        ctx: &BlockCtx<'_>,
+        keep: bool,
+    ) -> Result<Vec<f32>, StepError> {
+        let (out, tape) = block_forward(p, &p.layout.layers[layer], x, ctx.rope, ctx.n_seqs);
+        if keep {
+            self.tapes.resize_with(p.layout.layers.len(), || None);
+            self.tapes[layer] = Some(tape);
+        }
+        Ok(out)
+    }
+
+    fn backward(
+        &mut self,
+        p: &Params,
+        layer: usize,
+        dout: Vec<f32>,
+        ctx: &BlockCtx<'_>,
+        grads: &mut [f32],
+    ) -> Result<Vec<f32>, StepError> {
+        let tape = self
+            .tapes
+            .get_mut(layer)
+            .and_then(Option::take)
+            .expect("block backward without its forward tape");
+        let l = &p.layout.layers[layer];
+        Ok(block_backward(
+            p, l, &tape, dout, ctx.rope, ctx.n_seqs, grads,
+        ))
+    }
+}
+
 /// Forward (and, with `grad = Some((scale, grads))`, backward) of the whole model on `batch`.
 /// Returns the sum of the counted token losses.
 pub fn loss_and_grad(
     p: &Params,
     batch: &Batch,
     grad: Option<(f32, &mut [f32])>,
+) -> Result<f64, StepError> {
+    loss_and_grad_with(p, batch, grad, &mut CpuBlocks::default())
+}
+
+/// [`loss_and_grad`] with the transformer blocks run by `blocks`: embedding, final norm,
+/// classifier and loss (and their backward) on the CPU.
+pub fn loss_and_grad_with(
+    p: &Params,
+    batch: &Batch,
+    grad: Option<(f32, &mut [f32])>,
+    blocks: &mut dyn BlockRunner,
 ) -> Result<f64, StepError> {
     let c = &p.layout.config;
     let (d, vocab) = (c.dim, c.vocab_size);
@@ -257,15 +345,14 @@ pub fn loss_and_grad(
         "batch targets are not [B, S]"
     );
     let rope_t = RopeTable::<f32>::new(batch.seq_len, c.head_dim, 0, c.rope_theta as f64);
+    let ctx = BlockCtx {
+        rope: &rope_t,
+        n_seqs,
+    };
     let mut x = embedding(p.slice(&p.layout.token_embd), d, &batch.inputs).map_err(bad_token)?;
     let keep = grad.is_some();
-    let mut tapes = Vec::with_capacity(if keep { c.n_layers } else { 0 });
-    for l in &p.layout.layers {
-        let (out, tape) = block_forward(p, l, x, &rope_t, n_seqs);
-        if keep {
-            tapes.push(tape);
-        }
-        x = out;
+    for layer in 0..p.layout.layers.len() {
+        x = blocks.forward(p, layer, x, &ctx, keep)?;
     }
     let (xf, cf) = rms_norm(&x, p.slice(&p.layout.output_norm), c.rms_eps as f64);
     let w_out = p.slice(&p.layout.output);
@@ -306,8 +393,8 @@ pub fn loss_and_grad(
         &cf,
         &mut grads[p.layout.output_norm.clone()],
     );
-    for (l, tape) in p.layout.layers.iter().zip(&tapes).rev() {
-        dx = block_backward(p, l, tape, dx, &rope_t, n_seqs, grads);
+    for layer in (0..p.layout.layers.len()).rev() {
+        dx = blocks.backward(p, layer, dx, &ctx, grads)?;
     }
     embedding_backward(
         &dx,

@@ -78,4 +78,18 @@ pub trait TrainBackend {
 
     /// The sum of the counted token losses of `batch`, forward only.
     fn loss(&mut self, params: &Params, batch: &Batch) -> Result<f64, StepError>;
+
+    /// Cumulative compiles and dispatches of a device backend (`None`: no device, e.g. the CPU).
+    fn device_counters(&self) -> Option<DeviceCounters> {
+        None
+    }
+}
+
+/// Cumulative work of a device backend, for the training log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceCounters {
+    /// Kernel compiles so far (after setup this must not grow).
+    pub compiles: u64,
+    /// Kernel evaluations so far.
+    pub dispatches: u64,
 }

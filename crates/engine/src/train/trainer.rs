@@ -98,6 +98,12 @@ pub struct LogLine {
     pub tokens_per_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
+    /// Cumulative kernel compiles of a device backend (absent for the CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compiles: Option<u64>,
+    /// Cumulative kernel dispatches of a device backend (absent for the CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispatches: Option<u64>,
 }
 
 /// How a run ended.
@@ -279,6 +285,7 @@ impl Trainer {
                 }
                 _ => None,
             };
+            let counters = backend.device_counters();
             obs.on_step(
                 &LogLine {
                     step: k,
@@ -287,6 +294,8 @@ impl Trainer {
                     grad_norm: report.grad_norm,
                     tokens_per_s,
                     val_loss,
+                    compiles: counters.map(|c| c.compiles),
+                    dispatches: counters.map(|c| c.dispatches),
                 },
                 s.steps,
             );

@@ -1,0 +1,539 @@
+//! Every training kernel against the CPU trainer's ops (`cpu::train`), on the f32 simulator
+//! (1e-5 relative) and the fp16 simulator (3e-2 relative RMS); and the whole trainer against
+//! the CPU trainer over 20 AdamW steps.
+
+use std::collections::HashMap;
+
+use ane_sim::{Precision, SimDevice, SimOptions};
+use cpu::train as ct;
+use engine::train::{optimizer_step, Batch, OptimState, Optimizer, Params};
+use mil::DType;
+use model::LlamaConfig;
+
+use super::kernels;
+use super::{rope_input, to_channels, to_rows, AneTrainer, TrainGeometry};
+use crate::kernels::Kernel;
+
+const T: usize = 16;
+
+fn config() -> LlamaConfig {
+    LlamaConfig {
+        n_layers: 2,
+        dim: 64,
+        ffn_dim: 128,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        vocab_size: 96,
+        context_length: 32,
+        rope_theta: 10000.0,
+        rms_eps: 1e-5,
+    }
+}
+
+/// Deterministic uniform values in `[-scale, scale)`.
+fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| {
+            let u = engine::train::params::uniform(seed, 0, i) as f32;
+            (2.0 * u - 1.0) * scale
+        })
+        .collect()
+}
+
+/// `max |a − b| / max |b|`.
+fn rel_max(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .fold(0.0, f64::max);
+    let den = b.iter().map(|&y| (y as f64).abs()).fold(0.0, f64::max);
+    num / den.max(1e-30)
+}
+
+/// `‖a − b‖₂ / ‖b‖₂`.
+fn rel_rms(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// Check every `(name, device, cpu)` pair: f32 within 1e-5 relative (max-norm), fp16 within
+/// 3e-2 relative RMS.
+fn agree(precision: Precision, kernel: &str, pairs: &[(&str, Vec<f32>, Vec<f32>)]) {
+    for (name, dev, cpu) in pairs {
+        let (err, tol) = match precision {
+            Precision::F32 => (rel_max(dev, cpu), 1e-5),
+            Precision::Fp16 => (rel_rms(dev, cpu), 3e-2),
+        };
+        eprintln!("{kernel} {precision} {name}: relative error {err:.2e}");
+        assert!(
+            err <= tol,
+            "{kernel} ({precision}) {name}: relative error {err:.3e} > {tol:e}"
+        );
+    }
+}
+
+fn geometry(precision: Precision) -> TrainGeometry {
+    let io = match precision {
+        Precision::F32 => DType::Fp32,
+        Precision::Fp16 => DType::Fp16,
+    };
+    TrainGeometry::new(&config(), T, io).expect("valid geometry")
+}
+
+/// Run `k` once on the simulator with inputs by stem (channel-major values); outputs by stem,
+/// row-major `[T, C]` for activations.
+fn run(k: &Kernel, precision: Precision, inputs: &[(&str, &[f32])]) -> HashMap<String, Vec<f32>> {
+    let mut sim = SimDevice::new(SimOptions {
+        precision,
+        ..SimOptions::default()
+    });
+    let named: Vec<(String, &[f32])> =
+        k.io.inputs
+            .iter()
+            .map(|d| {
+                let stem = &d.name[4..];
+                let (_, v) = inputs
+                    .iter()
+                    .find(|(s, _)| *s == stem)
+                    .unwrap_or_else(|| panic!("test gives no input {stem}"));
+                (d.name.clone(), *v)
+            })
+            .collect();
+    let refs: Vec<(&str, &[f32])> = named.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let outs = sim
+        .run_once(&k.program, k.weights.clone(), &refs)
+        .expect("kernel runs on the simulator");
+    outs.into_iter()
+        .map(|(name, t)| {
+            let c = t.shape[1];
+            (name[4..].to_string(), to_rows(&t.data, T, c))
+        })
+        .collect()
+}
+
+/// One block's weights and an input, row-major like `cpu::train`.
+struct Block {
+    an: Vec<f32>,
+    wq: Vec<f32>,
+    wk: Vec<f32>,
+    wv: Vec<f32>,
+    wo: Vec<f32>,
+    fnw: Vec<f32>,
+    wg: Vec<f32>,
+    wu: Vec<f32>,
+    wd: Vec<f32>,
+}
+
+fn block() -> Block {
+    let c = config();
+    let (d, kv, h) = (c.dim, c.kv_dim(), c.ffn_dim);
+    let ws = 1.0 / (d as f32).sqrt();
+    Block {
+        an: values(1, d, 0.5).iter().map(|v| 1.0 + v).collect(),
+        wq: values(2, d * d, ws),
+        wk: values(3, kv * d, ws),
+        wv: values(4, kv * d, ws),
+        wo: values(5, d * d, ws),
+        fnw: values(6, d, 0.5).iter().map(|v| 1.0 + v).collect(),
+        wg: values(7, h * d, ws),
+        wu: values(8, h * d, ws),
+        wd: values(9, d * h, 1.0 / (h as f32).sqrt()),
+    }
+}
+
+fn shape() -> ct::AttentionShape {
+    let c = config();
+    ct::AttentionShape {
+        seq_len: T,
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+    }
+}
+
+fn rope_table() -> ct::RopeTable<f32> {
+    ct::RopeTable::new(T, config().head_dim, 0, 10000.0)
+}
+
+fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// `dx` of `linear` (the weight gradient goes to a scratch buffer).
+fn linear_dx(dy: &[f32], x: &[f32], w: &[f32], i: usize, o: usize) -> Vec<f32> {
+    let mut dw = vec![0f32; w.len()];
+    ct::linear_backward(dy, x, w, i, o, &mut dw)
+}
+
+/// The CPU trainer's block forward, op by op: (name, value) for every tap.
+fn cpu_forward(w: &Block, x: &[f32]) -> Vec<(&'static str, Vec<f32>)> {
+    let c = config();
+    let (d, kv, h) = (c.dim, c.kv_dim(), c.ffn_dim);
+    let rt = rope_table();
+    let (xn1, _) = ct::rms_norm(x, &w.an, 1e-5);
+    let q = ct::rope(&ct::linear(&xn1, &w.wq, d, d), &rt);
+    let k = ct::rope(&ct::linear(&xn1, &w.wk, d, kv), &rt);
+    let v = ct::linear(&xn1, &w.wv, d, kv);
+    let (att, _) = ct::attention(&q, &k, &v, shape());
+    let hres = add(x, &ct::linear(&att, &w.wo, d, d));
+    let (hn, _) = ct::rms_norm(&hres, &w.fnw, 1e-5);
+    let g = ct::linear(&hn, &w.wg, d, h);
+    let u = ct::linear(&hn, &w.wu, d, h);
+    let s = ct::swiglu(&g, &u);
+    let out = add(&hres, &ct::linear(&s, &w.wd, h, d));
+    vec![
+        ("out", out),
+        ("xn1", xn1),
+        ("q", q),
+        ("k", k),
+        ("v", v),
+        ("att", att),
+        ("h", hres),
+        ("hn", hn),
+        ("g", g),
+        ("u", u),
+        ("s", s),
+    ]
+}
+
+fn cm(rows: &[f32], c: usize) -> Vec<f32> {
+    to_channels(rows, T, c)
+}
+
+fn layer_forward_case(precision: Precision) {
+    let g = geometry(precision);
+    let c = config();
+    let w = block();
+    let x = values(10, T * c.dim, 2.0);
+    let k = kernels::layer_forward(&g).expect("kernel builds");
+    let rope = rope_input(&g, &rope_table());
+    let xc = cm(&x, c.dim);
+    let out = run(
+        &k,
+        precision,
+        &[
+            ("x", &xc),
+            ("rope", &rope),
+            ("attn_norm", &w.an),
+            ("wq", &w.wq),
+            ("wk", &w.wk),
+            ("wv", &w.wv),
+            ("wo", &w.wo),
+            ("ffn_norm", &w.fnw),
+            ("w_gate", &w.wg),
+            ("w_up", &w.wu),
+            ("w_down", &w.wd),
+        ],
+    );
+    let pairs: Vec<_> = cpu_forward(&w, &x)
+        .into_iter()
+        .map(|(n, v)| (n, out[n].clone(), v))
+        .collect();
+    assert_eq!(pairs.len(), out.len(), "every output is checked");
+    agree(precision, "layer_forward", &pairs);
+}
+
+fn ffn_backward_case(precision: Precision) {
+    let g = geometry(precision);
+    let c = config();
+    let (d, h) = (c.dim, c.ffn_dim);
+    let w = block();
+    let taps: HashMap<_, _> = cpu_forward(&w, &values(10, T * d, 2.0))
+        .into_iter()
+        .collect();
+    let dout = values(11, T * d, 1.0);
+    // CPU: ds = dout·W_down, SwiGLU backward, dhn = dg·W_gate + du·W_up.
+    let ds = linear_dx(&dout, &taps["s"], &w.wd, h, d);
+    let (dg, du) = ct::swiglu_backward(&ds, &taps["g"], &taps["u"]);
+    let dhn = add(
+        &linear_dx(&dg, &taps["hn"], &w.wg, d, h),
+        &linear_dx(&du, &taps["hn"], &w.wu, d, h),
+    );
+    let k = kernels::ffn_backward(&g).expect("kernel builds");
+    let out = run(
+        &k,
+        precision,
+        &[
+            ("dout", &cm(&dout, d)),
+            ("g", &cm(&taps["g"], h)),
+            ("u", &cm(&taps["u"], h)),
+            ("w_gate", &w.wg),
+            ("w_up", &w.wu),
+            ("w_down", &w.wd),
+        ],
+    );
+    agree(
+        precision,
+        "ffn_backward",
+        &[
+            ("dhn", out["dhn"].clone(), dhn),
+            ("dg", out["dg"].clone(), dg),
+            ("du", out["du"].clone(), du),
+        ],
+    );
+}
+
+fn attention_backward_case(precision: Precision) {
+    let g = geometry(precision);
+    let c = config();
+    let (d, kv) = (c.dim, c.kv_dim());
+    let w = block();
+    let taps: HashMap<_, _> = cpu_forward(&w, &values(10, T * d, 2.0))
+        .into_iter()
+        .collect();
+    let dh = values(12, T * d, 1.0);
+    // CPU: datt = dh·Wo, then the attention backward.
+    let datt = linear_dx(&dh, &taps["att"], &w.wo, d, d);
+    let (_, cache) = ct::attention(&taps["q"], &taps["k"], &taps["v"], shape());
+    let want = ct::attention_backward(&datt, &taps["q"], &taps["k"], &taps["v"], shape(), &cache);
+    let k = kernels::attention_backward(&g).expect("kernel builds");
+    let out = run(
+        &k,
+        precision,
+        &[
+            ("dh", &cm(&dh, d)),
+            ("q", &cm(&taps["q"], d)),
+            ("k", &cm(&taps["k"], kv)),
+            ("v", &cm(&taps["v"], kv)),
+            ("wo", &w.wo),
+        ],
+    );
+    agree(
+        precision,
+        "attention_backward",
+        &[
+            ("dq", out["dq"].clone(), want.dq),
+            ("dk", out["dk"].clone(), want.dk),
+            ("dv", out["dv"].clone(), want.dv),
+        ],
+    );
+}
+
+fn qkv_backward_case(precision: Precision) {
+    let g = geometry(precision);
+    let c = config();
+    let (d, kv) = (c.dim, c.kv_dim());
+    let w = block();
+    let xn1 = values(13, T * d, 1.0);
+    let (dq, dk, dv) = (
+        values(14, T * d, 1.0),
+        values(15, T * kv, 1.0),
+        values(16, T * kv, 1.0),
+    );
+    // CPU: RoPE backward, then the three projections' dx.
+    let rt = rope_table();
+    let dq0 = ct::rope_backward(&dq, &rt);
+    let dk0 = ct::rope_backward(&dk, &rt);
+    let dxn1 = add(
+        &add(
+            &linear_dx(&dq0, &xn1, &w.wq, d, d),
+            &linear_dx(&dk0, &xn1, &w.wk, d, kv),
+        ),
+        &linear_dx(&dv, &xn1, &w.wv, d, kv),
+    );
+    let k = kernels::qkv_backward(&g).expect("kernel builds");
+    let rope = rope_input(&g, &rt);
+    let out = run(
+        &k,
+        precision,
+        &[
+            ("dq", &cm(&dq, d)),
+            ("dk", &cm(&dk, kv)),
+            ("dv", &cm(&dv, kv)),
+            ("rope", &rope),
+            ("wq", &w.wq),
+            ("wk", &w.wk),
+            ("wv", &w.wv),
+        ],
+    );
+    agree(
+        precision,
+        "qkv_backward",
+        &[
+            ("dxn1", out["dxn1"].clone(), dxn1),
+            ("dq0", out["dq0"].clone(), dq0),
+            ("dk0", out["dk0"].clone(), dk0),
+        ],
+    );
+}
+
+#[test]
+fn layer_forward_matches_cpu_f32() {
+    layer_forward_case(Precision::F32);
+}
+
+#[test]
+fn layer_forward_matches_cpu_fp16() {
+    layer_forward_case(Precision::Fp16);
+}
+
+#[test]
+fn ffn_backward_matches_cpu_f32() {
+    ffn_backward_case(Precision::F32);
+}
+
+#[test]
+fn ffn_backward_matches_cpu_fp16() {
+    ffn_backward_case(Precision::Fp16);
+}
+
+#[test]
+fn attention_backward_matches_cpu_f32() {
+    attention_backward_case(Precision::F32);
+}
+
+#[test]
+fn attention_backward_matches_cpu_fp16() {
+    attention_backward_case(Precision::Fp16);
+}
+
+#[test]
+fn qkv_backward_matches_cpu_f32() {
+    qkv_backward_case(Precision::F32);
+}
+
+#[test]
+fn qkv_backward_matches_cpu_fp16() {
+    qkv_backward_case(Precision::Fp16);
+}
+
+#[test]
+fn every_training_kernel_is_validator_clean() {
+    let g = geometry(Precision::Fp16);
+    for k in [
+        kernels::layer_forward(&g),
+        kernels::ffn_backward(&g),
+        kernels::attention_backward(&g),
+        kernels::qkv_backward(&g),
+    ] {
+        let k = k.expect("kernel builds");
+        let errors = ane::milcheck::errors(&k.program, None);
+        assert!(errors.is_empty(), "{}: {errors:?}", k.label);
+    }
+}
+
+/// `steps` micro-batches of 2 sequences of `T` tokens (deterministic), cycling through 2
+/// distinct batches so 20 steps can visibly lower the loss.
+fn batches(steps: usize, vocab: usize) -> Vec<Batch> {
+    (0..steps as u64)
+        .map(|s| s % 2)
+        .map(|s| {
+            let tok = |i: u64| (engine::train::params::uniform(99, s, i) * vocab as f64) as u32;
+            let inputs: Vec<u32> = (0..2 * T as u64).map(tok).collect();
+            let targets: Vec<u32> = (1..=2 * T as u64).map(tok).collect();
+            Batch {
+                batch: 2,
+                seq_len: T,
+                inputs,
+                targets,
+            }
+        })
+        .collect()
+}
+
+/// 20 AdamW steps of one backend; the loss of every step, and the backend.
+fn train<B: engine::train::TrainBackend>(mut backend: B, steps: &[Batch]) -> (Vec<f64>, B) {
+    let c = config();
+    let mut p = Params::init(&c, true, 7);
+    let opt = Optimizer::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    };
+    let mut state = OptimState::new(&opt, p.data.len());
+    let mut grads = vec![0f32; p.data.len()];
+    let mut losses = Vec::new();
+    for (i, b) in steps.iter().enumerate() {
+        let r = optimizer_step(
+            &mut backend,
+            &mut p,
+            &mut grads,
+            &mut state,
+            &opt,
+            std::slice::from_ref(b),
+            i as u64 + 1,
+            3e-3,
+            1.0,
+        )
+        .expect("step runs");
+        losses.push(r.loss);
+    }
+    (losses, backend)
+}
+
+fn sim_trainer(precision: Precision) -> AneTrainer {
+    let dev = SimDevice::new(SimOptions {
+        precision,
+        ..SimOptions::default()
+    });
+    let io = match precision {
+        Precision::F32 => DType::Fp32,
+        Precision::Fp16 => DType::Fp16,
+    };
+    AneTrainer::new(Box::new(dev), &config(), io, T).expect("trainer builds")
+}
+
+#[test]
+fn ane_sim_f32_trains_like_the_cpu_with_zero_compiles_per_step() {
+    let steps = batches(20, config().vocab_size);
+    let (cpu, _) = train(ct::model::CpuTrainer::new(1).expect("pool"), &steps);
+    let ane = sim_trainer(Precision::F32);
+    let compiles_at_setup = ane.compiles();
+    assert_eq!(compiles_at_setup, 4, "four kernels serve every layer");
+    let (first, ane) = train(ane, &steps[..1]);
+    let after_one = ane.compiles();
+    let (ane_losses, ane) = {
+        // Continue the same run: re-run all 20 steps from the start on this trainer instance.
+        let (l, a) = train(ane, &steps);
+        (l, a)
+    };
+    assert_eq!(after_one, compiles_at_setup);
+    assert_eq!(ane.compiles(), after_one, "no compiles after step 1");
+    // Dispatches: 4 kernels · 2 layers · 2 sequences per step, 21 steps run.
+    assert_eq!(ane.dispatches(), 21 * 4 * 2 * 2);
+    assert!((first[0] - cpu[0]).abs() <= 1e-4 * cpu[0]);
+    for (i, (a, c)) in ane_losses.iter().zip(&cpu).enumerate() {
+        let rel = (a - c).abs() / c.abs();
+        eprintln!(
+            "step {:2}: cpu {c:.6} ane-sim f32 {a:.6} rel {rel:.2e}",
+            i + 1
+        );
+        assert!(rel <= 1e-4, "step {}: {a} vs cpu {c} ({rel:.2e})", i + 1);
+    }
+    assert!(
+        cpu[19] < cpu[0] - 0.1,
+        "the run learns: {} → {}",
+        cpu[0],
+        cpu[19]
+    );
+}
+
+#[test]
+fn ane_sim_fp16_follows_the_cpu_loss_curve() {
+    let steps = batches(20, config().vocab_size);
+    let (cpu, _) = train(ct::model::CpuTrainer::new(1).expect("pool"), &steps);
+    let (ane, _) = train(sim_trainer(Precision::Fp16), &steps);
+    for (i, (a, c)) in ane.iter().zip(&cpu).enumerate() {
+        let rel = (a - c).abs() / c.abs();
+        eprintln!(
+            "step {:2}: cpu {c:.6} ane-sim fp16 {a:.6} rel {rel:.2e}",
+            i + 1
+        );
+        assert!(rel <= 2e-2, "step {}: {a} vs cpu {c} ({rel:.2e})", i + 1);
+    }
+    assert!(
+        ane[19] < ane[0] - 0.1,
+        "fp16 run learns: {} → {}",
+        ane[0],
+        ane[19]
+    );
+}
