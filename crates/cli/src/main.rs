@@ -666,10 +666,11 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         let synth = model::synthetic::SyntheticModel::new(cfg.clone(), seed, model::GgmlType::F32);
         let weights = model::LlamaWeights::from_source(&synth, cfg)?;
         let size = ModelSize::of(&weights);
-        let opts = options(weights.config.context_length, None);
         let name = format!("synthetic:{seed}");
         let mut drafter = load::drafter(a.draft, None, &name, None)?;
         let mut backend = load::make_backend(weights, spec)?;
+        // The backend's context (an ANE backend's cache may hold fewer positions than the file).
+        let opts = options(backend.config().context_length, None);
         let r =
             engine::bench::run_bench(backend.as_mut(), drafter.as_mut(), &name, threads, &opts)?;
         (r, size)
@@ -686,7 +687,6 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             Some(text) => Some(loaded.encode_chat(&[ChatMessage::user(text)])?),
             None => None,
         };
-        let opts = options(weights.config.context_length, prompt);
         let mut drafter = load::drafter(
             a.draft,
             Some(&loaded.gguf),
@@ -694,6 +694,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             a.draft_head.as_deref(),
         )?;
         let mut backend = load::make_backend(weights, spec)?;
+        let opts = options(backend.config().context_length, prompt);
         let r = engine::bench::run_bench(
             backend.as_mut(),
             drafter.as_mut(),
