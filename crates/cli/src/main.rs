@@ -675,33 +675,30 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             engine::bench::run_bench(backend.as_mut(), drafter.as_mut(), &name, threads, &opts)?;
         (r, size)
     } else {
-        let loaded = Loaded::open(a.model.as_deref())?;
-        let weights = model::LlamaWeights::from_gguf(&loaded.gguf)?;
-        let size = ModelSize::of(&weights);
         let chat = match (&a.chat, a.draft) {
             (Some(text), _) => Some(text.as_str()),
             (None, DraftChoice::None) => None,
             (None, _) => Some(BENCH_CHAT),
         };
-        let prompt = match chat {
-            Some(text) => Some(loaded.encode_chat(&[ChatMessage::user(text)])?),
-            None => None,
+        // The tokenizer is needed (and must be supported) only for a text prompt.
+        let (gguf, name, prompt) = match chat {
+            Some(text) => {
+                let loaded = Loaded::open(a.model.as_deref())?;
+                let prompt = loaded.encode_chat(&[ChatMessage::user(text)])?;
+                (loaded.gguf, loaded.name, Some(prompt))
+            }
+            None => {
+                let (gguf, name) = load::open_model_file(a.model.as_deref())?;
+                (gguf, name, None)
+            }
         };
-        let mut drafter = load::drafter(
-            a.draft,
-            Some(&loaded.gguf),
-            &loaded.name,
-            a.draft_head.as_deref(),
-        )?;
+        let weights = model::LlamaWeights::from_gguf(&gguf)?;
+        let size = ModelSize::of(&weights);
+        let mut drafter = load::drafter(a.draft, Some(&gguf), &name, a.draft_head.as_deref())?;
         let mut backend = load::make_backend(weights, spec)?;
         let opts = options(backend.config().context_length, prompt);
-        let r = engine::bench::run_bench(
-            backend.as_mut(),
-            drafter.as_mut(),
-            &loaded.name,
-            threads,
-            &opts,
-        )?;
+        let r =
+            engine::bench::run_bench(backend.as_mut(), drafter.as_mut(), &name, threads, &opts)?;
         (r, size)
     };
     if a.json {
