@@ -270,7 +270,7 @@ pub trait BlockRunner {
     ) -> Result<Vec<f32>, StepError>;
 }
 
-/// The CPU's blocks: [`block_forward`] and [`block_backward`] with their tapes.
+/// The CPU's blocks: `block_forward` and `block_backward` (this module's private functions) with their tapes.
 #[derive(Default)]
 pub struct CpuBlocks {
     tapes: Vec<Option<LayerTape>>,
