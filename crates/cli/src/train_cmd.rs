@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use engine::train::data::{self, Shuffle, TokenData};
 use engine::train::export::{export_gguf, OutType};
 use engine::train::trainer::{truncate_log, LogLine, Observer, Outcome, TrainSettings, Trainer};
-use engine::train::{Optimizer, ParamLayout, Params, Schedule, TrainBackend};
+use engine::train::{LossScaling, Optimizer, ParamLayout, Params, Schedule, TrainBackend};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{ChatTemplate, GgufFile, LlamaConfig, LlamaWeights, Tokenizer};
 use std::io::Write;
@@ -147,6 +147,13 @@ pub struct TrainArgs {
     /// Numerics of `--backend ane-sim` (f32: equals the CPU trainer; fp16: ANE-like).
     #[arg(long = "sim-precision", value_enum, default_value_t = SimPrecision::Fp16)]
     sim_precision: SimPrecision,
+    /// Loss scaling so fp16 gradients do not underflow: `dynamic` (start at 65536, halve on
+    /// overflow, double after 100 good steps), `dynamic:N` (start at N), a fixed power of two,
+    /// or `off`. A step whose
+    /// gradients overflow is skipped and logged, never applied. `auto`: dynamic when the device
+    /// computes in fp16 (`--backend ane`, `ane-sim` with fp16), off otherwise.
+    #[arg(long = "loss-scale", value_name = "auto|off|dynamic|N", default_value = "auto", value_parser = parse_loss_scale)]
+    loss_scale: LossScaleArg,
     /// Checkpoint directory: written every --save-every steps, at the end and on Ctrl-C.
     #[arg(long, value_name = "DIR")]
     checkpoint: Option<PathBuf>,
@@ -165,6 +172,42 @@ pub struct TrainArgs {
     /// Element type of the matrices in --out (norms stay f32).
     #[arg(long = "out-type", value_enum, default_value_t = OutTypeChoice::F32)]
     out_type: OutTypeChoice,
+}
+
+/// `--loss-scale`: `auto` or a chosen scaling.
+#[derive(Clone, Copy, Debug)]
+enum LossScaleArg {
+    Auto,
+    Chosen(LossScaling),
+}
+
+fn parse_loss_scale(s: &str) -> Result<LossScaleArg, String> {
+    let mode = match s {
+        "auto" => return Ok(LossScaleArg::Auto),
+        "off" => LossScaling::Off,
+        "dynamic" => LossScaling::DYNAMIC,
+        d if d.starts_with("dynamic:") => {
+            let init: f32 = d["dynamic:".len()..]
+                .parse()
+                .map_err(|_| format!("expected dynamic:N with N a power of two, got '{d}'"))?;
+            match LossScaling::DYNAMIC {
+                LossScaling::Dynamic {
+                    growth_interval, ..
+                } => LossScaling::Dynamic {
+                    init,
+                    growth_interval,
+                },
+                other => other,
+            }
+        }
+        n => {
+            let scale: f32 = n.parse().map_err(|_| {
+                format!("expected auto, off, dynamic, dynamic:N or a power of two N, got '{n}'")
+            })?;
+            LossScaling::Static { scale }
+        }
+    };
+    mode.check().map(LossScaleArg::Chosen)
 }
 
 /// The from-scratch shape file of `--config`.
@@ -229,6 +272,8 @@ fn shape_from_file(path: &Path, vocab_size: usize) -> Result<(LlamaConfig, bool)
 /// Draws the bar and writes `--log`.
 struct Progress {
     bar: ProgressBar,
+    /// Steps skipped because their gradients overflowed.
+    skipped: u64,
     log: Option<(PathBuf, std::fs::File)>,
     error: Option<anyhow::Error>,
 }
@@ -246,15 +291,22 @@ impl Observer for Progress {
         ));
         if self.bar.is_hidden() {
             // Without a terminal, one line per step on stderr instead of a bar.
-            let device = match (line.compiles, line.dispatches) {
+            let mut device = match (line.compiles, line.dispatches) {
                 (Some(c), Some(d)) => format!(" compiles {c} dispatches {d}"),
                 _ => String::new(),
             };
+            if let Some(s) = line.loss_scale {
+                device += &format!(" loss_scale {s}");
+            }
+            if line.skipped {
+                device += " SKIPPED (gradients overflowed)";
+            }
             eprintln!(
                 "step {}/{steps} loss {:.4}{val} lr {:.3e} grad_norm {:.3} {:.0} tok/s{device}",
                 line.step, line.loss, line.lr, line.grad_norm, line.tokens_per_s
             );
         }
+        self.skipped += u64::from(line.skipped);
         self.write_log(line);
     }
     fn note(&mut self, message: &str) {
@@ -354,6 +406,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
         eval_windows: a.eval_windows,
         checkpoint: a.checkpoint.clone(),
         save_every: a.save_every,
+        loss_scaling: match (a.loss_scale, a.backend, a.sim_precision) {
+            (LossScaleArg::Chosen(m), _, _) => m,
+            (_, TrainBackendChoice::Cpu, _)
+            | (_, TrainBackendChoice::AneSim, SimPrecision::F32) => LossScaling::Off,
+            _ => LossScaling::DYNAMIC,
+        },
     };
     let mut trainer = match &a.resume {
         Some(dir) => Trainer::resume(settings, dir, &layout, &train)
@@ -432,6 +490,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     bar.set_position(trainer.step);
     let mut progress = Progress {
         bar,
+        skipped: 0,
         log,
         error: None,
     };
@@ -466,6 +525,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
     })?;
     if let Some(e) = progress.error {
         return Err(e);
+    }
+    if progress.skipped > 0 {
+        eprintln!(
+            "warning: {} step(s) of this run were skipped because their gradients overflowed \
+             in fp16 (loss scale now {}); a fixed --loss-scale that keeps overflowing should be lowered",
+            progress.skipped, trainer.scaler.scale
+        );
     }
     match outcome {
         Outcome::Interrupted { step } => {

@@ -464,3 +464,114 @@ fn ane_sim_f32_trains_like_the_cpu_with_a_fixed_compile_count() {
     assert_eq!(ane[0]["compiles"].as_u64(), Some(4));
     assert_eq!(ane[19]["compiles"].as_u64(), Some(4));
 }
+
+/// fp16 on the simulator trains under loss scaling (`auto` = dynamic at 65536, in the log).
+/// Started far too high (`dynamic:2^40`), the first steps' gradients overflow fp16: each is
+/// logged as skipped (no gradient norm) with the scale halving, until the steps apply and
+/// learn; the run warns about the skipped steps. A scale that is not a power of two is refused.
+#[test]
+fn ane_sim_fp16_scales_the_loss_and_skips_overflowing_steps() {
+    let s = Setup::new();
+    let (auto_log, high_log) = (s.p("auto.jsonl"), s.p("high.jsonl"));
+    let fp16 = ["--backend", "ane-sim", "--sim-precision", "fp16"];
+    let auto = run(&s.train(
+        2,
+        &[&fp16[..], &["--log", &auto_log, "--out", &s.p("a.gguf")]].concat(),
+    ));
+    assert_ok(&auto);
+    for l in log_lines(&auto_log) {
+        assert_eq!(l["loss_scale"].as_f64(), Some(65536.0), "{l}");
+        assert!(l.get("skipped").is_none(), "{l}");
+    }
+    let high = run(&s.train(
+        30,
+        &[
+            &fp16[..],
+            &[
+                "--loss-scale",
+                "dynamic:1099511627776",
+                "--log",
+                &high_log,
+                "--out",
+                &s.p("h.gguf"),
+            ],
+        ]
+        .concat(),
+    ));
+    assert_ok(&high);
+    let lines = log_lines(&high_log);
+    assert_eq!(lines.len(), 30);
+    let skipped: Vec<&serde_json::Value> = lines.iter().filter(|l| l["skipped"] == true).collect();
+    assert!(
+        !skipped.is_empty() && lines[0]["skipped"] == true,
+        "2^40 overflows fp16"
+    );
+    assert!(skipped.len() < 25, "the scale backs off until steps apply");
+    for (i, l) in skipped.iter().enumerate() {
+        assert!(
+            l["grad_norm"].is_null(),
+            "no norm for an overflowed step: {l}"
+        );
+        let want = 2f64.powi(40 - i as i32);
+        assert_eq!(
+            l["loss_scale"].as_f64(),
+            Some(want),
+            "halves each time: {l}"
+        );
+    }
+    let applied: Vec<f64> = lines
+        .iter()
+        .filter(|l| l.get("skipped").is_none())
+        .map(|l| l["grad_norm"].as_f64().expect("finite norm"))
+        .collect();
+    assert!(applied.len() >= 5);
+    let stderr = String::from_utf8_lossy(&high.stderr);
+    assert!(
+        stderr.contains("skipped because their gradients overflowed"),
+        "{stderr}"
+    );
+    let bad = run(&s.train(1, &["--loss-scale", "300", "--out", &s.p("b.gguf")]));
+    assert_fails_with(&bad, "power of two");
+
+    // The scale and its good-step count are in the checkpoint: 8 steps + resume to 30 logs
+    // exactly what the single run logged (skips and scales included).
+    let ck = s.p("ck");
+    let resumable = [
+        "--loss-scale",
+        "dynamic:1099511627776",
+        "--checkpoint",
+        ck.as_str(),
+        "--log",
+        &s.p("r.jsonl"),
+        "--out",
+        &s.p("r.gguf"),
+    ];
+    assert_ok(&run(&s.train(8, &[&fp16[..], &resumable[..]].concat())));
+    let resumed = [&fp16[..], &resumable[..], &["--resume", ck.as_str()]].concat();
+    assert_ok(&run(&s.train(30, &resumed)));
+    // (Dispatches count per process, so they restart with the resumed process.)
+    let no_dispatches = |mut v: Vec<serde_json::Value>| {
+        v.iter_mut().for_each(|l| {
+            l.as_object_mut().map(|o| o.remove("dispatches"));
+        });
+        v
+    };
+    assert_eq!(
+        no_dispatches(log_lines(&s.p("r.jsonl"))),
+        no_dispatches(lines),
+        "8 + resume differs from one run"
+    );
+    // A checkpoint made with loss scaling is not resumed without it.
+    let unscaled = [
+        "--loss-scale",
+        "off",
+        "--resume",
+        ck.as_str(),
+        "--out",
+        &s.p("u.gguf"),
+    ];
+    assert_fails_with(
+        &run(&s.train(31, &[&fp16[..], &unscaled[..]].concat())),
+        "--loss-scale",
+    );
+}

@@ -70,6 +70,12 @@
 //!
 //! Surfaces are fp32 with the f32 simulator (then every kernel equals the CPU op within 1e-5
 //! relative) and fp16 otherwise; master weights, gradients and optimizer state are f32 on the host.
+//! With fp16 surfaces the trainer runs under **loss scaling** (`engine::train::scale`): the
+//! gradient entering the blocks is `S` (a power of two, dynamic by default) times the true one,
+//! so it stays above fp16's underflow; the host unscales the f32 gradient exactly, and a step
+//! whose gradients overflowed is skipped and logged. Every kernel is **self-checked** when it
+//! is compiled: one eval on probe inputs on the device and on the f32 simulator, outputs within
+//! 3e-2 relative RMS, or the trainer refuses to start ([`self_check`]).
 
 pub mod kernels;
 mod trainer;
@@ -77,7 +83,7 @@ mod trainer;
 #[cfg(test)]
 mod tests;
 
-pub use trainer::{AneTrainError, AneTrainer, TrainKernels};
+pub use trainer::{probe_inputs, self_check, AneTrainError, AneTrainer, TrainKernels};
 
 use mil::DType;
 use model::LlamaConfig;

@@ -537,3 +537,158 @@ fn ane_sim_fp16_follows_the_cpu_loss_curve() {
         ane[19]
     );
 }
+
+/// Gradients of one batch: (the CPU trainer's f32, the fp16 simulator's) at `scale`.
+fn grads_at_scale(scale: f32) -> (Vec<f32>, Vec<f32>) {
+    use engine::train::TrainBackend;
+    let p = Params::init(&config(), true, 7);
+    let b = &batches(1, config().vocab_size)[0];
+    let mut cpu = vec![0f32; p.data.len()];
+    let mut fp16 = vec![0f32; p.data.len()];
+    ct::model::CpuTrainer::new(1)
+        .expect("pool")
+        .accumulate(&p, b, scale, &mut cpu)
+        .expect("cpu");
+    sim_trainer(Precision::Fp16)
+        .accumulate(&p, b, scale, &mut fp16)
+        .expect("fp16 sim");
+    (cpu, fp16)
+}
+
+/// Why fp16 devices need loss scaling: gradients of the size a mean over ~10⁶ tokens gives
+/// (here: the step's `1/N` times 2^-20) underflow in fp16 — flushed to zero or rounded to a
+/// few bits — while the same gradient computed at 2^20 times the scale and unscaled on the
+/// host (exact: a power of two) is within the fp16 tolerance of the CPU's f32 gradient.
+#[test]
+fn fp16_gradients_underflow_without_loss_scaling_and_not_with_it() {
+    let tiny = 2f32.powi(-20) / (2 * T) as f32;
+    let (cpu, unscaled) = grads_at_scale(tiny);
+    let (_, mut scaled) = grads_at_scale(tiny * 2f32.powi(20));
+    scaled.iter_mut().for_each(|g| *g *= 2f32.powi(-20));
+    let (bad, good) = (rel_rms(&unscaled, &cpu), rel_rms(&scaled, &cpu));
+    eprintln!("fp16 gradient vs cpu: unscaled {bad:.3e}, loss scale 2^20 {good:.3e}");
+    assert!(
+        bad > 0.2,
+        "unscaled fp16 gradients should underflow ({bad:.3e})"
+    );
+    assert!(good <= 3e-2, "scaled fp16 gradients ({good:.3e})");
+}
+
+/// A loss scale too large for fp16 makes the device's gradients overflow: with dynamic scaling
+/// those steps are skipped (weights and optimizer state bit-for-bit untouched) and the scale
+/// halves each time until the gradients fit, after which steps apply. The same scale on the
+/// f32 simulator overflows nothing (it is fp16's range, not a bug).
+#[test]
+fn overflowing_fp16_steps_are_skipped_and_the_scale_backs_off() {
+    use engine::train::{optimizer_step_scaled, LossScaler, LossScaling};
+    let steps = batches(30, config().vocab_size);
+    let opt = Optimizer::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    };
+    let init = 2f32.powi(40);
+    let mode = LossScaling::Dynamic {
+        init,
+        growth_interval: 1000,
+    };
+    for precision in [Precision::Fp16, Precision::F32] {
+        let mut backend = sim_trainer(precision);
+        let mut p = Params::init(&config(), true, 7);
+        let mut state = OptimState::new(&opt, p.data.len());
+        let mut grads = vec![0f32; p.data.len()];
+        let mut scaler = LossScaler::new(mode);
+        let mut skipped = 0;
+        let mut losses = Vec::new();
+        for (i, b) in steps.iter().enumerate() {
+            let (before, m_before) = (p.data.clone(), state.m.clone());
+            let r = optimizer_step_scaled(
+                &mut backend,
+                &mut p,
+                &mut grads,
+                &mut state,
+                &opt,
+                std::slice::from_ref(b),
+                i as u64 + 1,
+                3e-3,
+                1.0,
+                &mut scaler,
+            )
+            .expect("a step with overflowing gradients is skipped, not an error");
+            assert!(r.loss.is_finite());
+            if r.skipped {
+                skipped += 1;
+                assert!(
+                    p.data == before && state.m == m_before,
+                    "skipped step applied"
+                );
+                assert_eq!(scaler.scale, r.loss_scale / 2.0, "the scale halves");
+            } else {
+                assert!(p.data != before, "an applied step changes the weights");
+                losses.push(r.loss);
+            }
+        }
+        eprintln!(
+            "{precision}: {skipped} skipped steps, scale now 2^{}",
+            scaler.scale.log2()
+        );
+        match precision {
+            Precision::Fp16 => {
+                assert!(skipped >= 10, "2^40 overflows fp16 ({skipped} skipped)");
+                assert!(skipped < 30, "the scale backs off until steps apply");
+                let n = losses.len();
+                assert!(losses[n - 1] < losses[0], "the applied steps learn");
+            }
+            Precision::F32 => assert_eq!(skipped, 0, "f32 holds 2^40-scaled gradients"),
+        }
+    }
+}
+
+/// A simulator that binds the last two inputs of every eval swapped: for the training kernels
+/// two weights of equal size (`w_up` ↔ `w_down`, `[H, D]` and `[D, H]`), a silent miswiring.
+struct SwappedWeights(SimDevice);
+
+impl ane::DeviceLayer for SwappedWeights {
+    fn inner(&self) -> &dyn ane::Device {
+        &self.0
+    }
+    fn inner_mut(&mut self) -> &mut dyn ane::Device {
+        &mut self.0
+    }
+    fn layer_eval(
+        &mut self,
+        kernel: ane::KernelId,
+        inputs: &[ane::SurfaceId],
+        outputs: &[ane::SurfaceId],
+    ) -> Result<(), ane::DeviceError> {
+        let mut ins = inputs.to_vec();
+        let n = ins.len();
+        ins.swap(n - 2, n - 1);
+        ane::Device::eval(&mut self.0, kernel, &ins, outputs)
+    }
+}
+
+/// The training kernels are self-checked against the f32 simulator when compiled: a device
+/// that swaps two same-sized weight surfaces computes plausible but wrong numbers, and the
+/// trainer refuses to start with a message naming the kernel and the way out; the fp16
+/// simulator (a correct device with ANE-like rounding) passes.
+#[test]
+fn a_miswired_device_fails_the_training_self_check() {
+    let dev = SwappedWeights(SimDevice::new(SimOptions::default()));
+    let err = AneTrainer::new(Box::new(dev), &config(), DType::Fp16, T)
+        .err()
+        .expect("a miswired device must not train");
+    let text = err.to_string();
+    eprintln!("{text}");
+    assert!(matches!(err, super::AneTrainError::SelfCheckFailed { .. }));
+    assert!(
+        text.contains("self-check") && text.contains("--backend cpu"),
+        "{text}"
+    );
+    assert!(
+        text.contains("train layer forward"),
+        "names the kernel: {text}"
+    );
+    let _ok = sim_trainer(Precision::Fp16);
+}

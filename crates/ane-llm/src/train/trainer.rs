@@ -20,6 +20,11 @@ pub enum AneTrainError {
     Kernel(#[from] KernelError),
     #[error("device: {0}")]
     Device(#[from] DeviceError),
+    #[error(
+        "training kernel {kernel} failed its self-check against the f32 simulator: {detail} \
+         (the device computes something else; train with --backend cpu)"
+    )]
+    SelfCheckFailed { kernel: String, detail: String },
 }
 
 impl From<AneTrainError> for StepError {
@@ -94,13 +99,69 @@ impl Compiled {
     }
 }
 
-/// Compile `k`; activation inputs get fresh surfaces unless `shared` names one for their stem.
+/// Probe inputs of a training kernel in binding order: weights uniform in ±1/√fan_in (the
+/// scale of a trained layer, so fp16 stays in range), everything else in ±1.
+pub fn probe_inputs(k: &Kernel) -> Vec<Vec<f32>> {
+    k.io.inputs
+        .iter()
+        .enumerate()
+        .map(|(i, io)| {
+            let n: usize = io.shape.iter().product();
+            let s = stem(&io.name);
+            let amp = if s.starts_with('w') {
+                1.0 / (*io.shape.last().unwrap_or(&1) as f32).sqrt()
+            } else {
+                1.0
+            };
+            (0..n as u64)
+                .map(|j| (2.0 * engine::train::params::uniform(31, i as u64, j) as f32 - 1.0) * amp)
+                .collect()
+        })
+        .collect()
+}
+
+/// Run kernel `id` (compiled from `k`) once on probe inputs, on `dev` and on a fresh f32
+/// simulator, and compare every output within [`crate::backend::SELF_CHECK_TOLERANCE`]
+/// relative RMS — the inference kernels' load-time check, for the training kernels.
+pub fn self_check(dev: &mut dyn Device, id: KernelId, k: &Kernel) -> Result<(), AneTrainError> {
+    use crate::backend::{compare, eval_once, SELF_CHECK_TOLERANCE};
+    let fail = |detail: String| AneTrainError::SelfCheckFailed {
+        kernel: k.label.clone(),
+        detail,
+    };
+    let inputs = probe_inputs(k);
+    let got = eval_once(dev, id, k, &inputs).map_err(|e| fail(format!("probe eval: {e}")))?;
+    let mut reference = ane_sim::SimDevice::new(ane_sim::SimOptions {
+        precision: ane_sim::Precision::F32,
+        ..ane_sim::SimOptions::default()
+    });
+    let ref_id = reference.compile(&k.spec())?;
+    let want = eval_once(&mut reference, ref_id, k, &inputs)?;
+    for ((io, a), b) in k.io.outputs.iter().zip(&got).zip(&want) {
+        let (rel, max_diff) = compare(a, b);
+        if rel.is_nan() || rel > SELF_CHECK_TOLERANCE {
+            return Err(fail(format!(
+                "output `{}` differs by {rel:.4} relative RMS (max |diff| {max_diff:.3e}; \
+                 tolerance {SELF_CHECK_TOLERANCE})",
+                io.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Compile `k` and self-check it; activation inputs get fresh surfaces unless `shared` names
+/// one for their stem.
 fn compile(
     dev: &mut dyn Device,
     k: &Kernel,
     shared: &[(&str, SurfaceId)],
 ) -> Result<Compiled, AneTrainError> {
     let id = dev.compile(&k.spec())?;
+    if let Err(e) = self_check(dev, id, k) {
+        let _ = dev.unload(id);
+        return Err(e);
+    }
     let mut inputs = Vec::new();
     for desc in &k.io.inputs {
         let s = stem(&desc.name).to_string();
@@ -135,7 +196,8 @@ pub struct TrainKernels {
 }
 
 impl TrainKernels {
-    /// Generate and compile the kernels for `g` (4 compiles) and write the RoPE table.
+    /// Generate, compile and self-check the kernels for `g` (4 compiles) and write the RoPE
+    /// table.
     fn new(dev: &mut dyn Device, g: TrainGeometry, rope_theta: f64) -> Result<Self, AneTrainError> {
         let rope = dev.new_surface(2 * g.dim * g.seq * g.io.size_bytes().unwrap_or(2))?;
         let table = RopeTable::<f32>::new(g.seq, g.head_dim, 0, rope_theta);

@@ -4,13 +4,15 @@
 //! a [`Batch`] into a loss and gradients. This module owns everything around it: the flat
 //! parameter buffer and its layout ([`params`]), the token data and how windows are cut from it
 //! ([`data`]), the optimizers, learning-rate schedule and clipping ([`optim`]), checkpoints
-//! ([`checkpoint`]), GGUF export ([`export`]) and the loop with its log ([`trainer`]).
+//! ([`checkpoint`]), loss scaling for fp16 devices ([`scale`]), GGUF export ([`export`]) and
+//! the loop with its log ([`trainer`]).
 
 pub mod checkpoint;
 pub mod data;
 pub mod export;
 pub mod optim;
 pub mod params;
+pub mod scale;
 pub mod step;
 pub mod trainer;
 
@@ -19,7 +21,8 @@ pub use data::{DataError, Shuffle, TokenData};
 pub use export::{export_gguf, ExportError, OutType};
 pub use optim::{OptimState, Optimizer, Schedule};
 pub use params::{LayerRanges, ParamInfo, ParamLayout, Params};
-pub use step::{mean_loss, optimizer_step, StepReport};
+pub use scale::{LossScaler, LossScaling};
+pub use step::{mean_loss, optimizer_step, optimizer_step_scaled, StepReport};
 
 /// A target equal to this carries no loss (a prompt token of a chat example), like PyTorch's
 /// `ignore_index`.

@@ -9,7 +9,8 @@
 use super::checkpoint::{self, Checkpoint, CheckpointError};
 use super::data::{self, Shuffle, TokenData};
 use super::optim::{learning_rate, OptimState, Optimizer, Schedule};
-use super::step::{mean_loss, optimizer_step};
+use super::scale::{LossScaler, LossScaling};
+use super::step::{mean_loss, optimizer_step_scaled};
 use super::{ParamLayout, Params, StepError, TrainBackend};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -40,6 +41,8 @@ pub struct TrainSettings {
     /// Checkpoint directory (written every `save_every` steps, at the end and on interrupt).
     pub checkpoint: Option<PathBuf>,
     pub save_every: u64,
+    /// Loss scaling of the gradients (on for fp16 devices).
+    pub loss_scaling: LossScaling,
 }
 
 impl TrainSettings {
@@ -50,7 +53,7 @@ impl TrainSettings {
             Shuffle::None => "none".to_string(),
             Shuffle::Random { seed } => format!("random:{seed}"),
         };
-        serde_json::json!({
+        let mut id = serde_json::json!({
             "seq_len": self.seq_len,
             "batch": self.batch,
             "grad_accum": self.grad_accum,
@@ -61,7 +64,12 @@ impl TrainSettings {
             "clip": self.clip,
             "shuffle": shuffle,
             "data": data_fingerprint,
-        })
+        });
+        // Only when on, so checkpoints of unscaled runs keep their identity.
+        if self.loss_scaling != LossScaling::Off {
+            id["loss_scale"] = serde_json::json!(self.loss_scaling);
+        }
+        id
     }
 }
 
@@ -104,6 +112,12 @@ pub struct LogLine {
     /// Cumulative kernel dispatches of a device backend (absent for the CPU).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dispatches: Option<u64>,
+    /// The loss scale of this step (absent without loss scaling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// The gradients overflowed at `loss_scale`: the step was skipped, nothing applied.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// How a run ended.
@@ -127,8 +141,9 @@ pub struct Trainer {
     pub settings: TrainSettings,
     pub params: Params,
     pub state: OptimState,
-    /// Optimizer steps done.
+    /// Optimizer steps done (skipped ones included).
     pub step: u64,
+    pub scaler: LossScaler,
     grads: Vec<f32>,
     data_fingerprint: String,
 }
@@ -147,6 +162,7 @@ impl Trainer {
             state: OptimState::new(&settings.optimizer, n),
             grads: vec![0.0; n],
             step: 0,
+            scaler: LossScaler::new(settings.loss_scaling),
             data_fingerprint: data.fingerprint(),
             settings,
             params,
@@ -166,7 +182,9 @@ impl Trainer {
         let data_fingerprint = data.fingerprint();
         let now = settings.identity(&data_fingerprint);
         if let (Some(now_map), Some(saved_map)) = (now.as_object(), ck.meta.as_object()) {
-            for (field, v) in now_map {
+            let saved_only = saved_map.keys().filter(|k| !now_map.contains_key(*k));
+            let absent = serde_json::Value::Null;
+            for (field, v) in now_map.iter().chain(saved_only.map(|k| (k, &absent))) {
                 let s = saved_map
                     .get(field)
                     .cloned()
@@ -174,6 +192,7 @@ impl Trainer {
                 if &s != v {
                     let field = match field.as_str() {
                         "data" => "the training data (fingerprint)".to_string(),
+                        "loss_scale" => "--loss-scale".to_string(),
                         f => format!("--{}", f.replace('_', "-")),
                     };
                     return Err(TrainError::ResumeMismatch {
@@ -207,11 +226,21 @@ impl Trainer {
             },
             Optimizer::Sgd { .. } => OptimState::default(),
         };
+        let scaler = match ck.buffer("loss_scale") {
+            Some(b) => LossScaler::from_buffer(settings.loss_scaling, b).ok_or_else(|| {
+                TrainError::Settings(format!(
+                    "the checkpoint in {} has a corrupt loss-scale state",
+                    dir.display()
+                ))
+            })?,
+            None => LossScaler::new(settings.loss_scaling),
+        };
         check_settings(&settings, &params)?;
         data.check(settings.seq_len)?;
         Ok(Self {
             grads: vec![0.0; params.data.len()],
             step: ck.step,
+            scaler,
             data_fingerprint,
             settings,
             params,
@@ -225,6 +254,12 @@ impl Trainer {
         if !self.state.m.is_empty() {
             buffers.push(("adam_m".to_string(), Cow::Borrowed(&self.state.m[..])));
             buffers.push(("adam_v".to_string(), Cow::Borrowed(&self.state.v[..])));
+        }
+        if self.scaler.enabled() {
+            buffers.push((
+                "loss_scale".to_string(),
+                Cow::Owned(self.scaler.to_buffer()),
+            ));
         }
         let ck = Checkpoint {
             step: self.step,
@@ -265,7 +300,7 @@ impl Trainer {
             let t0 = Instant::now();
             let micro = data::step_batches(train, s.shuffle, k, s.grad_accum, s.batch, s.seq_len);
             let lr = learning_rate(s.schedule, s.lr, s.warmup, k, s.steps);
-            let report = optimizer_step(
+            let report = optimizer_step_scaled(
                 backend,
                 &mut self.params,
                 &mut self.grads,
@@ -275,7 +310,14 @@ impl Trainer {
                 k,
                 lr,
                 s.clip,
+                &mut self.scaler,
             )?;
+            if report.skipped {
+                obs.note(&format!(
+                    "step {k}: gradients overflowed at loss scale {}; step skipped (nothing applied), scale now {}",
+                    report.loss_scale, self.scaler.scale
+                ));
+            }
             self.step = k;
             let tokens = (s.grad_accum * s.batch * s.seq_len) as f64;
             let tokens_per_s = tokens / t0.elapsed().as_secs_f64().max(1e-9);
@@ -296,6 +338,11 @@ impl Trainer {
                     val_loss,
                     compiles: counters.map(|c| c.compiles),
                     dispatches: counters.map(|c| c.dispatches),
+                    loss_scale: self
+                        .scaler
+                        .enabled()
+                        .then_some(f64::from(report.loss_scale)),
+                    skipped: report.skipped,
                 },
                 s.steps,
             );
