@@ -8,7 +8,7 @@
 //!
 //! Without the switch every test prints why it did nothing and returns. With it, a missing
 //! framework is a failure. Tests are serialised (one ANE, one process-wide compile budget of
-//! 100; the whole suite compiles about 30 programs). The SmolLM2 parity test needs the pulled
+//! 100; the whole suite compiles about 45 programs, the training kernels included). The SmolLM2 parity test needs the pulled
 //! model (`espresso pull`). This suite has not yet been run on a Mac by us.
 #![cfg(target_vendor = "apple")]
 
@@ -368,4 +368,128 @@ fn smollm2_greedy_generation_matches_the_cpu_backend() {
     }
     eprintln!("{agree}/5 prompts identical for 32 greedy tokens (fp16 ANE vs exact CPU)");
     assert!(agree >= 4, "only {agree}/5 prompts agree");
+}
+
+/// SmolLM2-135M's block shapes (GQA 9/3 heads, dim 576, FFN 1536) for the training kernels.
+fn smollm2_train_config() -> model::LlamaConfig {
+    model::LlamaConfig {
+        n_layers: 2,
+        dim: 576,
+        ffn_dim: 1536,
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+        vocab_size: 256,
+        context_length: 256,
+        rope_theta: 100000.0,
+        rms_eps: 1e-5,
+    }
+}
+
+/// The four training kernels (weights as inputs) compile on the ANE and agree with the f32
+/// simulator on probe inputs (the trainer's start-up self-check), at a tiny shape and at
+/// SmolLM2's block shape with 64-token sequences.
+#[test]
+fn training_kernels_match_the_f32_simulator() {
+    let Some(_lock) = enabled("training_kernels_match_the_f32_simulator") else {
+        return;
+    };
+    use ane_llm::train::{kernels, self_check, TrainGeometry};
+    let mut dev = device();
+    let tiny = model::LlamaConfig {
+        dim: 64,
+        ffn_dim: 128,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ..smollm2_train_config()
+    };
+    for (cfg, seq) in [(tiny, 16), (smollm2_train_config(), 64)] {
+        let g = TrainGeometry::new(&cfg, seq, DType::Fp16).expect("geometry");
+        for k in [
+            kernels::layer_forward(&g),
+            kernels::ffn_backward(&g),
+            kernels::attention_backward(&g),
+            kernels::qkv_backward(&g),
+        ] {
+            let k = k.expect("kernel builds");
+            let id = dev
+                .compile(&k.spec())
+                .unwrap_or_else(|e| panic!("{} (dim {}): {e}", k.label, cfg.dim));
+            self_check(&mut dev, id, &k).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("{} (dim {}, T {seq}): ok", k.label, cfg.dim);
+            dev.unload(id).expect("unload");
+        }
+    }
+}
+
+/// Ten AdamW steps on the ANE (fp16, dynamic loss scaling) follow the CPU trainer's losses
+/// within 2e-2 relative, with 4 compiles for the whole run.
+#[test]
+fn ane_trainer_follows_the_cpu_trainer() {
+    let Some(_lock) = enabled("ane_trainer_follows_the_cpu_trainer") else {
+        return;
+    };
+    use engine::train::{
+        optimizer_step_scaled, Batch, LossScaler, LossScaling, OptimState, Optimizer, Params,
+    };
+    let cfg = model::LlamaConfig {
+        dim: 64,
+        ffn_dim: 128,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ..smollm2_train_config()
+    };
+    let seq = 16;
+    let batch = |s: u64| {
+        let tok = |i: u64| (engine::train::params::uniform(99, s % 2, i) * 256.0) as u32;
+        Batch {
+            batch: 2,
+            seq_len: seq,
+            inputs: (0..2 * seq as u64).map(tok).collect(),
+            targets: (1..=2 * seq as u64).map(tok).collect(),
+        }
+    };
+    let opt = Optimizer::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let run = |backend: &mut dyn engine::train::TrainBackend, mode| {
+        let mut p = Params::init(&cfg, true, 7);
+        let mut state = OptimState::new(&opt, p.data.len());
+        let mut grads = vec![0f32; p.data.len()];
+        let mut scaler = LossScaler::new(mode);
+        (1..=10u64)
+            .map(|k| {
+                optimizer_step_scaled(
+                    backend,
+                    &mut p,
+                    &mut grads,
+                    &mut state,
+                    &opt,
+                    &[batch(k)],
+                    k,
+                    3e-3,
+                    1.0,
+                    &mut scaler,
+                )
+                .expect("step")
+                .loss
+            })
+            .collect::<Vec<f64>>()
+    };
+    let mut cpu = cpu::train::model::CpuTrainer::new(2).expect("cpu trainer");
+    let want = run(&mut cpu, LossScaling::Off);
+    let mut ane = ane_llm::train::AneTrainer::new(Box::new(device()), &cfg, DType::Fp16, seq)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = run(&mut ane, LossScaling::DYNAMIC);
+    for (k, (a, c)) in got.iter().zip(&want).enumerate() {
+        let rel = (a - c).abs() / c.abs();
+        eprintln!("step {}: cpu {c:.5} ane {a:.5} rel {rel:.2e}", k + 1);
+        assert!(rel <= 2e-2, "step {}: {a} vs {c}", k + 1);
+    }
+    assert_eq!(ane.compiles(), 4, "weights are inputs: 4 compiles for the run");
 }
