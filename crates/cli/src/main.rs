@@ -6,6 +6,7 @@ mod load;
 mod mil_cmd;
 mod perplexity;
 mod progress;
+mod train_bench;
 mod train_cmd;
 mod vs_coreml;
 
@@ -47,9 +48,13 @@ enum Command {
     /// Download the default model (or, with --data NAME, a training corpus) into the cache and
     /// verify it.
     Pull(PullArgs),
-    /// Measure decode latency and prefill throughput.
+    /// Measure decode latency and prefill throughput (training steps: `bench-train`).
     Bench(BenchArgs),
-    /// Train: fine-tune a GGUF model or train one from scratch (CPU), with checkpoints.
+    /// Time training steps on the CPU and the ANE simulator side by side, with the cost
+    /// model's predicted ANE ms/step.
+    BenchTrain(Box<train_bench::BenchTrainArgs>),
+    /// Train: fine-tune a GGUF model or train one from scratch (CPU, or the blocks on the ANE
+    /// / its simulator), with checkpoints.
     Train(Box<train_cmd::TrainArgs>),
     /// Train a draft head for speculative decoding (`--draft head`) on the model's own greedy
     /// outputs for a prompt file.
@@ -397,6 +402,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(a) => cmd_bench(a),
         Command::Train(a) => train_cmd::run(*a),
+        Command::BenchTrain(a) => train_bench::run(*a),
         Command::TrainDraft(a) => draft_cmd::run(*a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Mil(c) => mil_cmd::run(c),

@@ -238,7 +238,7 @@ fn default_tied() -> bool {
     true
 }
 
-fn shape_from_file(path: &Path, vocab_size: usize) -> Result<(LlamaConfig, bool)> {
+pub fn shape_from_file(path: &Path, vocab_size: usize) -> Result<(LlamaConfig, bool)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let s: ShapeFile = serde_json::from_str(&text)
@@ -267,6 +267,56 @@ fn shape_from_file(path: &Path, vocab_size: usize) -> Result<(LlamaConfig, bool)
         .validate()
         .with_context(|| format!("{}", path.display()))?;
     Ok((config, s.tied))
+}
+
+/// `--loss-scale auto`: dynamic when the device computes in fp16, off otherwise.
+pub fn default_loss_scaling(backend: TrainBackendChoice, precision: SimPrecision) -> LossScaling {
+    match (backend, precision) {
+        (TrainBackendChoice::Cpu, _) | (TrainBackendChoice::AneSim, SimPrecision::F32) => {
+            LossScaling::Off
+        }
+        _ => LossScaling::DYNAMIC,
+    }
+}
+
+/// The training backend `choice` for a model of shape `config` (device kernels compiled and
+/// self-checked for sequences of `seq_len` tokens).
+pub fn make_backend(
+    choice: TrainBackendChoice,
+    precision: SimPrecision,
+    config: &LlamaConfig,
+    seq_len: usize,
+    threads: usize,
+) -> Result<Box<dyn TrainBackend>> {
+    Ok(match choice {
+        TrainBackendChoice::Cpu => Box::new(cpu::train::model::CpuTrainer::new(threads)?),
+        TrainBackendChoice::AneSim => {
+            let (precision, io) = match precision {
+                SimPrecision::Fp16 => (ane_sim::Precision::Fp16, mil::DType::Fp16),
+                SimPrecision::F32 => (ane_sim::Precision::F32, mil::DType::Fp32),
+            };
+            let dev = ane_sim::SimDevice::new(ane_sim::SimOptions {
+                precision,
+                ..ane_sim::SimOptions::default()
+            });
+            Box::new(ane_llm::train::AneTrainer::new(
+                Box::new(dev),
+                config,
+                io,
+                seq_len,
+            )?)
+        }
+        TrainBackendChoice::Ane => {
+            ane_macos::availability().map_err(|why| anyhow::anyhow!("--backend ane: {why}"))?;
+            let dev = ane_macos::open_device()?;
+            Box::new(ane_llm::train::AneTrainer::new(
+                dev,
+                config,
+                mil::DType::Fp16,
+                seq_len,
+            )?)
+        }
+    })
 }
 
 /// Draws the bar and writes `--log`.
@@ -406,11 +456,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         eval_windows: a.eval_windows,
         checkpoint: a.checkpoint.clone(),
         save_every: a.save_every,
-        loss_scaling: match (a.loss_scale, a.backend, a.sim_precision) {
-            (LossScaleArg::Chosen(m), _, _) => m,
-            (_, TrainBackendChoice::Cpu, _)
-            | (_, TrainBackendChoice::AneSim, SimPrecision::F32) => LossScaling::Off,
-            _ => LossScaling::DYNAMIC,
+        loss_scaling: match a.loss_scale {
+            LossScaleArg::Chosen(m) => m,
+            LossScaleArg::Auto => default_loss_scaling(a.backend, a.sim_precision),
         },
     };
     let mut trainer = match &a.resume {
@@ -425,37 +473,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     };
     let threads = resolve_threads(a.threads);
-    let mut backend: Box<dyn TrainBackend> = match a.backend {
-        TrainBackendChoice::Cpu => Box::new(cpu::train::model::CpuTrainer::new(threads)?),
-        TrainBackendChoice::AneSim => {
-            let (precision, io) = match a.sim_precision {
-                SimPrecision::Fp16 => (ane_sim::Precision::Fp16, mil::DType::Fp16),
-                SimPrecision::F32 => (ane_sim::Precision::F32, mil::DType::Fp32),
-            };
-            let dev = ane_sim::SimDevice::new(ane_sim::SimOptions {
-                precision,
-                ..ane_sim::SimOptions::default()
-            });
-            let config = &trainer.params.layout.config;
-            Box::new(ane_llm::train::AneTrainer::new(
-                Box::new(dev),
-                config,
-                io,
-                a.seq_len,
-            )?)
-        }
-        TrainBackendChoice::Ane => {
-            ane_macos::availability().map_err(|why| anyhow::anyhow!("--backend ane: {why}"))?;
-            let dev = ane_macos::open_device()?;
-            let config = &trainer.params.layout.config;
-            Box::new(ane_llm::train::AneTrainer::new(
-                dev,
-                config,
-                mil::DType::Fp16,
-                a.seq_len,
-            )?)
-        }
-    };
+    let config = trainer.params.layout.config.clone();
+    let mut backend = make_backend(a.backend, a.sim_precision, &config, a.seq_len, threads)?;
 
     // The log continues a resumed run and starts over otherwise.
     let log = match &a.log {

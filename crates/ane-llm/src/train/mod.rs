@@ -78,11 +78,13 @@
 //! 3e-2 relative RMS, or the trainer refuses to start ([`self_check`]).
 
 pub mod kernels;
+pub mod predict;
 mod trainer;
 
 #[cfg(test)]
 mod tests;
 
+pub use predict::{predict_step, KernelShare, StepPrediction};
 pub use trainer::{probe_inputs, self_check, AneTrainError, AneTrainer, TrainKernels};
 
 use mil::DType;

@@ -5,8 +5,9 @@
 //! parameter buffer and its layout ([`params`]), the token data and how windows are cut from it
 //! ([`data`]), the optimizers, learning-rate schedule and clipping ([`optim`]), checkpoints
 //! ([`checkpoint`]), loss scaling for fp16 devices ([`scale`]), GGUF export ([`export`]) and
-//! the loop with its log ([`trainer`]).
+//! the loop with its log ([`trainer`]); [`bench`] times steps for `espresso bench-train`.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod export;
