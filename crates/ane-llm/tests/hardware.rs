@@ -491,5 +491,9 @@ fn ane_trainer_follows_the_cpu_trainer() {
         eprintln!("step {}: cpu {c:.5} ane {a:.5} rel {rel:.2e}", k + 1);
         assert!(rel <= 2e-2, "step {}: {a} vs {c}", k + 1);
     }
-    assert_eq!(ane.compiles(), 4, "weights are inputs: 4 compiles for the run");
+    assert_eq!(
+        ane.compiles(),
+        4,
+        "weights are inputs: 4 compiles for the run"
+    );
 }

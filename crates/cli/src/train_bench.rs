@@ -217,18 +217,14 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
         a.seq_len
     );
     if !results.is_empty() {
-        println!(
-            "\n| backend | ms/step | tokens/s | dispatches/step | compiles (setup → end) |"
-        );
+        println!("\n| backend | ms/step | tokens/s | dispatches/step | compiles (setup → end) |");
         println!("|---|---:|---:|---:|---:|");
         for r in &results {
             let (mean, sd) = r.ms_per_step();
             let d = r
                 .dispatches_per_step
                 .map_or("–".into(), |d| format!("{d:.0}"));
-            let c = r
-                .compiles
-                .map_or("–".into(), |(s, e)| format!("{s} → {e}"));
+            let c = r.compiles.map_or("–".into(), |(s, e)| format!("{s} → {e}"));
             println!(
                 "| {} | {mean:.1} ± {sd:.1} | {:.1} | {d} | {c} |",
                 r.backend,
