@@ -661,3 +661,71 @@ fn smollm2_fine_tunes_on_shakespeare_on_ane_sim_like_the_cpu() {
         assert_eq!(a["compiles"].as_u64(), Some(4));
     }
 }
+
+/// `bench-train` times both backends in alternating rounds and prints the cost model's
+/// prediction of the same step, labelled as one: dispatches 4 per layer per sequence, measured
+/// on the simulator and predicted alike; compiles unchanged by the measured steps.
+#[test]
+fn bench_train_measures_both_backends_and_labels_the_prediction() {
+    let s = Setup::new();
+    let shape = s.p("shape.json");
+    let model = real_model();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "bench-train",
+            "--config",
+            &shape,
+            "--tokenizer",
+            &model,
+            "--seq-len",
+            "16",
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--rounds",
+            "2",
+            "--threads",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(extra.iter().map(|e| e.to_string()));
+        v
+    };
+    let out = run(&args(&["--json"]));
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2);
+    assert!(results[0]["backend"].as_str().unwrap().starts_with("cpu"));
+    assert!(results[1]["backend"].as_str().unwrap().contains("ane-sim"));
+    for r in results {
+        assert_eq!(r["steps"].as_u64(), Some(4), "2 steps × 2 rounds: {r}");
+        assert!(r["ms_per_step"].as_f64().unwrap() > 0.0);
+        assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0);
+    }
+    let (cpu, ane) = (&results[0], &results[1]);
+    assert!(cpu["dispatches_per_step"].is_null());
+    // 4 kernels × 2 layers × 2 sequences.
+    assert_eq!(ane["dispatches_per_step"].as_f64(), Some(16.0));
+    assert_eq!(ane["compiles_after_setup"].as_u64(), Some(4));
+    assert_eq!(ane["compiles_at_end"].as_u64(), Some(4));
+    let pred = &v["prediction"];
+    assert!(pred["what"].as_str().unwrap().contains("not a measurement"));
+    assert_eq!(pred["dispatches_per_step"].as_u64(), Some(16));
+    assert!(pred["ane_ms_per_step"].as_f64().unwrap() > 0.0);
+    assert_eq!(pred["chip"].as_str(), Some("M4"));
+
+    let text = run(&args(&["--predict-only", "--chip", "M1"]));
+    assert_ok(&text);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains("prediction on M1") && stdout.contains("not a measurement"));
+    assert!(
+        !stdout.contains("| backend |"),
+        "--predict-only times nothing: {stdout}"
+    );
+
+    assert_fails_with(&run(&args(&["--chip", "Z9"])), "unknown chip");
+    assert_fails_with(&run(&args(&["--grad-accum", "0"])), "at least 1");
+}

@@ -692,3 +692,29 @@ fn a_miswired_device_fails_the_training_self_check() {
     );
     let _ok = sim_trainer(Precision::Fp16);
 }
+
+/// The static prediction of a step equals what the simulator's cost model charges when the
+/// step actually runs: the same dispatches (4 per layer per sequence) and the same predicted
+/// ANE milliseconds.
+#[test]
+fn predicted_step_equals_the_simulators_accounting_of_a_real_step() {
+    use engine::train::TrainBackend;
+    let c = config();
+    let prediction = super::predict_step(&c, T, 2, ane::cost::ChipProfile::M4).expect("predicts");
+    assert_eq!(prediction.dispatches, (4 * c.n_layers * 2) as u64);
+    assert!(prediction.kernels.iter().all(|k| k.dispatches == 4));
+    let mut ane = sim_trainer(Precision::Fp16);
+    let before = ane.device().stats();
+    let p = Params::init(&c, true, 7);
+    let mut grads = vec![0f32; p.data.len()];
+    ane.accumulate(&p, &batches(1, c.vocab_size)[0], 1e-2, &mut grads)
+        .expect("step");
+    let after = ane.device().stats();
+    assert_eq!(after.evals - before.evals, prediction.dispatches);
+    let charged = after.predicted_ane_ms - before.predicted_ane_ms;
+    eprintln!(
+        "predicted {:.4} ms, charged {charged:.4} ms",
+        prediction.ane_ms
+    );
+    assert!((charged - prediction.ane_ms).abs() <= 1e-9 * charged.max(1.0));
+}
