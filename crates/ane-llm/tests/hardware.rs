@@ -386,6 +386,18 @@ fn smollm2_train_config() -> model::LlamaConfig {
     }
 }
 
+/// A tiny GQA shape (4 heads / 2 KV heads, dim 64).
+fn tiny_train_config() -> model::LlamaConfig {
+    model::LlamaConfig {
+        dim: 64,
+        ffn_dim: 128,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ..smollm2_train_config()
+    }
+}
+
 /// The four training kernels (weights as inputs) compile on the ANE and agree with the f32
 /// simulator on probe inputs (the trainer's start-up self-check), at a tiny shape and at
 /// SmolLM2's block shape with 64-token sequences.
@@ -396,14 +408,7 @@ fn training_kernels_match_the_f32_simulator() {
     };
     use ane_llm::train::{kernels, self_check, TrainGeometry};
     let mut dev = device();
-    let tiny = model::LlamaConfig {
-        dim: 64,
-        ffn_dim: 128,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        ..smollm2_train_config()
-    };
+    let tiny = tiny_train_config();
     for (cfg, seq) in [(tiny, 16), (smollm2_train_config(), 64)] {
         let g = TrainGeometry::new(&cfg, seq, DType::Fp16).expect("geometry");
         for k in [
@@ -433,14 +438,7 @@ fn ane_trainer_follows_the_cpu_trainer() {
     use engine::train::{
         optimizer_step_scaled, Batch, LossScaler, LossScaling, OptimState, Optimizer, Params,
     };
-    let cfg = model::LlamaConfig {
-        dim: 64,
-        ffn_dim: 128,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        ..smollm2_train_config()
-    };
+    let cfg = tiny_train_config();
     let seq = 16;
     let batch = |s: u64| {
         let tok = |i: u64| (engine::train::params::uniform(99, s % 2, i) * 256.0) as u32;
