@@ -6,6 +6,10 @@
 //! - `Q8_0`: `sum_b d_w d_x sum_i q_w[i] q_x[i]`
 //! - `Q4_0`: `sum_b d_w d_x (sum_i n[i] q_x[i] - 8 sum_i q_x[i])`
 //! - `Q4_1`: `sum_b (d_w d_x sum_i n[i] q_x[i] + m d_x sum_i q_x[i])`
+//! - `Q4_K` (256-element super-blocks of eight 32-element sub-blocks `j`, 6-bit scales `sc_j`
+//!   and mins `m_j`): `sum_j (d sc_j d_x sum_i n[i] q_x[i] - dmin m_j d_x sum_i q_x[i])`
+//! - `Q6_K` (sixteen 16-element groups with int8 scales `s_g`, values `v = q6 - 32`):
+//!   `sum_{32-blocks} d d_x (s_a sum_{i<16} v[i] q_x[i] + s_b sum_{i>=16} v[i] q_x[i])`
 //!
 //! i.e. exactly `sum_i w[i] x_q[i]` with the dequantized weights and rounded activations.
 //!
@@ -37,13 +41,13 @@ pub fn simd_available() -> bool {
 /// Panics when `ty` is a float type or `row` does not hold `x.len()` blocks.
 pub fn dot_q(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
     assert!(
-        ty.block_elems() == QK,
+        is_block_type(ty),
         "dot_q: {} is not a block type",
         ty.name()
     );
     assert_eq!(
         row.len(),
-        x.len() * ty.block_bytes(),
+        row_bytes_for(ty, x.len()),
         "dot_q: row/activation length"
     );
     let mut out = [0f32];
@@ -55,8 +59,27 @@ pub fn dot_q(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
 pub fn is_block_type(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+        GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q4_K
+            | GgmlType::Q6_K
     )
+}
+
+/// Bytes of `nb` 32-element activation blocks' worth of a row of `ty` (a K-quant super-block
+/// spans eight of them; `nb` must then be a multiple of 8).
+fn row_bytes_for(ty: GgmlType, nb: usize) -> usize {
+    let per = ty.block_elems() / QK;
+    assert!(
+        nb.is_multiple_of(per),
+        "{}: {nb} 32-element blocks do not fill whole {}-element super-blocks",
+        ty.name(),
+        ty.block_elems()
+    );
+    nb / per * ty.block_bytes()
 }
 
 /// True when the AVX-512 VNNI kernels can run (with 256-bit vectors: AVX512-VL).
@@ -80,7 +103,7 @@ pub fn vnni_available() -> bool {
 /// and the per-call work is paid once per group of vectors, not once per row.
 pub fn dot_q_rows(ty: GgmlType, rows: &[u8], xq: &[BlockQ8], n_tok: usize, out: &mut [f32]) {
     let nb = xq.len() / n_tok.max(1);
-    let row_bytes = nb * ty.block_bytes();
+    let row_bytes = row_bytes_for(ty, nb);
     assert_eq!(xq.len(), nb * n_tok, "dot_q_rows: activation length");
     assert_eq!(rows.len() % row_bytes.max(1), 0, "dot_q_rows: row length");
     assert_eq!(
@@ -133,11 +156,15 @@ fn block_kernel<const N: usize>(ty: GgmlType) -> Option<Kernel<N>> {
             (GgmlType::Q4_1, false) => avx2::dot_q4_1_n::<N>,
             (GgmlType::Q5_0, false) => avx2::dot_q5_0_n::<N>,
             (GgmlType::Q5_1, false) => avx2::dot_q5_1_n::<N>,
+            (GgmlType::Q4_K, false) => avx2::dot_q4_k_n::<N>,
+            (GgmlType::Q6_K, false) => avx2::dot_q6_k_n::<N>,
             (_, false) => avx2::dot_q8_0_n::<N>,
             (GgmlType::Q4_0, true) => vnni::dot_q4_0_n::<N>,
             (GgmlType::Q4_1, true) => vnni::dot_q4_1_n::<N>,
             (GgmlType::Q5_0, true) => vnni::dot_q5_0_n::<N>,
             (GgmlType::Q5_1, true) => vnni::dot_q5_1_n::<N>,
+            (GgmlType::Q4_K, true) => vnni::dot_q4_k_n::<N>,
+            (GgmlType::Q6_K, true) => vnni::dot_q6_k_n::<N>,
             (_, true) => vnni::dot_q8_0_n::<N>,
         });
     }
@@ -148,6 +175,8 @@ fn block_kernel<const N: usize>(ty: GgmlType) -> Option<Kernel<N>> {
             GgmlType::Q4_1 => crate::neon::dot_q4_1_n::<N>,
             GgmlType::Q5_0 => crate::neon::dot_q5_0_n::<N>,
             GgmlType::Q5_1 => crate::neon::dot_q5_1_n::<N>,
+            GgmlType::Q4_K => crate::neon::dot_q4_k_n::<N>,
+            GgmlType::Q6_K => crate::neon::dot_q6_k_n::<N>,
             _ => crate::neon::dot_q8_0_n::<N>,
         });
     }
@@ -298,6 +327,8 @@ pub mod portable {
             GgmlType::Q5_0 => dot_q5_0(row, x),
             GgmlType::Q5_1 => dot_q5_1(row, x),
             GgmlType::Q8_0 => dot_q8_0(row, x),
+            GgmlType::Q4_K => dot_q4_k(row, x),
+            GgmlType::Q6_K => dot_q6_k(row, x),
             _ => panic!("dot_q: {} is not a block type", ty.name()),
         }
     }
@@ -310,6 +341,71 @@ pub mod portable {
             s += (qs[j] >> 4) as i32 * xq[j + QK / 2] as i32;
         }
         s
+    }
+
+    /// `d sc_j` and `dmin m_j` of sub-block `j` of a `Q4_K` super-block `b`.
+    pub fn q4_k_scales(b: &[u8], j: usize) -> (f32, f32) {
+        let (sc, m) = model::kquant::scale_min_k4(j, &b[4..16]);
+        (f16_at(b, 0) * sc as f32, f16_at(b, 2) * m as f32)
+    }
+
+    /// The 32 nibbles of sub-block `j` of a `Q4_K` super-block `b`, in element order
+    /// (sub-blocks `2g` and `2g + 1` are the low and high nibbles of `qs[32g..32g + 32]`).
+    pub fn q4_k_nibbles(b: &[u8], j: usize) -> [u8; QK] {
+        let q = &b[16 + 32 * (j / 2)..16 + 32 * (j / 2) + 32];
+        std::array::from_fn(|l| (q[l] >> (4 * (j % 2))) & 0x0f)
+    }
+
+    pub fn dot_q4_k(row: &[u8], x: &[BlockQ8]) -> f32 {
+        let mut acc = 0f32;
+        for (b, xs) in row
+            .chunks_exact(model::kquant::Q4_K_BYTES)
+            .zip(x.chunks_exact(8))
+        {
+            for (j, a) in xs.iter().enumerate() {
+                let (mul, sub) = q4_k_scales(b, j);
+                let n = q4_k_nibbles(b, j);
+                let isum: i32 = n
+                    .iter()
+                    .zip(&a.qs)
+                    .map(|(&w, &q)| w as i32 * q as i32)
+                    .sum();
+                acc += mul * a.d * isum as f32 - sub * a.s;
+            }
+        }
+        acc
+    }
+
+    /// The values `q6 - 32` of 32-block `j` of a `Q6_K` super-block `b` (half `j / 4`, chunk
+    /// `j % 4`: low bits from `ql`, two high bits from `qh`), and its two group scales.
+    pub fn q6_k_values(b: &[u8], j: usize) -> ([i8; QK], i32, i32) {
+        let (h, k) = (j / 4, j % 4);
+        let ql = &b[64 * h + 32 * (k % 2)..64 * h + 32 * (k % 2) + 32];
+        let qh = &b[128 + 32 * h..128 + 32 * h + 32];
+        let v = std::array::from_fn(|l| {
+            let q = ((ql[l] >> (4 * (k / 2))) & 0x0f) | (((qh[l] >> (2 * k)) & 3) << 4);
+            q as i8 - 32
+        });
+        let sc = &b[192 + 8 * h + 2 * k..];
+        (v, sc[0] as i8 as i32, sc[1] as i8 as i32)
+    }
+
+    pub fn dot_q6_k(row: &[u8], x: &[BlockQ8]) -> f32 {
+        let mut acc = 0f32;
+        for (b, xs) in row
+            .chunks_exact(model::kquant::Q6_K_BYTES)
+            .zip(x.chunks_exact(8))
+        {
+            let d = f16_at(b, 208);
+            for (j, a) in xs.iter().enumerate() {
+                let (v, sa, sb) = q6_k_values(b, j);
+                let dot = |r: std::ops::Range<usize>| -> i32 {
+                    r.map(|l| v[l] as i32 * a.qs[l] as i32).sum()
+                };
+                acc += d * a.d * (sa * dot(0..16) + sb * dot(16..32)) as f32;
+            }
+        }
+        acc
     }
 
     pub fn dot_q4_0(row: &[u8], x: &[BlockQ8]) -> f32 {
@@ -647,6 +743,105 @@ macro_rules! block_kernels {
                 out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
             }
         }
+
+        /// `out[t] = sum_j (d sc_j d_x sum_i n[i] q[i] - dmin m_j s_x)` over the `Q4_K`
+        /// sub-blocks, for each of `N` vectors.
+        ///
+        /// # Safety
+        /// The module's features available; `row.len() == 144 * xs[t].len() / 8` for every `t`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q4_k_n<const N: usize>(
+            row: &[u8],
+            xs: &[&[BlockQ8]; N],
+            out: &mut [f32],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut off = [0f32; N];
+            let mask = _mm256_set1_epi8(0x0f);
+            for (sb, b) in row.chunks_exact(model::kquant::Q4_K_BYTES).enumerate() {
+                for g in 0..4 {
+                    let raw = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * g) as *const __m256i);
+                    let halves = [
+                        _mm256_and_si256(raw, mask),
+                        _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask),
+                    ];
+                    for (h, &n) in halves.iter().enumerate() {
+                        let j = 2 * g + h;
+                        let (mul, sub) = portable::q4_k_scales(b, j);
+                        for t in 0..N {
+                            let x = &xs[t][8 * sb + j];
+                            acc[t] = q4_unpacked(n, x, mul * x.d, acc[t]);
+                            off[t] += sub * x.s;
+                        }
+                    }
+                }
+            }
+            for t in 0..N {
+                out[t] = hsum(acc[t]) - off[t];
+            }
+        }
+
+        /// `out[t] = sum d d_x (s_a sum_{i<16} v[i] q[i] + s_b sum_{i>=16} v[i] q[i])` over
+        /// the `Q6_K` 32-blocks, for each of `N` vectors.
+        ///
+        /// # Safety
+        /// The module's features available; `row.len() == 210 * xs[t].len() / 8` for every `t`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q6_k_n<const N: usize>(
+            row: &[u8],
+            xs: &[&[BlockQ8]; N],
+            out: &mut [f32],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let (low4, low2) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(3));
+            for (sb, b) in row.chunks_exact(model::kquant::Q6_K_BYTES).enumerate() {
+                let p = b.as_ptr();
+                let d = f16_ptr(p.add(208));
+                for h in 0..2 {
+                    let ql = [
+                        _mm256_loadu_si256(p.add(64 * h) as *const __m256i),
+                        _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i),
+                    ];
+                    let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+                    for k in 0..4 {
+                        let lo = match k / 2 {
+                            0 => ql[k % 2],
+                            _ => _mm256_srli_epi16(ql[k % 2], 4),
+                        };
+                        let hi = match k {
+                            0 => qh,
+                            1 => _mm256_srli_epi16(qh, 2),
+                            2 => _mm256_srli_epi16(qh, 4),
+                            _ => _mm256_srli_epi16(qh, 6),
+                        };
+                        // q = low nibble | two high bits << 4 (no carry across bytes: the
+                        // masked values are < 4 before the shift), v = q - 32.
+                        let q = _mm256_or_si256(
+                            _mm256_and_si256(lo, low4),
+                            _mm256_slli_epi16(_mm256_and_si256(hi, low2), 4),
+                        );
+                        let v = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+                        let v_abs = _mm256_sign_epi8(v, v);
+                        let sc = p.add(192 + 8 * h + 2 * k) as *const i8;
+                        let (sa, sbb) = (*sc as i32, *sc.add(1) as i32);
+                        // Lanes 0..4 sum elements 0..16, lanes 4..8 elements 16..32.
+                        let scales = _mm256_setr_epi32(sa, sa, sa, sa, sbb, sbb, sbb, sbb);
+                        let j = 4 * h + k;
+                        for t in 0..N {
+                            let x = &xs[t][8 * sb + j];
+                            let qx = _mm256_load_si256(x.qs.as_ptr() as *const __m256i);
+                            // |v| * (q * sign(v)) = v * q, |v| <= 32 unsigned.
+                            let prod = idot(v_abs, _mm256_sign_epi8(qx, v));
+                            let scaled = _mm256_cvtepi32_ps(_mm256_mullo_epi32(prod, scales));
+                            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d), scaled, acc[t]);
+                        }
+                    }
+                }
+            }
+            for t in 0..N {
+                out[t] = hsum(acc[t]);
+            }
+        }
     };
 }
 
@@ -949,6 +1144,22 @@ mod tests {
     use crate::quant::quantize_q8_vec;
     use model::quant::{dequantize, quantize};
 
+    /// Every type with an integer kernel.
+    const INT_TYPES: [GgmlType; 7] = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+
+    /// `n` rounded up to whole blocks of `ty` (256 for the K-quants; other sizes stay).
+    fn whole(ty: GgmlType, n: usize) -> usize {
+        n.next_multiple_of(ty.block_elems())
+    }
+
     fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
         (0..n)
@@ -999,14 +1210,9 @@ mod tests {
     #[test]
     fn neon_kernels_are_bitwise_portable() {
         assert!(std::arch::is_aarch64_feature_detected!("neon"));
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-        ] {
+        for ty in INT_TYPES {
             for (seed, n) in [(21u32, 32usize), (22, 96), (23, 576)] {
+                let n = whole(ty, n);
                 let w = quantize(ty, &values(n, seed, 0.7));
                 for n_tok in 1..=6 {
                     let xq = quantize_q8_vec(&values(n * n_tok, seed + 1, 3.0));
@@ -1057,14 +1263,9 @@ mod tests {
             eprintln!("no AVX-512 VNNI on this CPU: nothing to compare");
             return;
         }
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-        ] {
+        for ty in INT_TYPES {
             for (seed, n) in [(5u32, 32usize), (6, 160), (7, 576)] {
+                let n = whole(ty, n);
                 let w = quantize(ty, &values(n, seed, 0.5));
                 let xq = quantize_q8_vec(&values(2 * n, seed + 1, 2.0));
                 let xs = [&xq[..n / QK], &xq[n / QK..]];
@@ -1088,6 +1289,14 @@ mod tests {
                             avx2::dot_q5_1_n(&w, &xs, &mut a);
                             vnni::dot_q5_1_n(&w, &xs, &mut b);
                         }
+                        GgmlType::Q4_K => {
+                            avx2::dot_q4_k_n(&w, &xs, &mut a);
+                            vnni::dot_q4_k_n(&w, &xs, &mut b);
+                        }
+                        GgmlType::Q6_K => {
+                            avx2::dot_q6_k_n(&w, &xs, &mut a);
+                            vnni::dot_q6_k_n(&w, &xs, &mut b);
+                        }
                         _ => {
                             avx2::dot_q8_0_n(&w, &xs, &mut a);
                             vnni::dot_q8_0_n(&w, &xs, &mut b);
@@ -1103,14 +1312,9 @@ mod tests {
     /// and even block counts and every group size (1..=4 plus tails).
     #[test]
     fn dot_q_rows_is_bitwise_dot_q_per_pair() {
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-        ] {
+        for ty in INT_TYPES {
             for (seed, n) in [(1u32, 32usize), (2, 96), (3, 576)] {
+                let n = whole(ty, n);
                 // Three rows back to back.
                 let w = quantize(ty, &values(3 * n, seed, 0.5));
                 for n_tok in 1..=9 {
@@ -1135,14 +1339,9 @@ mod tests {
     /// activation rounding bound `sum |w| d_x / 2` of the dot with the unrounded `x`.
     #[test]
     fn quantized_dots_match_dequantized_f32() {
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-        ] {
+        for ty in INT_TYPES {
             for (seed, n) in [(1u32, 32usize), (2, 64), (3, 576), (4, 1536)] {
+                let n = whole(ty, n);
                 let w = quantize(ty, &values(n, seed, 0.5));
                 let x = values(n, seed + 100, 3.0);
                 let xq = quantize_q8_vec(&x);
@@ -1185,14 +1384,9 @@ mod tests {
                 "no AVX2/FMA on this CPU: dispatch runs the portable kernels, compared anyway"
             );
         }
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-        ] {
+        for ty in INT_TYPES {
             for (seed, n) in [(5u32, 32usize), (6, 576), (7, 1536)] {
+                let n = whole(ty, n);
                 let w = quantize(ty, &values(n, seed, 1.0));
                 let xq = quantize_q8_vec(&values(n, seed + 7, 2.0));
                 let (a, b) = (dot_q(ty, &w, &xq), portable::dot_q(ty, &w, &xq));

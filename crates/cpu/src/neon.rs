@@ -1,4 +1,5 @@
 //! NEON kernels for aarch64 (Apple silicon and other ARM CPUs): the block-quantized products
+//! (`Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, and the K-quants `Q4_K`, `Q6_K`)
 //! of [`crate::dot`] with the integer part vectorized.
 //!
 //! The integer sum of a 32-element block (`sum_i n[i] q[i]`) is computed with widening byte
@@ -142,6 +143,71 @@ pub unsafe fn dot_q8_0_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: 
             let a = &xs[t][i];
             let isum = block_isum(lo, hi, &a.qs);
             acc[t] += d * a.d * isum as f32;
+        }
+    }
+    out[..N].copy_from_slice(&acc);
+}
+
+/// `sum_i w[i] * q[i]` over 16 elements (signed bytes; products fit 16 bits).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn half_isum(w: int8x16_t, q: *const i8) -> i32 {
+    // SAFETY (caller): NEON available; `q` is 16 readable bytes.
+    let q = vld1q_s8(q);
+    let p0 = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(q)));
+    let p1 = vpaddlq_s16(vmull_high_s8(w, q));
+    vaddvq_s32(vaddq_s32(p0, p1))
+}
+
+/// `out[t] = dot_q4_k(row, xs[t])` for `N` activation vectors (see [`dot_q4_0_n`]).
+///
+/// # Safety
+/// NEON available; `row.len() == 144 * xs[t].len() / 8` for every `t`.
+#[target_feature(enable = "neon")]
+pub unsafe fn dot_q4_k_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
+    use crate::dot::portable::q4_k_scales;
+    let mut acc = [0f32; N];
+    for (sb, b) in row.chunks_exact(model::kquant::Q4_K_BYTES).enumerate() {
+        for j in 0..8 {
+            let (mul, sub) = q4_k_scales(b, j);
+            let q = &b[16 + 32 * (j / 2)..16 + 32 * (j / 2) + 32];
+            let (raw_lo, raw_hi) = (vld1q_u8(q.as_ptr()), vld1q_u8(q.as_ptr().add(16)));
+            let (lo, hi) = match j % 2 {
+                0 => (
+                    vandq_u8(raw_lo, vdupq_n_u8(0x0f)),
+                    vandq_u8(raw_hi, vdupq_n_u8(0x0f)),
+                ),
+                _ => (vshrq_n_u8(raw_lo, 4), vshrq_n_u8(raw_hi, 4)),
+            };
+            let (lo, hi) = (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi));
+            for t in 0..N {
+                let a = &xs[t][8 * sb + j];
+                let isum = block_isum(lo, hi, &a.qs);
+                acc[t] += mul * a.d * isum as f32 - sub * a.s;
+            }
+        }
+    }
+    out[..N].copy_from_slice(&acc);
+}
+
+/// `out[t] = dot_q6_k(row, xs[t])` for `N` activation vectors (see [`dot_q4_0_n`]).
+///
+/// # Safety
+/// NEON available; `row.len() == 210 * xs[t].len() / 8` for every `t`.
+#[target_feature(enable = "neon")]
+pub unsafe fn dot_q6_k_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
+    let mut acc = [0f32; N];
+    for (sb, b) in row.chunks_exact(model::kquant::Q6_K_BYTES).enumerate() {
+        let d = f16_at(b, 208);
+        for j in 0..8 {
+            let (v, sa, s_b) = crate::dot::portable::q6_k_values(b, j);
+            let (lo, hi) = (vld1q_s8(v.as_ptr()), vld1q_s8(v.as_ptr().add(16)));
+            for t in 0..N {
+                let a = &xs[t][8 * sb + j];
+                let q = a.qs.as_ptr();
+                let (ia, ib) = (half_isum(lo, q), half_isum(hi, q.add(16)));
+                acc[t] += d * a.d * (sa * ia + s_b * ib) as f32;
+            }
         }
     }
     out[..N].copy_from_slice(&acc);
