@@ -7,7 +7,8 @@
 //! - `Q4_0`: `sum_b d_w d_x (sum_i n[i] q_x[i] - 8 sum_i q_x[i])`
 //! - `Q4_1`: `sum_b (d_w d_x sum_i n[i] q_x[i] + m d_x sum_i q_x[i])`
 //! - `Q4_K` (256-element super-blocks of eight 32-element sub-blocks `j`, 6-bit scales `sc_j`
-//!   and mins `m_j`): `sum_j (d sc_j d_x sum_i n[i] q_x[i] - dmin m_j d_x sum_i q_x[i])`
+//!   and mins `m_j`): `sum_j (d sc_j d_x sum_i n[i] q_x[i] - dmin m_j d_x sum_i q_x[i])`;
+//!   `Q5_K` the same with 5-bit values
 //! - `Q6_K` (sixteen 16-element groups with int8 scales `s_g`, values `v = q6 - 32`):
 //!   `sum_{32-blocks} d d_x (s_a sum_{i<16} v[i] q_x[i] + s_b sum_{i>=16} v[i] q_x[i])`
 //!
@@ -65,6 +66,7 @@ pub fn is_block_type(ty: GgmlType) -> bool {
             | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::Q4_K
+            | GgmlType::Q5_K
             | GgmlType::Q6_K
     )
 }
@@ -157,6 +159,7 @@ fn block_kernel<const N: usize>(ty: GgmlType) -> Option<Kernel<N>> {
             (GgmlType::Q5_0, false) => avx2::dot_q5_0_n::<N>,
             (GgmlType::Q5_1, false) => avx2::dot_q5_1_n::<N>,
             (GgmlType::Q4_K, false) => avx2::dot_q4_k_n::<N>,
+            (GgmlType::Q5_K, false) => avx2::dot_q5_k_n::<N>,
             (GgmlType::Q6_K, false) => avx2::dot_q6_k_n::<N>,
             (_, false) => avx2::dot_q8_0_n::<N>,
             (GgmlType::Q4_0, true) => vnni::dot_q4_0_n::<N>,
@@ -164,6 +167,7 @@ fn block_kernel<const N: usize>(ty: GgmlType) -> Option<Kernel<N>> {
             (GgmlType::Q5_0, true) => vnni::dot_q5_0_n::<N>,
             (GgmlType::Q5_1, true) => vnni::dot_q5_1_n::<N>,
             (GgmlType::Q4_K, true) => vnni::dot_q4_k_n::<N>,
+            (GgmlType::Q5_K, true) => vnni::dot_q5_k_n::<N>,
             (GgmlType::Q6_K, true) => vnni::dot_q6_k_n::<N>,
             (_, true) => vnni::dot_q8_0_n::<N>,
         });
@@ -176,6 +180,7 @@ fn block_kernel<const N: usize>(ty: GgmlType) -> Option<Kernel<N>> {
             GgmlType::Q5_0 => crate::neon::dot_q5_0_n::<N>,
             GgmlType::Q5_1 => crate::neon::dot_q5_1_n::<N>,
             GgmlType::Q4_K => crate::neon::dot_q4_k_n::<N>,
+            GgmlType::Q5_K => crate::neon::dot_q5_k_n::<N>,
             GgmlType::Q6_K => crate::neon::dot_q6_k_n::<N>,
             _ => crate::neon::dot_q8_0_n::<N>,
         });
@@ -328,6 +333,7 @@ pub mod portable {
             GgmlType::Q5_1 => dot_q5_1(row, x),
             GgmlType::Q8_0 => dot_q8_0(row, x),
             GgmlType::Q4_K => dot_q4_k(row, x),
+            GgmlType::Q5_K => dot_q5_k(row, x),
             GgmlType::Q6_K => dot_q6_k(row, x),
             _ => panic!("dot_q: {} is not a block type", ty.name()),
         }
@@ -343,7 +349,7 @@ pub mod portable {
         s
     }
 
-    /// `d sc_j` and `dmin m_j` of sub-block `j` of a `Q4_K` super-block `b`.
+    /// `d sc_j` and `dmin m_j` of sub-block `j` of a `Q4_K` or `Q5_K` super-block `b`.
     pub fn q4_k_scales(b: &[u8], j: usize) -> (f32, f32) {
         let (sc, m) = model::kquant::scale_min_k4(j, &b[4..16]);
         (f16_at(b, 0) * sc as f32, f16_at(b, 2) * m as f32)
@@ -366,6 +372,34 @@ pub mod portable {
                 let (mul, sub) = q4_k_scales(b, j);
                 let n = q4_k_nibbles(b, j);
                 let isum: i32 = n
+                    .iter()
+                    .zip(&a.qs)
+                    .map(|(&w, &q)| w as i32 * q as i32)
+                    .sum();
+                acc += mul * a.d * isum as f32 - sub * a.s;
+            }
+        }
+        acc
+    }
+
+    /// The 32 five-bit values of sub-block `j` of a `Q5_K` super-block `b`: the nibbles as in
+    /// `Q4_K` (at `qs = b[48..]`), the fifth bit of element `l` is bit `j` of `qh[l]`.
+    pub fn q5_k_values(b: &[u8], j: usize) -> [u8; QK] {
+        let q = &b[48 + 32 * (j / 2)..48 + 32 * (j / 2) + 32];
+        let qh = &b[16..48];
+        std::array::from_fn(|l| ((q[l] >> (4 * (j % 2))) & 0x0f) | (((qh[l] >> j) & 1) << 4))
+    }
+
+    pub fn dot_q5_k(row: &[u8], x: &[BlockQ8]) -> f32 {
+        let mut acc = 0f32;
+        for (b, xs) in row
+            .chunks_exact(model::kquant::Q5_K_BYTES)
+            .zip(x.chunks_exact(8))
+        {
+            for (j, a) in xs.iter().enumerate() {
+                let (mul, sub) = q4_k_scales(b, j);
+                let v = q5_k_values(b, j);
+                let isum: i32 = v
                     .iter()
                     .zip(&a.qs)
                     .map(|(&w, &q)| w as i32 * q as i32)
@@ -781,6 +815,51 @@ macro_rules! block_kernels {
             }
         }
 
+        /// [`dot_q4_k_n`] for `Q5_K`: the fifth bit of element `l` of sub-block `j` is bit `j`
+        /// of `qh[l]`.
+        ///
+        /// # Safety
+        /// The module's features available; `row.len() == 176 * xs[t].len() / 8` for every `t`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q5_k_n<const N: usize>(
+            row: &[u8],
+            xs: &[&[BlockQ8]; N],
+            out: &mut [f32],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut off = [0f32; N];
+            let (mask, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
+            for (sb, b) in row.chunks_exact(model::kquant::Q5_K_BYTES).enumerate() {
+                let qh = _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i);
+                for g in 0..4 {
+                    let raw = _mm256_loadu_si256(b.as_ptr().add(48 + 32 * g) as *const __m256i);
+                    let halves = [
+                        _mm256_and_si256(raw, mask),
+                        _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask),
+                    ];
+                    for (h, &n) in halves.iter().enumerate() {
+                        let j = 2 * g + h;
+                        // Bit j of each qh byte (16-bit shifts: the bits a byte receives from
+                        // its neighbour land above bit 0 and are masked off).
+                        let bit = _mm256_and_si256(
+                            _mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)),
+                            one,
+                        );
+                        let v = _mm256_or_si256(n, _mm256_slli_epi16(bit, 4));
+                        let (mul, sub) = portable::q4_k_scales(b, j);
+                        for t in 0..N {
+                            let x = &xs[t][8 * sb + j];
+                            acc[t] = q4_unpacked(v, x, mul * x.d, acc[t]);
+                            off[t] += sub * x.s;
+                        }
+                    }
+                }
+            }
+            for t in 0..N {
+                out[t] = hsum(acc[t]) - off[t];
+            }
+        }
+
         /// `out[t] = sum d d_x (s_a sum_{i<16} v[i] q[i] + s_b sum_{i>=16} v[i] q[i])` over
         /// the `Q6_K` 32-blocks, for each of `N` vectors.
         ///
@@ -1145,13 +1224,14 @@ mod tests {
     use model::quant::{dequantize, quantize};
 
     /// Every type with an integer kernel.
-    const INT_TYPES: [GgmlType; 7] = [
+    const INT_TYPES: [GgmlType; 8] = [
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
     ];
 
@@ -1292,6 +1372,10 @@ mod tests {
                         GgmlType::Q4_K => {
                             avx2::dot_q4_k_n(&w, &xs, &mut a);
                             vnni::dot_q4_k_n(&w, &xs, &mut b);
+                        }
+                        GgmlType::Q5_K => {
+                            avx2::dot_q5_k_n(&w, &xs, &mut a);
+                            vnni::dot_q5_k_n(&w, &xs, &mut b);
                         }
                         GgmlType::Q6_K => {
                             avx2::dot_q6_k_n(&w, &xs, &mut a);

@@ -1,5 +1,5 @@
 //! NEON kernels for aarch64 (Apple silicon and other ARM CPUs): the block-quantized products
-//! (`Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, and the K-quants `Q4_K`, `Q6_K`)
+//! (`Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, and the K-quants `Q4_K`, `Q5_K`, `Q6_K`)
 //! of [`crate::dot`] with the integer part vectorized.
 //!
 //! The integer sum of a 32-element block (`sum_i n[i] q[i]`) is computed with widening byte
@@ -207,6 +207,30 @@ pub unsafe fn dot_q6_k_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: 
                 let q = a.qs.as_ptr();
                 let (ia, ib) = (half_isum(lo, q), half_isum(hi, q.add(16)));
                 acc[t] += d * a.d * (sa * ia + s_b * ib) as f32;
+            }
+        }
+    }
+    out[..N].copy_from_slice(&acc);
+}
+
+/// `out[t] = dot_q5_k(row, xs[t])` for `N` activation vectors (see [`dot_q4_0_n`]).
+///
+/// # Safety
+/// NEON available; `row.len() == 176 * xs[t].len() / 8` for every `t`.
+#[target_feature(enable = "neon")]
+pub unsafe fn dot_q5_k_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
+    use crate::dot::portable::{q4_k_scales, q5_k_values};
+    let mut acc = [0f32; N];
+    for (sb, b) in row.chunks_exact(model::kquant::Q5_K_BYTES).enumerate() {
+        for j in 0..8 {
+            let (mul, sub) = q4_k_scales(b, j);
+            let v = q5_k_values(b, j);
+            let p = v.as_ptr() as *const i8;
+            let (lo, hi) = (vld1q_s8(p), vld1q_s8(p.add(16)));
+            for t in 0..N {
+                let a = &xs[t][8 * sb + j];
+                let isum = block_isum(lo, hi, &a.qs);
+                acc[t] += mul * a.d * isum as f32 - sub * a.s;
             }
         }
     }
