@@ -5,7 +5,7 @@
 //! parameter buffer and its layout ([`params`]), the token data and how windows are cut from it
 //! ([`data`]), the optimizers, learning-rate schedule and clipping ([`optim`]), checkpoints
 //! ([`checkpoint`]), loss scaling for fp16 devices ([`scale`]), GGUF export ([`export`]) and
-//! the loop with its log ([`trainer`]); [`bench`] times steps for `espresso bench-train`.
+//! the loop with its log ([`trainer`]); [`mod@bench`] times steps for `espresso bench-train`.
 
 pub mod bench;
 pub mod checkpoint;
