@@ -1,6 +1,6 @@
 //! Dot products of one stored weight row with one activation vector.
 //!
-//! Quantized rows (`Q4_0`, `Q4_1`, `Q8_0`) are dotted with 8-bit activation blocks
+//! Quantized rows (`Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0` and the K-quants `Q4_K`, `Q5_K`, `Q6_K`)
 //! ([`BlockQ8`]) using integer arithmetic inside each 32-block:
 //!
 //! - `Q8_0`: `sum_b d_w d_x sum_i q_w[i] q_x[i]`
@@ -37,7 +37,7 @@ pub fn simd_available() -> bool {
     }
 }
 
-/// Dot of a quantized row (`ty` in `Q4_0 | Q4_1 | Q8_0`) with quantized activations.
+/// Dot of a quantized row (`ty` one of [`is_block_type`]) with quantized activations.
 ///
 /// Panics when `ty` is a float type or `row` does not hold `x.len()` blocks.
 pub fn dot_q(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
@@ -789,30 +789,7 @@ macro_rules! block_kernels {
             xs: &[&[BlockQ8]; N],
             out: &mut [f32],
         ) {
-            let mut acc = [_mm256_setzero_ps(); N];
-            let mut off = [0f32; N];
-            let mask = _mm256_set1_epi8(0x0f);
-            for (sb, b) in row.chunks_exact(model::kquant::Q4_K_BYTES).enumerate() {
-                for g in 0..4 {
-                    let raw = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * g) as *const __m256i);
-                    let halves = [
-                        _mm256_and_si256(raw, mask),
-                        _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask),
-                    ];
-                    for (h, &n) in halves.iter().enumerate() {
-                        let j = 2 * g + h;
-                        let (mul, sub) = portable::q4_k_scales(b, j);
-                        for t in 0..N {
-                            let x = &xs[t][8 * sb + j];
-                            acc[t] = q4_unpacked(n, x, mul * x.d, acc[t]);
-                            off[t] += sub * x.s;
-                        }
-                    }
-                }
-            }
-            for t in 0..N {
-                out[t] = hsum(acc[t]) - off[t];
-            }
+            dot_k_n::<N, false>(row, xs, out)
         }
 
         /// [`dot_q4_k_n`] for `Q5_K`: the fifth bit of element `l` of sub-block `j` is bit `j`
@@ -826,26 +803,52 @@ macro_rules! block_kernels {
             xs: &[&[BlockQ8]; N],
             out: &mut [f32],
         ) {
+            dot_k_n::<N, true>(row, xs, out)
+        }
+
+        /// The body of [`dot_q4_k_n`] (`FIVE = false`) and [`dot_q5_k_n`] (`FIVE = true`).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn dot_k_n<const N: usize, const FIVE: bool>(
+            row: &[u8],
+            xs: &[&[BlockQ8]; N],
+            out: &mut [f32],
+        ) {
+            use model::kquant::{Q4_K_BYTES, Q5_K_BYTES};
+            let (block_bytes, qs_at) = if FIVE {
+                (Q5_K_BYTES, 48)
+            } else {
+                (Q4_K_BYTES, 16)
+            };
             let mut acc = [_mm256_setzero_ps(); N];
             let mut off = [0f32; N];
             let (mask, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
-            for (sb, b) in row.chunks_exact(model::kquant::Q5_K_BYTES).enumerate() {
-                let qh = _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i);
+            for (sb, b) in row.chunks_exact(block_bytes).enumerate() {
+                let qh = if FIVE {
+                    _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i)
+                } else {
+                    _mm256_setzero_si256()
+                };
                 for g in 0..4 {
-                    let raw = _mm256_loadu_si256(b.as_ptr().add(48 + 32 * g) as *const __m256i);
+                    let at = qs_at + 32 * g;
+                    let raw = _mm256_loadu_si256(b.as_ptr().add(at) as *const __m256i);
                     let halves = [
                         _mm256_and_si256(raw, mask),
                         _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask),
                     ];
                     for (h, &n) in halves.iter().enumerate() {
                         let j = 2 * g + h;
-                        // Bit j of each qh byte (16-bit shifts: the bits a byte receives from
-                        // its neighbour land above bit 0 and are masked off).
-                        let bit = _mm256_and_si256(
-                            _mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)),
-                            one,
-                        );
-                        let v = _mm256_or_si256(n, _mm256_slli_epi16(bit, 4));
+                        let v = if FIVE {
+                            // Bit j of each qh byte (16-bit shifts: the bits a byte receives
+                            // from its neighbour land above bit 0 and are masked off).
+                            let bit = _mm256_and_si256(
+                                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)),
+                                one,
+                            );
+                            _mm256_or_si256(n, _mm256_slli_epi16(bit, 4))
+                        } else {
+                            n
+                        };
                         let (mul, sub) = portable::q4_k_scales(b, j);
                         for t in 0..N {
                             let x = &xs[t][8 * sb + j];
