@@ -1,7 +1,8 @@
 //! Dot products of one stored weight row with one activation vector.
 //!
 //! Quantized rows (`Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0` and the K-quants `Q4_K`, `Q5_K`, `Q6_K`)
-//! ([`BlockQ8`]) using integer arithmetic inside each 32-block:
+//! are dotted with 8-bit activation blocks ([`BlockQ8`]) using integer arithmetic inside each
+//! 32-block:
 //!
 //! - `Q8_0`: `sum_b d_w d_x sum_i q_w[i] q_x[i]`
 //! - `Q4_0`: `sum_b d_w d_x (sum_i n[i] q_x[i] - 8 sum_i q_x[i])`
