@@ -148,11 +148,16 @@ pub struct TrainArgs {
     #[arg(long = "sim-precision", value_enum, default_value_t = SimPrecision::Fp16)]
     sim_precision: SimPrecision,
     /// Loss scaling so fp16 gradients do not underflow: `dynamic` (start at 65536, halve on
-    /// overflow, double after 100 good steps), `dynamic:N` (start at N), a fixed power of two,
-    /// or `off`. A step whose
-    /// gradients overflow is skipped and logged, never applied. `auto`: dynamic when the device
-    /// computes in fp16 (`--backend ane`, `ane-sim` with fp16), off otherwise.
-    #[arg(long = "loss-scale", value_name = "auto|off|dynamic|N", default_value = "auto", value_parser = parse_loss_scale)]
+    /// overflow, double after 100 good steps), `dynamic:N` (start at N), a fixed power of two
+    /// N, or `off`. A step whose gradients overflow is skipped and logged, never applied.
+    /// `auto`: dynamic when the device computes in fp16 (`--backend ane`, `ane-sim` with
+    /// fp16), off otherwise.
+    #[arg(
+        long = "loss-scale",
+        value_name = "auto|off|dynamic[:N]|N",
+        default_value = "auto",
+        value_parser = parse_loss_scale
+    )]
     loss_scale: LossScaleArg,
     /// Checkpoint directory: written every --save-every steps, at the end and on Ctrl-C.
     #[arg(long, value_name = "DIR")]
