@@ -240,8 +240,11 @@ fn help_lists_every_command() {
         "tokenize",
         "pull",
         "bench",
+        "bench-train",
         "export-synthetic",
         "train",
+        "train-draft",
+        "serve",
         "perplexity",
     ] {
         assert!(s.contains(c), "--help lacks {c}: {s}");
