@@ -1006,25 +1006,52 @@ pub mod avx2 {
     ) {
         let n = out.len();
         let body = n - n % 8;
-        out.fill(0.0);
-        let po = out.as_mut_ptr();
+        // The output columns in blocks of up to 64 held in registers over all positions (a head
+        // of 64 is one block): each element is still `fma(w[t], v_t, acc)` for t in order from
+        // 0.0, exactly as when accumulating in memory, without a load and store per position.
+        let mut j0 = 0;
+        while j0 < body {
+            let left = (body - j0) / 8;
+            let vecs = match left {
+                8.. => weighted_block::<8>(w, values, stride, off + j0, out.as_mut_ptr().add(j0)),
+                4..=7 => weighted_block::<4>(w, values, stride, off + j0, out.as_mut_ptr().add(j0)),
+                2 | 3 => weighted_block::<2>(w, values, stride, off + j0, out.as_mut_ptr().add(j0)),
+                _ => weighted_block::<1>(w, values, stride, off + j0, out.as_mut_ptr().add(j0)),
+            };
+            j0 += 8 * vecs;
+        }
+        for j in body..n {
+            let mut s = 0f32;
+            for (t, &a) in w.iter().enumerate() {
+                s += a * *values.get_unchecked(t * stride + off + j);
+            }
+            out[j] = s;
+        }
+    }
+
+    /// `V` vectors of 8 output columns at `po`: `sum_t w[t] * values[t * stride + off..][..8V]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn weighted_block<const V: usize>(
+        w: &[f32],
+        values: &[f32],
+        stride: usize,
+        off: usize,
+        po: *mut f32,
+    ) -> usize {
+        // SAFETY (caller): every value row holds `off + 8V` elements; `po` has 8V writable.
+        let mut acc = [_mm256_setzero_ps(); V];
         for (t, &a) in w.iter().enumerate() {
             let pv = values.as_ptr().add(t * stride + off);
             let av = _mm256_set1_ps(a);
-            let mut j = 0;
-            while j < body {
-                let o = _mm256_loadu_ps(po.add(j));
-                _mm256_storeu_ps(
-                    po.add(j),
-                    _mm256_fmadd_ps(av, _mm256_loadu_ps(pv.add(j)), o),
-                );
-                j += 8;
-            }
-            while j < n {
-                *po.add(j) += a * *pv.add(j);
-                j += 1;
+            for (v, acc_v) in acc.iter_mut().enumerate() {
+                *acc_v = _mm256_fmadd_ps(av, _mm256_loadu_ps(pv.add(8 * v)), *acc_v);
             }
         }
+        for (v, acc_v) in acc.iter().enumerate() {
+            _mm256_storeu_ps(po.add(8 * v), *acc_v);
+        }
+        V
     }
 
     /// Eight u8 (as i32 lanes, from the low 8 bytes of `v`) to f32.
@@ -1462,6 +1489,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// With AVX2, the value accumulation of attention is bitwise one fused multiply-add per
+    /// position and column in position order (what it was when it accumulated in memory, now
+    /// held in registers), for head sizes that fill 1, 2, 4, 8 and more vectors and tails.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn weighted_rows_is_one_fma_per_position_in_order() {
+        if !simd_available() {
+            eprintln!("no AVX2/FMA on this CPU: the portable loop runs, nothing to compare");
+            return;
+        }
+        for hd in [8usize, 16, 24, 64, 72, 100, 130] {
+            let (n_pos, stride) = (37, 2 * hd + 3);
+            let values = values(n_pos * stride + hd, 41, 1.0);
+            let w = values_w(n_pos);
+            let mut got = vec![0f32; hd];
+            weighted_rows(&w, &values, stride, 5, &mut got);
+            let body = hd - hd % 8;
+            for (j, g) in got.iter().enumerate() {
+                let mut want = 0f32;
+                for (t, &a) in w.iter().enumerate() {
+                    let v = values[t * stride + 5 + j];
+                    want = if j < body {
+                        a.mul_add(v, want)
+                    } else {
+                        want + a * v
+                    };
+                }
+                assert_eq!(g.to_bits(), want.to_bits(), "hd={hd} j={j}");
+            }
+        }
+    }
+
+    fn values_w(n: usize) -> Vec<f32> {
+        values(n, 43, 1.0)
+            .iter()
+            .map(|v| v.abs() / n as f32)
+            .collect()
     }
 
     /// The dispatching (SIMD when available) kernels agree with the portable ones.
