@@ -1020,12 +1020,12 @@ pub mod avx2 {
             };
             j0 += 8 * vecs;
         }
-        for j in body..n {
+        for (j, o) in out.iter_mut().enumerate().skip(body) {
             let mut s = 0f32;
             for (t, &a) in w.iter().enumerate() {
                 s += a * *values.get_unchecked(t * stride + off + j);
             }
-            out[j] = s;
+            *o = s;
         }
     }
 
