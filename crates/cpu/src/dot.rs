@@ -1523,6 +1523,7 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn values_w(n: usize) -> Vec<f32> {
         values(n, 43, 1.0)
             .iter()
