@@ -350,10 +350,10 @@ pub mod portable {
         s
     }
 
-    /// `d sc_j` and `dmin m_j` of sub-block `j` of a `Q4_K` or `Q5_K` super-block `b`.
-    pub fn q4_k_scales(b: &[u8], j: usize) -> (f32, f32) {
-        let (sc, m) = model::kquant::scale_min_k4(j, &b[4..16]);
-        (f16_at(b, 0) * sc as f32, f16_at(b, 2) * m as f32)
+    /// `d sc_j` and `dmin m_j` of the eight sub-blocks of a `Q4_K` or `Q5_K` super-block `b`
+    /// (the model crate's decoder's own scales, so kernels and decoder agree bitwise).
+    pub fn k_scales(b: &[u8]) -> ([f32; 8], [f32; 8]) {
+        model::kquant::sub_block_scales(f16_at(b, 0), f16_at(b, 2), &b[4..16])
     }
 
     /// The 32 nibbles of sub-block `j` of a `Q4_K` super-block `b`, in element order
@@ -361,26 +361,6 @@ pub mod portable {
     pub fn q4_k_nibbles(b: &[u8], j: usize) -> [u8; QK] {
         let q = &b[16 + 32 * (j / 2)..16 + 32 * (j / 2) + 32];
         std::array::from_fn(|l| (q[l] >> (4 * (j % 2))) & 0x0f)
-    }
-
-    pub fn dot_q4_k(row: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = 0f32;
-        for (b, xs) in row
-            .chunks_exact(model::kquant::Q4_K_BYTES)
-            .zip(x.chunks_exact(8))
-        {
-            for (j, a) in xs.iter().enumerate() {
-                let (mul, sub) = q4_k_scales(b, j);
-                let n = q4_k_nibbles(b, j);
-                let isum: i32 = n
-                    .iter()
-                    .zip(&a.qs)
-                    .map(|(&w, &q)| w as i32 * q as i32)
-                    .sum();
-                acc += mul * a.d * isum as f32 - sub * a.s;
-            }
-        }
-        acc
     }
 
     /// The 32 five-bit values of sub-block `j` of a `Q5_K` super-block `b`: the nibbles as in
@@ -391,21 +371,26 @@ pub mod portable {
         std::array::from_fn(|l| ((q[l] >> (4 * (j % 2))) & 0x0f) | (((qh[l] >> j) & 1) << 4))
     }
 
+    pub fn dot_q4_k(row: &[u8], x: &[BlockQ8]) -> f32 {
+        dot_k(row, x, model::kquant::Q4_K_BYTES, q4_k_nibbles)
+    }
+
     pub fn dot_q5_k(row: &[u8], x: &[BlockQ8]) -> f32 {
+        dot_k(row, x, model::kquant::Q5_K_BYTES, q5_k_values)
+    }
+
+    /// `Q4_K` / `Q5_K`: super-blocks of `bytes`, sub-block `j`'s unsigned values from `values`.
+    fn dot_k(row: &[u8], x: &[BlockQ8], bytes: usize, values: fn(&[u8], usize) -> [u8; QK]) -> f32 {
         let mut acc = 0f32;
-        for (b, xs) in row
-            .chunks_exact(model::kquant::Q5_K_BYTES)
-            .zip(x.chunks_exact(8))
-        {
+        for (b, xs) in row.chunks_exact(bytes).zip(x.chunks_exact(8)) {
+            let (mul, sub) = k_scales(b);
             for (j, a) in xs.iter().enumerate() {
-                let (mul, sub) = q4_k_scales(b, j);
-                let v = q5_k_values(b, j);
-                let isum: i32 = v
+                let isum: i32 = values(b, j)
                     .iter()
                     .zip(&a.qs)
                     .map(|(&w, &q)| w as i32 * q as i32)
                     .sum();
-                acc += mul * a.d * isum as f32 - sub * a.s;
+                acc += mul[j] * a.d * isum as f32 - sub[j] * a.s;
             }
         }
         acc
@@ -825,6 +810,7 @@ macro_rules! block_kernels {
             let mut off = [0f32; N];
             let (mask, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
             for (sb, b) in row.chunks_exact(block_bytes).enumerate() {
+                let (muls, subs) = portable::k_scales(b);
                 let qh = if FIVE {
                     _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i)
                 } else {
@@ -850,7 +836,7 @@ macro_rules! block_kernels {
                         } else {
                             n
                         };
-                        let (mul, sub) = portable::q4_k_scales(b, j);
+                        let (mul, sub) = (muls[j], subs[j]);
                         for t in 0..N {
                             let x = &xs[t][8 * sb + j];
                             acc[t] = q4_unpacked(v, x, mul * x.d, acc[t]);

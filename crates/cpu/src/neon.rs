@@ -165,11 +165,11 @@ unsafe fn half_isum(w: int8x16_t, q: *const i8) -> i32 {
 /// NEON available; `row.len() == 144 * xs[t].len() / 8` for every `t`.
 #[target_feature(enable = "neon")]
 pub unsafe fn dot_q4_k_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
-    use crate::dot::portable::q4_k_scales;
     let mut acc = [0f32; N];
     for (sb, b) in row.chunks_exact(model::kquant::Q4_K_BYTES).enumerate() {
+        let (muls, subs) = crate::dot::portable::k_scales(b);
         for j in 0..8 {
-            let (mul, sub) = q4_k_scales(b, j);
+            let (mul, sub) = (muls[j], subs[j]);
             let q = &b[16 + 32 * (j / 2)..16 + 32 * (j / 2) + 32];
             let (raw_lo, raw_hi) = (vld1q_u8(q.as_ptr()), vld1q_u8(q.as_ptr().add(16)));
             let (lo, hi) = match j % 2 {
@@ -219,11 +219,12 @@ pub unsafe fn dot_q6_k_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: 
 /// NEON available; `row.len() == 176 * xs[t].len() / 8` for every `t`.
 #[target_feature(enable = "neon")]
 pub unsafe fn dot_q5_k_n<const N: usize>(row: &[u8], xs: &[&[BlockQ8]; N], out: &mut [f32]) {
-    use crate::dot::portable::{q4_k_scales, q5_k_values};
+    use crate::dot::portable::{k_scales, q5_k_values};
     let mut acc = [0f32; N];
     for (sb, b) in row.chunks_exact(model::kquant::Q5_K_BYTES).enumerate() {
+        let (muls, subs) = k_scales(b);
         for j in 0..8 {
-            let (mul, sub) = q4_k_scales(b, j);
+            let (mul, sub) = (muls[j], subs[j]);
             let v = q5_k_values(b, j);
             let p = v.as_ptr() as *const i8;
             let (lo, hi) = (vld1q_s8(p), vld1q_s8(p.add(16)));

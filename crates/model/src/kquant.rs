@@ -46,7 +46,7 @@ pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 
 /// `d * sc` and `dmin * m` of the eight sub-blocks of a `Q4_K`/`Q5_K` block.
 /// Shapes: `scales: [12]` -> `[8]` scale and `[8]` offset.
-fn sub_block_scales(d: f32, dmin: f32, scales: &[u8]) -> ([f32; 8], [f32; 8]) {
+pub fn sub_block_scales(d: f32, dmin: f32, scales: &[u8]) -> ([f32; 8], [f32; 8]) {
     let mut mul = [0f32; 8];
     let mut sub = [0f32; 8];
     for j in 0..8 {
