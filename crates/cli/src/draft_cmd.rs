@@ -10,7 +10,7 @@ use crate::load::{resolve_threads, BackendChoice, BackendSpec, Loaded, SimPrecis
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use cpu::draft_head::{file_fingerprint, HeadFile};
-use cpu::draft_train::{distill, train_head, DistillData, HeadTrainOptions};
+use cpu::draft_train::{agreement, distill_batch, train_head, DistillData, HeadTrainOptions};
 use model::chat::ChatMessage;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,17 @@ pub struct TrainDraftArgs {
     /// write it after generating.
     #[arg(long, value_name = "FILE")]
     triples: Option<PathBuf>,
+    /// Prompts continued at once (one pass over the weights serves a decode step of each).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    slots: usize,
+    /// Held-out prompts (same formats as --data): after training, the head's top-1 agreement
+    /// with the model's greedy choices on their continuations (its acceptance rate with one
+    /// drafted token) is reported.
+    #[arg(long = "eval-data", value_name = "PATH")]
+    eval_data: Option<PathBuf>,
+    /// Cache of the held-out prompts' triples, like --triples.
+    #[arg(long = "eval-triples", value_name = "FILE")]
+    eval_triples: Option<PathBuf>,
     /// Optimizer steps.
     #[arg(long, value_name = "N", default_value_t = 1500)]
     steps: usize,
@@ -149,7 +160,68 @@ pub fn encode_prompt(loaded: &Loaded, p: &Prompt) -> Result<Vec<u32>> {
     })
 }
 
+/// The triples of `prompts`' greedy continuations: read from `cache` if it exists, else
+/// distilled with the CPU backend (`slots` prompts at once) and written to `cache`.
+fn distilled(
+    loaded: &Loaded,
+    spec: BackendSpec,
+    dim: usize,
+    prompts: &[Prompt],
+    cache: Option<&Path>,
+    tokens: usize,
+    slots: usize,
+    label: &str,
+) -> Result<DistillData> {
+    if let Some(p) = cache.filter(|p| p.is_file()) {
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let d = DistillData::from_bytes(&bytes)
+            .with_context(|| format!("{} is not a triples file", p.display()))?;
+        if d.dim != dim {
+            bail!(
+                "{} holds triples of dim {}, the model has {dim}",
+                p.display(),
+                d.dim
+            );
+        }
+        eprintln!("read {} {label} triples from {}", d.len(), p.display());
+        return Ok(d);
+    }
+    let mut backend = loaded.backend(spec)?;
+    let ids = prompts
+        .iter()
+        .map(|p| encode_prompt(loaded, p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut data = DistillData::new(dim);
+    let is_stop = |t: u32| loaded.tokenizer.is_end_of_generation(t);
+    let t0 = Instant::now();
+    distill_batch(
+        backend.as_mut(),
+        &ids,
+        tokens,
+        slots,
+        &is_stop,
+        &mut data,
+        &mut |done, triples| {
+            let s = t0.elapsed().as_secs_f64();
+            eprint!(
+                "\r{label}  {done}/{} prompts  {triples} triples  {:.0} tokens/s   ",
+                ids.len(),
+                triples as f64 / s.max(1e-9)
+            );
+        },
+    )?;
+    eprintln!();
+    if let Some(p) = cache {
+        std::fs::write(p, data.to_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(data)
+}
+
 pub fn run(a: TrainDraftArgs) -> Result<()> {
+    if a.slots == 0 {
+        bail!("--slots must be at least 1");
+    }
     if a.steps == 0 || a.batch == 0 || a.vocab == 0 || a.hidden == 0 {
         bail!("--steps, --batch, --vocab and --hidden must be at least 1");
     }
@@ -167,61 +239,34 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
     let dim = weights.config.dim;
     let threads = resolve_threads(a.threads);
 
-    let cached = match &a.triples {
-        Some(p) if p.is_file() => {
-            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-            let d = DistillData::from_bytes(&bytes)
-                .with_context(|| format!("{} is not a triples file", p.display()))?;
-            if d.dim != dim {
-                bail!(
-                    "{} holds triples of dim {}, the model has {dim}",
-                    p.display(),
-                    d.dim
-                );
-            }
-            eprintln!("read {} triples from {}", d.len(), p.display());
-            Some(d)
-        }
-        _ => None,
+    let threads_spec = BackendSpec {
+        choice: BackendChoice::Cpu,
+        exact: false,
+        threads,
+        sim_precision: SimPrecision::Fp16,
     };
-    let data = match cached {
-        Some(d) => d,
-        None => {
-            let spec = BackendSpec {
-                choice: BackendChoice::Cpu,
-                exact: false,
-                threads,
-                sim_precision: SimPrecision::Fp16,
-            };
-            let mut backend = loaded.backend(spec)?;
-            let mut data = DistillData::new(dim);
-            let is_stop = |t: u32| loaded.tokenizer.is_end_of_generation(t);
-            let t0 = Instant::now();
-            for (i, p) in prompts.iter().enumerate() {
-                let ids = encode_prompt(&loaded, p)?;
-                distill(
-                    backend.as_mut(),
-                    &ids,
-                    a.tokens_per_prompt,
-                    &is_stop,
-                    &mut data,
-                )?;
-                let s = t0.elapsed().as_secs_f64();
-                eprint!(
-                    "\rdistill  {}/{} prompts  {} triples  {:.0} tokens/s   ",
-                    i + 1,
-                    prompts.len(),
-                    data.len(),
-                    data.len() as f64 / s.max(1e-9)
-                );
-            }
-            eprintln!();
-            if let Some(p) = &a.triples {
-                std::fs::write(p, data.to_bytes())
-                    .with_context(|| format!("cannot write {}", p.display()))?;
-            }
-            data
-        }
+    let data = distilled(
+        &loaded,
+        threads_spec,
+        dim,
+        prompts,
+        a.triples.as_deref(),
+        a.tokens_per_prompt,
+        a.slots,
+        "distill",
+    )?;
+    let eval = match &a.eval_data {
+        Some(p) => Some(distilled(
+            &loaded,
+            threads_spec,
+            dim,
+            &read_prompts(p)?,
+            a.eval_triples.as_deref(),
+            a.tokens_per_prompt,
+            a.slots,
+            "held-out",
+        )?),
+        None => None,
     };
     if data.is_empty() {
         bail!("the prompts gave no training triples");
@@ -250,6 +295,9 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
         );
     })?;
     eprintln!();
+    let held_out = eval
+        .as_ref()
+        .map(|e| (agreement(&trained, e, &weights), e.len()));
     let head = HeadFile {
         params: trained.params,
         vocab: trained.vocab,
@@ -266,6 +314,12 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
         .and_then(|_| f.flush())
         .with_context(|| format!("cannot write {}", a.out.display()))?;
     let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
+    if let Some((top1, n)) = held_out {
+        println!(
+            "held-out prompts: top-1 {:.1}% of {n} triples (the acceptance of one drafted token)",
+            top1 * 100.0
+        );
+    }
     println!(
         "wrote {} ({:.1} MB): {} triples, vocabulary {} ({:.1}% of targets), loss {:.3} -> {:.3}, held-out top-1 {:.1}% of {}",
         a.out.display(),

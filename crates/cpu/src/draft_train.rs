@@ -12,7 +12,7 @@ use crate::draft_head::{head_logits, head_logits_backward, HeadError, HeadParams
 use crate::train::{cross_entropy_grad, IGNORE_INDEX};
 use engine::train::optim::learning_rate;
 use engine::train::{OptimState, Optimizer, Schedule};
-use engine::Backend;
+use engine::{Backend, Feed, SlotInput};
 use model::LlamaWeights;
 
 /// Distilled triples, structure of arrays: `hidden: [N, D]`, `next: [N]`, `target: [N]`.
@@ -94,7 +94,7 @@ const DISTILL_MAGIC: &[u8; 8] = b"ESPDSTL1";
 
 /// Greedily continue `prompt` (from an empty cache) for up to `tokens` tokens, stopping after
 /// a token for which `is_stop` holds or at the context end, and append a triple per decode
-/// step. Returns the number of triples added.
+/// step. Returns the number of triples added. [`distill_batch`] with one prompt.
 pub fn distill(
     backend: &mut dyn Backend,
     prompt: &[u32],
@@ -102,33 +102,136 @@ pub fn distill(
     is_stop: &dyn Fn(u32) -> bool,
     data: &mut DistillData,
 ) -> Result<usize, HeadError> {
+    distill_batch(
+        backend,
+        &[prompt.to_vec()],
+        tokens,
+        1,
+        is_stop,
+        data,
+        &mut |_, _| {},
+    )
+}
+
+/// One prompt being continued in a KV slot of [`distill_batch`].
+struct Running {
+    /// Index of the prompt, and its triples so far.
+    prompt: usize,
+    triples: DistillData,
+    /// The token to feed next, the hidden state that chose it, and its position.
+    c: u32,
+    h: Vec<f32>,
+    pos: usize,
+}
+
+/// [`distill`] of every prompt, continuing up to `slots` of them at once: each pass over the
+/// weights ([`Backend::forward_batch`]) carries one decode step of every running prompt (and
+/// the prompt pass of the ones that join), so the weights are streamed once for all of them.
+/// The triples are appended in prompt order and are exactly those of [`distill`] on each
+/// prompt in turn (decode rows are row-invariant; a prompt runs as a prompt either way).
+/// `progress(prompts finished, triples)` is called as prompts finish. Empty prompts and
+/// prompts that fill the context give no triples. Returns the number of triples added.
+pub fn distill_batch(
+    backend: &mut dyn Backend,
+    prompts: &[Vec<u32>],
+    tokens: usize,
+    slots: usize,
+    is_stop: &dyn Fn(u32) -> bool,
+    data: &mut DistillData,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<usize, HeadError> {
     let ctx = backend.config().context_length;
     let d = data.dim;
-    if prompt.is_empty() || prompt.len() >= ctx {
-        return Ok(0);
+    let slots = slots.clamp(1, backend.max_slots().max(1));
+    let mut done: Vec<Option<DistillData>> = vec![None; prompts.len()];
+    let (mut finished, mut added) = (0usize, 0usize);
+    let mut running: Vec<Option<Running>> = (0..slots).map(|_| None).collect();
+    let mut queue = prompts.iter().enumerate();
+    loop {
+        // New prompts join in free slots; the rest take their next decode step.
+        let mut joining = vec![false; slots];
+        for (slot, r) in running.iter_mut().enumerate() {
+            if r.is_none() {
+                for (i, p) in queue.by_ref() {
+                    if p.is_empty() || p.len() >= ctx {
+                        done[i] = Some(DistillData::new(d));
+                        finished += 1;
+                        progress(finished, added);
+                        continue;
+                    }
+                    *r = Some(Running {
+                        prompt: i,
+                        triples: DistillData::new(d),
+                        c: 0,
+                        h: Vec::new(),
+                        pos: p.len(),
+                    });
+                    joining[slot] = true;
+                    break;
+                }
+            }
+        }
+        let inputs: Vec<SlotInput> = running
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, r)| {
+                let r = r.as_ref()?;
+                Some(if joining[slot] {
+                    SlotInput {
+                        slot,
+                        tokens: &prompts[r.prompt],
+                        pos: 0,
+                        feed: Feed::Prompt,
+                    }
+                } else {
+                    SlotInput {
+                        slot,
+                        tokens: std::slice::from_ref(&r.c),
+                        pos: r.pos,
+                        feed: Feed::Decode,
+                    }
+                })
+            })
+            .collect();
+        if inputs.is_empty() {
+            break;
+        }
+        let in_pass: Vec<usize> = inputs.iter().map(|s| s.slot).collect();
+        let logits = backend.forward_batch(&inputs)?;
+        let hidden = backend
+            .hidden_states()
+            .filter(|h| h.len() == in_pass.len() * d)
+            .ok_or(HeadError::NoHiddenStates)?;
+        let n_vocab = logits.len() / in_pass.len();
+        for (row, &slot) in in_pass.iter().enumerate() {
+            let Some(r) = running[slot].as_mut() else {
+                continue;
+            };
+            let next = engine::argmax(&logits[row * n_vocab..(row + 1) * n_vocab]);
+            let h = &hidden[row * d..(row + 1) * d];
+            if !joining[slot] {
+                r.triples.hidden.extend_from_slice(&r.h);
+                r.triples.next.push(r.c);
+                r.triples.target.push(next);
+                r.pos += 1;
+            }
+            r.h.clear();
+            r.h.extend_from_slice(h);
+            r.c = next;
+            if r.triples.len() >= tokens || is_stop(r.c) || r.pos + 1 >= ctx {
+                if let Some(r) = running[slot].take() {
+                    added += r.triples.len();
+                    done[r.prompt] = Some(r.triples);
+                    finished += 1;
+                    progress(finished, added);
+                }
+            }
+        }
     }
-    let hidden_of = |b: &dyn Backend| -> Result<Vec<f32>, HeadError> {
-        b.hidden_states()
-            .and_then(|h| h.get(h.len().saturating_sub(d)..))
-            .filter(|h| h.len() == d)
-            .map(<[f32]>::to_vec)
-            .ok_or(HeadError::NoHiddenStates)
-    };
-    let logits = backend.forward(prompt, 0)?;
-    let mut h = hidden_of(backend)?;
-    let mut c = engine::argmax(&logits);
-    let mut pos = prompt.len();
-    let mut added = 0;
-    while added < tokens && !is_stop(c) && pos + 1 < ctx {
-        let logits = backend.decode(&[c], pos)?;
-        let next = engine::argmax(&logits);
-        data.hidden.extend_from_slice(&h);
-        data.next.push(c);
-        data.target.push(next);
-        added += 1;
-        h = hidden_of(backend)?;
-        c = next;
-        pos += 1;
+    for t in done.into_iter().flatten() {
+        data.hidden.extend(t.hidden);
+        data.next.extend(t.next);
+        data.target.extend(t.target);
     }
     Ok(added)
 }
@@ -364,17 +467,7 @@ fn train_head_here(
         });
     }
 
-    // Held-out top-1 agreement.
-    let mut hits = 0usize;
-    for chunk in val.chunks(256) {
-        let (h, e, targets) = batch_of(chunk);
-        let (logits, _) = head_logits(&params, &h, &e, &out, eps);
-        for (row, &t) in logits.chunks_exact(v).zip(&targets) {
-            if t != IGNORE_INDEX && engine::argmax(row) == t {
-                hits += 1;
-            }
-        }
-    }
+    let val_top1 = top1(&params, &vocab, &out, eps, data, val, w);
     Ok(HeadTrained {
         params,
         vocab,
@@ -382,9 +475,47 @@ fn train_head_here(
         first_loss,
         last_loss,
         val_triples: val.len(),
-        val_top1: hits as f64 / val.len().max(1) as f64,
+        val_top1,
         coverage: covered as f64 / data.len().max(1) as f64,
     })
+}
+
+/// The share of the triples `ids` of `data` whose target the head ranks first among `vocab`
+/// (`out`: their output rows) — an out-of-vocabulary target counts as a miss. For greedy
+/// decoding with one drafted token this is the acceptance rate.
+fn top1(
+    params: &HeadParams<f32>,
+    vocab: &[u32],
+    out: &[f32],
+    eps: f64,
+    data: &DistillData,
+    ids: &[usize],
+    w: &LlamaWeights,
+) -> f64 {
+    let d = data.dim;
+    let mut hits = 0usize;
+    for chunk in ids.chunks(256) {
+        let mut h = Vec::with_capacity(chunk.len() * d);
+        for &i in chunk {
+            h.extend_from_slice(&data.hidden[i * d..(i + 1) * d]);
+        }
+        let next: Vec<u32> = chunk.iter().map(|&i| data.next[i]).collect();
+        let e = gather_rows(&w.token_embd, &next);
+        let (logits, _) = head_logits(params, &h, &e, out, eps);
+        for (row, &i) in logits.chunks_exact(vocab.len()).zip(chunk) {
+            hits += usize::from(vocab[engine::argmax(row) as usize] == data.target[i]);
+        }
+    }
+    hits as f64 / ids.len().max(1) as f64
+}
+
+/// [`top1`] of a trained head on every triple of `data` (triples of held-out prompts: the
+/// offline estimate of the head's acceptance on them).
+pub fn agreement(trained: &HeadTrained, data: &DistillData, w: &LlamaWeights) -> f64 {
+    let out = gather_rows(&w.output, &trained.vocab);
+    let ids: Vec<usize> = (0..data.len()).collect();
+    let eps = trained.eps as f64;
+    top1(&trained.params, &trained.vocab, &out, eps, data, &ids, w)
 }
 
 #[cfg(test)]
