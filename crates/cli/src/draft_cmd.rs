@@ -10,7 +10,7 @@ use crate::load::{resolve_threads, BackendChoice, BackendSpec, Loaded, SimPrecis
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use cpu::draft_head::{file_fingerprint, HeadFile};
-use cpu::draft_train::{agreement, distill_batch, train_head, DistillData, HeadTrainOptions};
+use cpu::draft_train::{distill_batch, gated, judge, train_head, DistillData, HeadTrainOptions};
 use model::chat::ChatMessage;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ pub struct TrainDraftArgs {
     #[arg(long, value_name = "HEAD.gguf")]
     out: PathBuf,
     /// Greedy tokens generated per prompt (one training triple each).
-    #[arg(long = "tokens-per-prompt", value_name = "N", default_value_t = 64)]
+    #[arg(long = "tokens-per-prompt", value_name = "N", default_value_t = 96)]
     tokens_per_prompt: usize,
     /// Use at most this many prompts (in file order).
     #[arg(long = "max-prompts", value_name = "N")]
@@ -50,7 +50,7 @@ pub struct TrainDraftArgs {
     #[arg(long = "eval-triples", value_name = "FILE")]
     eval_triples: Option<PathBuf>,
     /// Optimizer steps.
-    #[arg(long, value_name = "N", default_value_t = 1500)]
+    #[arg(long, value_name = "N", default_value_t = 6000)]
     steps: usize,
     /// Triples per step.
     #[arg(long, value_name = "N", default_value_t = 256)]
@@ -295,9 +295,7 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
         );
     })?;
     eprintln!();
-    let held_out = eval
-        .as_ref()
-        .map(|e| (agreement(&trained, e, &weights), e.len()));
+    let held_out = eval.as_ref().map(|e| judge(&trained, e, &weights));
     let head = HeadFile {
         params: trained.params,
         vocab: trained.vocab,
@@ -314,11 +312,20 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
         .and_then(|_| f.flush())
         .with_context(|| format!("cannot write {}", a.out.display()))?;
     let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
-    if let Some((top1, n)) = held_out {
+    if let Some(judged) = held_out {
         println!(
-            "held-out prompts: top-1 {:.1}% of {n} triples (the acceptance of one drafted token)",
-            top1 * 100.0
+            "held-out prompts ({} triples): the acceptance of one drafted token, proposing only \
+             when the head's probability is at least min_p",
+            judged.len()
         );
+        for min_p in [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8] {
+            let (share, accepted) = gated(&judged, min_p);
+            println!(
+                "  min_p {min_p:.1}: proposes at {:5.1}% of steps, {:5.1}% of proposals accepted",
+                share * 100.0,
+                accepted * 100.0
+            );
+        }
     }
     println!(
         "wrote {} ({:.1} MB): {} triples, vocabulary {} ({:.1}% of targets), loss {:.3} -> {:.3}, held-out top-1 {:.1}% of {}",

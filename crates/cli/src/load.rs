@@ -59,6 +59,7 @@ pub fn drafter(
     gguf: Option<&GgufFile>,
     name: &str,
     head: Option<&Path>,
+    min_p: f32,
 ) -> Result<Box<dyn Drafter>> {
     if head.is_some() && matches!(choice, DraftChoice::None | DraftChoice::Ngram) {
         anyhow::bail!("--draft-head needs --draft head or --draft auto");
@@ -80,7 +81,9 @@ pub fn drafter(
             match (found, gguf) {
                 (Some(h), Some(g)) => {
                     let weights = LlamaWeights::from_gguf(g)?;
-                    Box::new(DraftHead::new(&h, &weights, 1)?)
+                    let mut head = DraftHead::new(&h, &weights, 1)?;
+                    head.set_min_p(min_p);
+                    Box::new(head)
                 }
                 _ if choice == DraftChoice::Head => {
                     anyhow::bail!("no draft head for {name} (train one with espresso train-draft)")
@@ -88,6 +91,22 @@ pub fn drafter(
                 _ => Box::new(engine::Ngram::default()),
             }
         }
+    })
+}
+
+/// A draft head's default confidence threshold on backends where each extra verify row costs
+/// work (the CPU): it proposes only when it gives its token at least this probability. On the
+/// held-out prompts the shipped head's proposals above it are accepted about as often as the
+/// extra row costs — see the README's draft-head section for the measured trade-off.
+pub const CPU_DRAFT_MIN_P: f32 = 0.8;
+
+/// The threshold for `backend`: `explicit` (`--draft-min-p`), else 0 where extra verify rows
+/// are free (the ANE) and [`CPU_DRAFT_MIN_P`] elsewhere.
+pub fn draft_min_p(explicit: Option<f32>, backend: &dyn engine::Backend) -> f32 {
+    explicit.unwrap_or(if backend.extra_rows_free() {
+        0.0
+    } else {
+        CPU_DRAFT_MIN_P
     })
 }
 

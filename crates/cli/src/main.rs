@@ -177,6 +177,10 @@ struct DraftArgs {
     /// this model's SHA-256.
     #[arg(long = "draft-head", value_name = "PATH")]
     draft_head: Option<PathBuf>,
+    /// A draft head proposes only when it gives its token at least this probability
+    /// (0 = always; default: 0 on the ANE, where extra verify rows are free, else 0.8).
+    #[arg(long = "draft-min-p", value_name = "P")]
+    draft_min_p: Option<f32>,
 }
 
 impl DraftArgs {
@@ -184,7 +188,15 @@ impl DraftArgs {
         if self.draft_max == 0 {
             bail!("--draft-max must be at least 1");
         }
-        Ok(())
+        check_min_p(self.draft_min_p)
+    }
+}
+
+/// `--draft-min-p` is a probability.
+fn check_min_p(p: Option<f32>) -> Result<()> {
+    match p {
+        Some(p) if !(0.0..=1.0).contains(&p) => bail!("--draft-min-p must be in [0, 1] (got {p})"),
+        _ => Ok(()),
     }
 }
 
@@ -340,6 +352,10 @@ struct BenchArgs {
     /// A draft head file (from `espresso train-draft`) for --draft head/auto.
     #[arg(long = "draft-head", value_name = "PATH", conflicts_with = "synthetic")]
     draft_head: Option<PathBuf>,
+    /// A draft head proposes only when it gives its token at least this probability
+    /// (default: 0 on the ANE, else 0.8).
+    #[arg(long = "draft-min-p", value_name = "P")]
+    draft_min_p: Option<f32>,
     /// Use this text, in the model's chat template, as the prompt (instead of ppN token ids);
     /// the tg test then decodes the model's answer. Default with --draft: a fixed request for
     /// a short story.
@@ -439,18 +455,19 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     opts.sampler.validate()?;
     a.draft.check()?;
     let loaded = Loaded::open(a.model.model.as_deref())?;
+    let mut backend = loaded.backend(a.model.spec())?;
     let mut drafter = load::drafter(
         a.draft.draft,
         Some(&loaded.gguf),
         &loaded.name,
         a.draft.draft_head.as_deref(),
+        load::draft_min_p(a.draft.draft_min_p, backend.as_ref()),
     )?;
     let prompt = if a.chat {
         loaded.encode_chat(&[ChatMessage::user(a.prompt.clone())])?
     } else {
         loaded.tokenizer.encode_with_bos(&a.prompt, a.special)?
     };
-    let mut backend = loaded.backend(a.model.spec())?;
     let stdout = std::io::stdout();
     let json = a.json;
     let gen = engine::generate_drafted(
@@ -488,18 +505,20 @@ fn cmd_chat(a: ChatArgs) -> Result<()> {
     a.sampling.options().sampler.validate()?;
     a.draft.check()?;
     let loaded = Loaded::open(a.model.model.as_deref())?;
+    let backend = loaded.backend(a.model.spec())?;
     let drafter = load::drafter(
         a.draft.draft,
         Some(&loaded.gguf),
         &loaded.name,
         a.draft.draft_head.as_deref(),
+        load::draft_min_p(a.draft.draft_min_p, backend.as_ref()),
     )?;
     let opts = GenerateOptions {
         draft_max: a.draft.draft_max,
         ..a.sampling.options()
     };
     // The session reuses the conversation so far from the backend's KV cache.
-    let mut session = engine::Session::new(loaded.backend(a.model.spec())?).with_drafter(drafter);
+    let mut session = engine::Session::new(backend).with_drafter(drafter);
     let mut history: Vec<ChatMessage> = a.system.into_iter().map(ChatMessage::system).collect();
     eprintln!(
         "chat with {} ({}); /reset clears the history, /exit or Ctrl-D quits",
@@ -591,7 +610,11 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
         name,
     } = loaded;
     let spec = a.model.spec();
-    let (draft, draft_head) = (a.draft.draft, a.draft.draft_head.clone());
+    let (draft, draft_head, min_p) = (
+        a.draft.draft,
+        a.draft.draft_head.clone(),
+        a.draft.draft_min_p,
+    );
     let gguf = &gguf;
     let model_name = name.clone();
     serve::run(
@@ -601,9 +624,12 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
         move || {
             let engine = || -> Result<serve::Engine> {
                 let weights = model::LlamaWeights::from_gguf(gguf)?;
+                let backend = load::make_backend(weights, spec)?;
+                let min_p = load::draft_min_p(min_p, backend.as_ref());
+                let head = draft_head.as_deref();
                 Ok(serve::Engine {
-                    backend: load::make_backend(weights, spec)?,
-                    drafter: load::drafter(draft, Some(gguf), &model_name, draft_head.as_deref())?,
+                    drafter: load::drafter(draft, Some(gguf), &model_name, head, min_p)?,
+                    backend,
                 })
             };
             engine().map_err(|e| format!("{e:#}"))
@@ -639,6 +665,7 @@ const BENCH_CHAT: &str =
     "Write a short story about a lighthouse keeper who finds a message in a bottle.";
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
+    check_min_p(a.draft_min_p)?;
     if a.prompt_tokens == Some(0) || a.repeats == 0 || a.draft_max == 0 {
         bail!("--prompt-tokens, --repeats and --draft-max must be at least 1");
     }
@@ -673,8 +700,9 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         let weights = model::LlamaWeights::from_source(&synth, cfg)?;
         let size = ModelSize::of(&weights);
         let name = format!("synthetic:{seed}");
-        let mut drafter = load::drafter(a.draft, None, &name, None)?;
         let mut backend = load::make_backend(weights, spec)?;
+        let min_p = load::draft_min_p(a.draft_min_p, backend.as_ref());
+        let mut drafter = load::drafter(a.draft, None, &name, None, min_p)?;
         // The backend's context (an ANE backend's cache may hold fewer positions than the file).
         let opts = options(backend.config().context_length, None);
         let r =
@@ -700,8 +728,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         };
         let weights = model::LlamaWeights::from_gguf(&gguf)?;
         let size = ModelSize::of(&weights);
-        let mut drafter = load::drafter(a.draft, Some(&gguf), &name, a.draft_head.as_deref())?;
         let mut backend = load::make_backend(weights, spec)?;
+        let min_p = load::draft_min_p(a.draft_min_p, backend.as_ref());
+        let head = a.draft_head.as_deref();
+        let mut drafter = load::drafter(a.draft, Some(&gguf), &name, head, min_p)?;
         let opts = options(backend.config().context_length, prompt);
         let r =
             engine::bench::run_bench(backend.as_mut(), drafter.as_mut(), &name, threads, &opts)?;

@@ -458,6 +458,8 @@ pub struct DraftHead {
     y: Vec<f32>,
     n: Vec<f32>,
     logits: Vec<f32>,
+    /// Propose only when the head gives its token at least this probability.
+    min_p: f32,
 }
 
 impl DraftHead {
@@ -515,16 +517,63 @@ impl DraftHead {
             y: vec![0.0; d],
             n: vec![0.0; d],
             logits: vec![0.0; head.vocab.len()],
+            min_p: 0.0,
         })
     }
 
+    /// Propose only when the head's probability of its token (softmax over its vocabulary)
+    /// is at least `p` (0 = always). A proposal that is likely rejected costs a wider verify
+    /// pass for nothing where extra rows are not free (the CPU backend), so the drafter can
+    /// skip it and the pass stays one row.
+    pub fn set_min_p(&mut self, p: f32) {
+        self.min_p = p;
+    }
+
+    /// The head's probability (softmax over its vocabulary) of its first choice after the
+    /// last [`DraftHead::step`].
+    fn top_probability(&self) -> f32 {
+        let max = self.logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+        let sum: f32 = self.logits.iter().map(|&l| (l - max).exp()).sum();
+        1.0 / sum
+    }
+
     /// The head's token to follow `c`, chosen from hidden state `h` (`None` if `h` is not
-    /// `dim` floats or `c` is not a token of the model).
+    /// `dim` floats, `c` is not a token of the model, or the head's probability of its token
+    /// is below the [`DraftHead::set_min_p`] threshold).
     pub fn propose_one(&mut self, c: u32, h: &[f32]) -> Option<u32> {
-        let (d, hid) = (self.dim, self.hidden);
+        self.propose_chain(c, h, 1).first().copied()
+    }
+
+    /// Up to `max` tokens to follow `c`: the head's token from `(h, c)`, then the head applied
+    /// again to its own normalized state `n` (which it computes as a stand-in for the model's
+    /// next hidden state: the classifier rows read it as they read `h`) and its own token, and
+    /// so on. The chain stops where the product of the head's probabilities falls below the
+    /// [`DraftHead::set_min_p`] threshold.
+    pub fn propose_chain(&mut self, c: u32, h: &[f32], max: usize) -> Vec<u32> {
+        let d = self.dim;
+        let mut out = Vec::new();
         if h.len() != d || c as usize >= self.embd_rows {
-            return None;
+            return out;
         }
+        let mut state = h.to_vec();
+        let (mut c, mut p) = (c, 1.0f32);
+        while out.len() < max {
+            self.step(c, &state);
+            p *= self.top_probability();
+            if self.min_p > 0.0 && p < self.min_p {
+                break;
+            }
+            c = self.vocab[engine::argmax(&self.logits) as usize];
+            out.push(c);
+            state.copy_from_slice(&self.n);
+        }
+        out
+    }
+
+    /// One application of the head: `self.logits` (over its vocabulary) and `self.n` from
+    /// hidden state `h` (`dim` floats) and token `c` (a token of the model).
+    fn step(&mut self, c: u32, h: &[f32]) {
+        let (d, hid) = (self.dim, self.hidden);
         // x = [h ; E[c]]
         let embd = view("token_embd", self.embd_ty, self.embd_rows, d, &self.embd);
         self.x[..d].copy_from_slice(h);
@@ -549,7 +598,6 @@ impl DraftHead {
             Precision::Fast,
             &mut self.logits,
         );
-        Some(self.vocab[engine::argmax(&self.logits) as usize])
     }
 }
 
@@ -560,7 +608,7 @@ impl engine::Drafter for DraftHead {
 
     fn propose(&mut self, context: &[u32], hidden: Option<&[f32]>, max: usize) -> Vec<u32> {
         match (context.last(), hidden) {
-            (Some(&c), Some(h)) if max > 0 => self.propose_one(c, h).into_iter().collect(),
+            (Some(&c), Some(h)) => self.propose_chain(c, h, max),
             _ => Vec::new(),
         }
     }
@@ -823,6 +871,22 @@ mod tests {
         assert_eq!(head.propose_one(300, &[0.0; 64]), None);
         use engine::Drafter;
         assert!(head.propose(&[1, 2], None, 1).is_empty());
-        assert_eq!(head.propose(&[1, 2], Some(&[0.5; 64]), 3).len(), 1);
+        // A chain: its first token is the one-token proposal, each next one the head applied
+        // to its own state and token.
+        let h: Vec<f32> = random(64, 1.0, &mut rng)
+            .iter()
+            .map(|&x| x as f32)
+            .collect();
+        let chain = head.propose(&[1, 2], Some(&h), 3);
+        assert_eq!(chain.len(), 3);
+        assert_eq!(Some(chain[0]), head.propose_one(2, &h));
+        head.step(2, &h);
+        let n = head.n.clone();
+        assert_eq!(head.propose_one(chain[0], &n), Some(chain[1]));
+        // A threshold above every probability: no proposal; at 0: always.
+        head.set_min_p(1.01);
+        assert!(head.propose(&[1, 2], Some(&h), 3).is_empty());
+        head.set_min_p(0.0);
+        assert_eq!(head.propose(&[1, 2], Some(&h), 2).len(), 2);
     }
 }

@@ -467,7 +467,7 @@ fn train_head_here(
         });
     }
 
-    let val_top1 = top1(&params, &vocab, &out, eps, data, val, w);
+    let val_top1 = top1(&judged(&params, &vocab, &out, eps, data, val, w));
     Ok(HeadTrained {
         params,
         vocab,
@@ -480,10 +480,11 @@ fn train_head_here(
     })
 }
 
-/// The share of the triples `ids` of `data` whose target the head ranks first among `vocab`
-/// (`out`: their output rows) — an out-of-vocabulary target counts as a miss. For greedy
-/// decoding with one drafted token this is the acceptance rate.
-fn top1(
+/// For each of the triples `ids` of `data`: the probability the head gives its first choice
+/// among `vocab` (`out`: their output rows), and whether that choice is the target (an
+/// out-of-vocabulary target is a miss). For greedy decoding with one drafted token the share of
+/// hits is the acceptance rate.
+fn judged(
     params: &HeadParams<f32>,
     vocab: &[u32],
     out: &[f32],
@@ -491,9 +492,9 @@ fn top1(
     data: &DistillData,
     ids: &[usize],
     w: &LlamaWeights,
-) -> f64 {
+) -> Vec<(f32, bool)> {
     let d = data.dim;
-    let mut hits = 0usize;
+    let mut judged = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(256) {
         let mut h = Vec::with_capacity(chunk.len() * d);
         for &i in chunk {
@@ -503,19 +504,42 @@ fn top1(
         let e = gather_rows(&w.token_embd, &next);
         let (logits, _) = head_logits(params, &h, &e, out, eps);
         for (row, &i) in logits.chunks_exact(vocab.len()).zip(chunk) {
-            hits += usize::from(vocab[engine::argmax(row) as usize] == data.target[i]);
+            let best = engine::argmax(row) as usize;
+            let sum: f32 = row.iter().map(|&l| (l - row[best]).exp()).sum();
+            judged.push((1.0 / sum, vocab[best] == data.target[i]));
         }
     }
-    hits as f64 / ids.len().max(1) as f64
+    judged
 }
 
-/// [`top1`] of a trained head on every triple of `data` (triples of held-out prompts: the
-/// offline estimate of the head's acceptance on them).
-pub fn agreement(trained: &HeadTrained, data: &DistillData, w: &LlamaWeights) -> f64 {
+/// The share of hits among [`judged`] triples.
+fn top1(judged: &[(f32, bool)]) -> f64 {
+    judged.iter().filter(|j| j.1).count() as f64 / judged.len().max(1) as f64
+}
+
+/// [`judged`] for a trained head on every triple of `data` (triples of held-out prompts: the
+/// offline estimate of the head's acceptance on them, and how it depends on the head's
+/// confidence).
+pub fn judge(trained: &HeadTrained, data: &DistillData, w: &LlamaWeights) -> Vec<(f32, bool)> {
     let out = gather_rows(&w.output, &trained.vocab);
     let ids: Vec<usize> = (0..data.len()).collect();
     let eps = trained.eps as f64;
-    top1(&trained.params, &trained.vocab, &out, eps, data, &ids, w)
+    judged(&trained.params, &trained.vocab, &out, eps, data, &ids, w)
+}
+
+/// With proposals made only when the head's probability is at least `min_p`: the share of
+/// decode steps that propose, and the share of those proposals that are accepted.
+pub fn gated(judged: &[(f32, bool)], min_p: f32) -> (f64, f64) {
+    let proposed: Vec<bool> = judged
+        .iter()
+        .filter(|j| j.0 >= min_p)
+        .map(|j| j.1)
+        .collect();
+    let hits = proposed.iter().filter(|&&h| h).count();
+    (
+        proposed.len() as f64 / judged.len().max(1) as f64,
+        hits as f64 / proposed.len().max(1) as f64,
+    )
 }
 
 #[cfg(test)]

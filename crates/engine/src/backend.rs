@@ -97,6 +97,12 @@ pub trait Backend {
         }
         Ok(out)
     }
+    /// Whether a [`Backend::decode`] pass of a few rows costs what a one-token step costs
+    /// (the ANE: a decode dispatch computes all its lanes anyway), so a drafter should always
+    /// propose; `false` where every extra row is extra work (the CPU).
+    fn extra_rows_free(&self) -> bool {
+        false
+    }
     /// How many slots (independent KV caches) the backend can hold; 1 unless it batches.
     fn max_slots(&self) -> usize {
         1
