@@ -160,18 +160,31 @@ pub fn encode_prompt(loaded: &Loaded, p: &Prompt) -> Result<Vec<u32>> {
     })
 }
 
+/// How [`distilled`] generates: on which backend, the model's width, tokens per prompt and
+/// prompts at once.
+#[derive(Clone, Copy)]
+struct Distill {
+    spec: BackendSpec,
+    dim: usize,
+    tokens: usize,
+    slots: usize,
+}
+
 /// The triples of `prompts`' greedy continuations: read from `cache` if it exists, else
 /// distilled with the CPU backend (`slots` prompts at once) and written to `cache`.
 fn distilled(
     loaded: &Loaded,
-    spec: BackendSpec,
-    dim: usize,
+    how: &Distill,
     prompts: &[Prompt],
     cache: Option<&Path>,
-    tokens: usize,
-    slots: usize,
     label: &str,
 ) -> Result<DistillData> {
+    let Distill {
+        spec,
+        dim,
+        tokens,
+        slots,
+    } = *how;
     if let Some(p) = cache.filter(|p| p.is_file()) {
         let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
         let d = DistillData::from_bytes(&bytes)
@@ -245,27 +258,19 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
         threads,
         sim_precision: SimPrecision::Fp16,
     };
-    let data = distilled(
-        &loaded,
-        threads_spec,
+    let how = Distill {
+        spec: threads_spec,
         dim,
-        prompts,
-        a.triples.as_deref(),
-        a.tokens_per_prompt,
-        a.slots,
-        "distill",
-    )?;
+        tokens: a.tokens_per_prompt,
+        slots: a.slots,
+    };
+    let data = distilled(&loaded, &how, prompts, a.triples.as_deref(), "distill")?;
     let eval = match &a.eval_data {
-        Some(p) => Some(distilled(
-            &loaded,
-            threads_spec,
-            dim,
-            &read_prompts(p)?,
-            a.eval_triples.as_deref(),
-            a.tokens_per_prompt,
-            a.slots,
-            "held-out",
-        )?),
+        Some(p) => {
+            let prompts = read_prompts(p)?;
+            let cache = a.eval_triples.as_deref();
+            Some(distilled(&loaded, &how, &prompts, cache, "held-out")?)
+        }
         None => None,
     };
     if data.is_empty() {

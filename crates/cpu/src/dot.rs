@@ -146,6 +146,30 @@ pub fn dot_q_rows(ty: GgmlType, rows: &[u8], xq: &[BlockQ8], n_tok: usize, out: 
     }
 }
 
+/// The 32-element block types the x86 pair kernels share (`dot_pairs_n`), as a const generic.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+#[repr(u8)]
+pub enum PairKind {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PairKind {
+    /// Bytes of one block of the kind given as its `u8`.
+    const fn bytes(kind: u8) -> usize {
+        match kind {
+            k if k == PairKind::Q4_0 as u8 => 18,
+            k if k == PairKind::Q4_1 as u8 => 20,
+            k if k == PairKind::Q5_0 as u8 => 22,
+            _ => 24,
+        }
+    }
+}
+
 /// A SIMD block kernel: one weight row against `N` activation vectors.
 type Kernel<const N: usize> = unsafe fn(&[u8], &[&[BlockQ8]; N], &mut [f32]);
 
@@ -166,10 +190,10 @@ fn block_kernel<const N: usize>(ty: GgmlType) -> Option<Kernel<N>> {
             (GgmlType::Q5_K, false) => avx2::dot_q5_k_n::<N>,
             (GgmlType::Q6_K, false) => avx2::dot_q6_k_n::<N>,
             (_, false) => avx2::dot_q8_0_n::<N>,
-            (GgmlType::Q4_0, true) => vnni::dot_q4_0_n::<N>,
-            (GgmlType::Q4_1, true) => vnni::dot_q4_1_n_wide::<N>,
-            (GgmlType::Q5_0, true) => vnni::dot_q5_0_n::<N>,
-            (GgmlType::Q5_1, true) => vnni::dot_q5_1_n::<N>,
+            (GgmlType::Q4_0, true) => vnni::dot_pairs_n_wide::<N, { PairKind::Q4_0 as u8 }>,
+            (GgmlType::Q4_1, true) => vnni::dot_pairs_n_wide::<N, { PairKind::Q4_1 as u8 }>,
+            (GgmlType::Q5_0, true) => vnni::dot_pairs_n_wide::<N, { PairKind::Q5_0 as u8 }>,
+            (GgmlType::Q5_1, true) => vnni::dot_pairs_n_wide::<N, { PairKind::Q5_1 as u8 }>,
             (GgmlType::Q4_K, true) => vnni::dot_q4_k_n::<N>,
             (GgmlType::Q5_K, true) => vnni::dot_q5_k_n::<N>,
             (GgmlType::Q6_K, true) => vnni::dot_q6_k_n::<N>,
@@ -578,35 +602,7 @@ macro_rules! block_kernels {
             xs: &[&[BlockQ8]; N],
             out: &mut [f32],
         ) {
-            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
-            let mut bias = [0f32; N];
-            let p = row.as_ptr();
-            let nb = row.len() / 18;
-            let mut i = 0;
-            while i + 2 <= nb {
-                let (b0, b1) = (p.add(i * 18), p.add(i * 18 + 18));
-                let (n0, n1) = (unpack_nibbles(b0.add(2)), unpack_nibbles(b1.add(2)));
-                let (w0, w1) = (f16_ptr(b0), f16_ptr(b1));
-                for t in 0..N {
-                    let x = xs[t];
-                    acc0[t] = q4_unpacked(n0, &x[i], w0 * x[i].d, acc0[t]);
-                    acc1[t] = q4_unpacked(n1, &x[i + 1], w1 * x[i + 1].d, acc1[t]);
-                    bias[t] += 8.0 * (w0 * x[i].s + w1 * x[i + 1].s);
-                }
-                i += 2;
-            }
-            if i < nb {
-                let b = p.add(i * 18);
-                let (n0, w0) = (unpack_nibbles(b.add(2)), f16_ptr(b));
-                for t in 0..N {
-                    let x = xs[t];
-                    acc0[t] = q4_unpacked(n0, &x[i], w0 * x[i].d, acc0[t]);
-                    bias[t] += 8.0 * w0 * x[i].s;
-                }
-            }
-            for t in 0..N {
-                out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) - bias[t];
-            }
+            dot_pairs_n::<N, { PairKind::Q4_0 as u8 }>(row, xs, out)
         }
 
         /// `out[t] = sum_b (d_w d_x sum_i n[i] q[i] + m d_x sum_i q[i])` for each of `N` vectors.
@@ -619,37 +615,7 @@ macro_rules! block_kernels {
             xs: &[&[BlockQ8]; N],
             out: &mut [f32],
         ) {
-            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
-            let (mut off0, mut off1) = ([0f32; N], [0f32; N]);
-            let p = row.as_ptr();
-            let nb = row.len() / 20;
-            let mut i = 0;
-            while i + 2 <= nb {
-                let (b0, b1) = (p.add(i * 20), p.add(i * 20 + 20));
-                let (n0, n1) = (unpack_nibbles(b0.add(4)), unpack_nibbles(b1.add(4)));
-                let (d0, d1) = (f16_ptr(b0), f16_ptr(b1));
-                let (m0, m1) = (f16_ptr(b0.add(2)), f16_ptr(b1.add(2)));
-                for t in 0..N {
-                    let x = xs[t];
-                    acc0[t] = q4_unpacked(n0, &x[i], d0 * x[i].d, acc0[t]);
-                    acc1[t] = q4_unpacked(n1, &x[i + 1], d1 * x[i + 1].d, acc1[t]);
-                    off0[t] += m0 * x[i].s;
-                    off1[t] += m1 * x[i + 1].s;
-                }
-                i += 2;
-            }
-            if i < nb {
-                let b = p.add(i * 20);
-                let (n0, d0, m0) = (unpack_nibbles(b.add(4)), f16_ptr(b), f16_ptr(b.add(2)));
-                for t in 0..N {
-                    let x = xs[t];
-                    acc0[t] = q4_unpacked(n0, &x[i], d0 * x[i].d, acc0[t]);
-                    off0[t] += m0 * x[i].s;
-                }
-            }
-            for t in 0..N {
-                out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + off0[t] + off1[t];
-            }
+            dot_pairs_n::<N, { PairKind::Q4_1 as u8 }>(row, xs, out)
         }
 
         /// `out[t] = sum_b d_w d_x (sum_i v[i] q[i] - 16 sum_i q[i])` for each of `N` vectors.
@@ -662,36 +628,7 @@ macro_rules! block_kernels {
             xs: &[&[BlockQ8]; N],
             out: &mut [f32],
         ) {
-            // Even and odd blocks in separate accumulators: two independent FMA chains.
-            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
-            let (mut bias0, mut bias1) = ([0f32; N], [0f32; N]);
-            let pairs = row.chunks_exact(44);
-            let tail = pairs.remainder();
-            let nb = row.len() / 22;
-            for (k, b) in pairs.enumerate() {
-                let (p0, p1) = (b.as_ptr(), b.as_ptr().add(22));
-                let (v0, w0) = (unpack_q5(p0.add(2), p0.add(6)), f16_ptr(p0));
-                let (v1, w1) = (unpack_q5(p1.add(2), p1.add(6)), f16_ptr(p1));
-                for t in 0..N {
-                    let (x0, x1) = (&xs[t][2 * k], &xs[t][2 * k + 1]);
-                    acc0[t] = q4_unpacked(v0, x0, w0 * x0.d, acc0[t]);
-                    acc1[t] = q4_unpacked(v1, x1, w1 * x1.d, acc1[t]);
-                    bias0[t] += 16.0 * w0 * x0.s;
-                    bias1[t] += 16.0 * w1 * x1.s;
-                }
-            }
-            if !tail.is_empty() {
-                let p = tail.as_ptr();
-                let (v, w) = (unpack_q5(p.add(2), p.add(6)), f16_ptr(p));
-                for t in 0..N {
-                    let x = &xs[t][nb - 1];
-                    acc0[t] = q4_unpacked(v, x, w * x.d, acc0[t]);
-                    bias0[t] += 16.0 * w * x.s;
-                }
-            }
-            for t in 0..N {
-                out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) - (bias0[t] + bias1[t]);
-            }
+            dot_pairs_n::<N, { PairKind::Q5_0 as u8 }>(row, xs, out)
         }
 
         /// `out[t] = sum_b (d_w d_x sum_i v[i] q[i] + m d_x sum_i q[i])` for each of `N` vectors.
@@ -704,22 +641,64 @@ macro_rules! block_kernels {
             xs: &[&[BlockQ8]; N],
             out: &mut [f32],
         ) {
-            // Even and odd blocks in separate accumulators: two independent FMA chains.
-            let mut acc = [[_mm256_setzero_ps(); N]; 2];
-            let mut off = [[0f32; N]; 2];
-            for (i, b) in row.chunks_exact(24).enumerate() {
-                let p = b.as_ptr();
-                let v = unpack_q5(p.add(4), p.add(8));
-                let (d, m) = (f16_ptr(p), f16_ptr(p.add(2)));
-                let (acc, off) = (&mut acc[i % 2], &mut off[i % 2]);
+            dot_pairs_n::<N, { PairKind::Q5_1 as u8 }>(row, xs, out)
+        }
+
+        /// One block of a [`PairKind`] at `p`: its values as unsigned bytes, the scale `d`
+        /// and the offset coefficient `c` (the block's dot with activations `x` is
+        /// `d x.d sum_i v[i] q[i] + c x.s`: `c = m` for Q4_1/Q5_1, `-8 d` / `-16 d` for
+        /// Q4_0/Q5_0).
+        #[inline]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn pair_block<const KIND: u8>(p: *const u8) -> (__m256i, f32, f32) {
+            // SAFETY (caller): `p` points at one whole block of the kind.
+            let d = f16_ptr(p);
+            match KIND {
+                k if k == PairKind::Q4_0 as u8 => (unpack_nibbles(p.add(2)), d, -8.0 * d),
+                k if k == PairKind::Q4_1 as u8 => (unpack_nibbles(p.add(4)), d, f16_ptr(p.add(2))),
+                k if k == PairKind::Q5_0 as u8 => (unpack_q5(p.add(2), p.add(6)), d, -16.0 * d),
+                _ => (unpack_q5(p.add(4), p.add(8)), d, f16_ptr(p.add(2))),
+            }
+        }
+
+        /// The 32-element block kernels: even and odd blocks in separate accumulators (two
+        /// independent FMA chains), offsets summed per parity; `out[t] = hsum(acc_even +
+        /// acc_odd) + off_even + off_odd`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn dot_pairs_n<const N: usize, const KIND: u8>(
+            row: &[u8],
+            xs: &[&[BlockQ8]; N],
+            out: &mut [f32],
+        ) {
+            let bytes = PairKind::bytes(KIND);
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+            let (mut off0, mut off1) = ([0f32; N], [0f32; N]);
+            let p = row.as_ptr();
+            let nb = row.len() / bytes;
+            let mut i = 0;
+            while i + 2 <= nb {
+                let (n0, d0, c0) = pair_block::<KIND>(p.add(i * bytes));
+                let (n1, d1, c1) = pair_block::<KIND>(p.add(i * bytes + bytes));
+                for t in 0..N {
+                    let (x0, x1) = (&xs[t][i], &xs[t][i + 1]);
+                    acc0[t] = q4_unpacked(n0, x0, d0 * x0.d, acc0[t]);
+                    acc1[t] = q4_unpacked(n1, x1, d1 * x1.d, acc1[t]);
+                    off0[t] += c0 * x0.s;
+                    off1[t] += c1 * x1.s;
+                }
+                i += 2;
+            }
+            if i < nb {
+                let (n0, d0, c0) = pair_block::<KIND>(p.add(i * bytes));
                 for t in 0..N {
                     let x = &xs[t][i];
-                    acc[t] = q4_unpacked(v, x, d * x.d, acc[t]);
-                    off[t] += m * x.s;
+                    acc0[t] = q4_unpacked(n0, x, d0 * x.d, acc0[t]);
+                    off0[t] += c0 * x.s;
                 }
             }
             for t in 0..N {
-                out[t] = hsum(_mm256_add_ps(acc[0][t], acc[1][t])) + (off[0][t] + off[1][t]);
+                out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + off0[t] + off1[t];
             }
         }
 
@@ -1270,34 +1249,33 @@ pub mod vnni {
 
     block_kernels!("avx2,fma,f16c,avx512vnni,avx512vl,avx512bw");
 
-    /// [`dot_q4_1_n`] with each pair of blocks in one 512-bit register: one byte product,
-    /// conversion, scale product and FMA per vector for two blocks instead of two each. The
-    /// low half accumulates the even blocks and the high half the odd ones, with the same
-    /// f32 scale products (`d_w d_x`) and the same final sum, so it is bitwise
-    /// [`dot_q4_1_n`] (tested).
+    /// The pair kernels ([`dot_q4_0_n`], [`dot_q4_1_n`], [`dot_q5_0_n`], [`dot_q5_1_n`]) with
+    /// each pair of blocks in one 512-bit register: one byte product, conversion, scale
+    /// product and FMA per vector for two blocks instead of two each. The low half
+    /// accumulates the even blocks and the high half the odd ones, with the same f32 scale
+    /// products (`d_w d_x`) and the same final sums, so each is bitwise its 256-bit kernel
+    /// (tested).
     ///
     /// # Safety
-    /// The module's features and AVX512-F available; `row.len() == 20 * xs[t].len()`.
+    /// The module's features and AVX512-F available; `row` holds as many blocks of `KIND`
+    /// as each `xs[t]` has.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw")]
-    pub unsafe fn dot_q4_1_n_wide<const N: usize>(
+    pub unsafe fn dot_pairs_n_wide<const N: usize, const KIND: u8>(
         row: &[u8],
         xs: &[&[BlockQ8]; N],
         out: &mut [f32],
     ) {
         const HIGH: __mmask16 = 0xff00;
+        let bytes = PairKind::bytes(KIND);
         let mut acc = [_mm512_setzero_ps(); N];
         let (mut off0, mut off1) = ([0f32; N], [0f32; N]);
         let p = row.as_ptr();
-        let nb = row.len() / 20;
+        let nb = row.len() / bytes;
         let mut i = 0;
         while i + 2 <= nb {
-            let (b0, b1) = (p.add(i * 20), p.add(i * 20 + 20));
-            let n = _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(unpack_nibbles(b0.add(4))),
-                unpack_nibbles(b1.add(4)),
-            );
-            let (d0, d1) = (f16_ptr(b0), f16_ptr(b1));
-            let (m0, m1) = (f16_ptr(b0.add(2)), f16_ptr(b1.add(2)));
+            let (n0, d0, c0) = pair_block::<KIND>(p.add(i * bytes));
+            let (n1, d1, c1) = pair_block::<KIND>(p.add(i * bytes + bytes));
+            let n = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(n0), n1);
             let dw = _mm512_mask_mov_ps(_mm512_set1_ps(d0), HIGH, _mm512_set1_ps(d1));
             for t in 0..N {
                 let (x0, x1) = (&xs[t][i], &xs[t][i + 1]);
@@ -1308,24 +1286,21 @@ pub mod vnni {
                 let prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), n, q));
                 let dx = _mm512_mask_mov_ps(_mm512_set1_ps(x0.d), HIGH, _mm512_set1_ps(x1.d));
                 acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), prod, acc[t]);
-                off0[t] += m0 * x0.s;
-                off1[t] += m1 * x1.s;
+                off0[t] += c0 * x0.s;
+                off1[t] += c1 * x1.s;
             }
             i += 2;
         }
-        let tail = (i < nb).then(|| {
-            let b = p.add(i * 20);
-            (unpack_nibbles(b.add(4)), f16_ptr(b), f16_ptr(b.add(2)))
-        });
+        let tail = (i < nb).then(|| pair_block::<KIND>(p.add(i * bytes)));
         for t in 0..N {
             let (mut lo, hi) = (
                 _mm512_castps512_ps256(acc[t]),
                 _mm512_extractf32x8_ps::<1>(acc[t]),
             );
-            if let Some((n0, d0, m0)) = tail {
+            if let Some((n0, d0, c0)) = tail {
                 let x = &xs[t][i];
                 lo = q4_unpacked(n0, x, d0 * x.d, lo);
-                off0[t] += m0 * x.s;
+                off0[t] += c0 * x.s;
             }
             out[t] = hsum(_mm256_add_ps(lo, hi)) + off0[t] + off1[t];
         }
@@ -1475,9 +1450,6 @@ mod tests {
                         GgmlType::Q4_1 => {
                             avx2::dot_q4_1_n(&w, &xs, &mut a);
                             vnni::dot_q4_1_n(&w, &xs, &mut b);
-                            let mut c = [0f32; 2];
-                            vnni::dot_q4_1_n_wide(&w, &xs, &mut c);
-                            assert_eq!(a.map(f32::to_bits), c.map(f32::to_bits), "wide n={n}");
                         }
                         GgmlType::Q5_0 => {
                             avx2::dot_q5_0_n(&w, &xs, &mut a);
@@ -1506,6 +1478,30 @@ mod tests {
                     }
                 }
                 assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "{ty:?} n={n}");
+                // The 512-bit pair kernels equal the 256-bit ones bitwise.
+                let kind = match ty {
+                    GgmlType::Q4_0 => Some(PairKind::Q4_0),
+                    GgmlType::Q4_1 => Some(PairKind::Q4_1),
+                    GgmlType::Q5_0 => Some(PairKind::Q5_0),
+                    GgmlType::Q5_1 => Some(PairKind::Q5_1),
+                    _ => None,
+                };
+                let mut c = [0f32; 2];
+                // SAFETY: as above; every AVX-512 VNNI CPU has AVX512-F.
+                unsafe {
+                    match kind {
+                        Some(PairKind::Q4_0) => vnni::dot_pairs_n_wide::<2, 0>(&w, &xs, &mut c),
+                        Some(PairKind::Q4_1) => vnni::dot_pairs_n_wide::<2, 1>(&w, &xs, &mut c),
+                        Some(PairKind::Q5_0) => vnni::dot_pairs_n_wide::<2, 2>(&w, &xs, &mut c),
+                        Some(PairKind::Q5_1) => vnni::dot_pairs_n_wide::<2, 3>(&w, &xs, &mut c),
+                        None => continue,
+                    }
+                }
+                assert_eq!(
+                    a.map(f32::to_bits),
+                    c.map(f32::to_bits),
+                    "wide {ty:?} n={n}"
+                );
             }
         }
     }
