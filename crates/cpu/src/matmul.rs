@@ -192,10 +192,22 @@ fn gemm_panels(pool: &ThreadPool, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32],
 /// each call covers its tokens rounded up to [`GEMM_ROWS`]).
 fn gemm_panel(w: &Tensor, r0: usize, nr: usize, slabs: &[f32], n_tok: usize) -> Vec<f32> {
     let cols = w.cols;
-    let mut wf = vec![0f32; nr * cols]; // [nr][cols]
-    for (i, row) in wf.chunks_exact_mut(cols).enumerate() {
-        dequantize_row(w.ty, w.row_data(r0 + i), row);
-    }
+    // [nr][cols] f32: F32 rows are used where they are stored (when 4-byte aligned, as GGUF
+    // data is); other types are converted.
+    let stored = w.row_data(r0);
+    let in_place = w.ty == model::GgmlType::F32
+        && stored.len() >= nr * cols * 4
+        && (stored.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>());
+    let mut converted = Vec::new();
+    let wf: *const f32 = if in_place {
+        stored.as_ptr() as *const f32
+    } else {
+        converted.resize(nr * cols, 0f32);
+        for (i, row) in converted.chunks_exact_mut(cols).enumerate() {
+            dequantize_row(w.ty, w.row_data(r0 + i), row);
+        }
+        converted.as_ptr()
+    };
     let mut out = vec![0f32; slabs.len() / cols * nr]; // [padded tokens][nr]
     for (si, (xs, dst)) in slabs
         .chunks_exact(GEMM_TOKENS * cols)
@@ -209,7 +221,9 @@ fn gemm_panel(w: &Tensor, r0: usize, nr: usize, slabs: &[f32], n_tok: usize) -> 
         // dst (m × n = nr) = xs (m × k = cols) · wfᵀ (k × n: element (c, r) at r * cols + c).
         // SAFETY: f32 is a type `gemm` supports; with these sizes and strides every access
         // stays inside `dst` (GEMM_TOKENS * nr), `xs` (GEMM_TOKENS * cols) and `wf`
-        // (nr * cols), as m <= GEMM_TOKENS; `dst` is borrowed mutably and aliases nothing.
+        // (nr * cols f32: `converted`, or the stored little-endian F32 rows, checked above to
+        // hold that many bytes and to be aligned), as m <= GEMM_TOKENS; `dst` is borrowed
+        // mutably and aliases nothing.
         unsafe {
             gemm::gemm(
                 m,
@@ -222,7 +236,7 @@ fn gemm_panel(w: &Tensor, r0: usize, nr: usize, slabs: &[f32], n_tok: usize) -> 
                 xs.as_ptr(),
                 1,
                 cols as isize,
-                wf.as_ptr(),
+                wf,
                 cols as isize,
                 1,
                 0.0,
