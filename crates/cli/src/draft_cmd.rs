@@ -10,7 +10,9 @@ use crate::load::{resolve_threads, BackendChoice, BackendSpec, Loaded, SimPrecis
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use cpu::draft_head::{file_fingerprint, HeadFile};
-use cpu::draft_train::{distill_batch, gated, judge, train_head, DistillData, HeadTrainOptions};
+use cpu::draft_train::{
+    chain_judge, distill_batch, gated, judge, train_head, DistillData, HeadTrainOptions,
+};
 use model::chat::ChatMessage;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,6 +66,10 @@ pub struct TrainDraftArgs {
     /// AdamW decoupled weight decay.
     #[arg(long = "weight-decay", value_name = "WD", default_value_t = 0.0)]
     weight_decay: f64,
+    /// Weight of the feature regression (the head's state towards the model's next hidden
+    /// state), which makes chained proposals (--draft-max > 2) work; 0 = cross-entropy only.
+    #[arg(long = "feature-weight", value_name = "W", default_value_t = 30.0)]
+    feature_weight: f64,
     /// Width of the head's hidden layer (a multiple of 32).
     #[arg(long, value_name = "H", default_value_t = 1024)]
     hidden: usize,
@@ -287,6 +293,7 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
         seed: a.seed,
         val_fraction: a.val_fraction,
         threads,
+        feature_weight: a.feature_weight,
     };
     let t0 = Instant::now();
     let trained = train_head(&data, &weights, &opts, &mut |s| {
@@ -300,7 +307,12 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
         );
     })?;
     eprintln!();
-    let held_out = eval.as_ref().map(|e| judge(&trained, e, &weights));
+    let held_out = eval.as_ref().map(|e| {
+        (
+            judge(&trained, e, &weights),
+            chain_judge(&trained, e, &weights),
+        )
+    });
     let head = HeadFile {
         params: trained.params,
         vocab: trained.vocab,
@@ -317,7 +329,7 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
         .and_then(|_| f.flush())
         .with_context(|| format!("cannot write {}", a.out.display()))?;
     let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
-    if let Some(judged) = held_out {
+    if let Some((judged, (firsts, seconds))) = held_out {
         println!(
             "held-out prompts ({} triples): the acceptance of one drafted token, proposing only \
              when the head's probability is at least min_p",
@@ -331,6 +343,11 @@ pub fn run(a: TrainDraftArgs) -> Result<()> {
                 accepted * 100.0
             );
         }
+        println!(
+            "  chained (--draft-max 3): the second proposal is accepted {:.1}% of the {firsts} times \
+             the first is",
+            seconds as f64 * 100.0 / firsts.max(1) as f64
+        );
     }
     println!(
         "wrote {} ({:.1} MB): {} triples, vocabulary {} ({:.1}% of targets), loss {:.3} -> {:.3}, held-out top-1 {:.1}% of {}",

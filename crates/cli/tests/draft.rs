@@ -134,6 +134,10 @@ fn train_draft_lowers_the_loss_and_its_head_keeps_greedy_output() {
         "2",
         "--threads",
         "2",
+        // Cross-entropy only: the printed loss is the cross-entropy, which must fall (the
+        // feature regression's gradient is checked by the head's finite-difference test).
+        "--feature-weight",
+        "0",
     ]);
     assert_ok(&out);
     // "..., loss A -> B, ..."
@@ -154,8 +158,17 @@ fn train_draft_lowers_the_loss_and_its_head_keeps_greedy_output() {
     for prompt in ["The rain", "Line 7: the"] {
         let base = ["generate", "-m", &model, "-n", "24", "--json", prompt];
         let (none, _) = generate(&[&base[..], &["--draft", "none"]].concat());
-        let (with, stats) =
-            generate(&[&base[..], &["--draft", "head", "--draft-head", &head]].concat());
+        // min_p 0: the head proposes at every pass (the CPU default proposes only when it is
+        // confident, which a 60-step head rarely is).
+        let head_args = [
+            "--draft",
+            "head",
+            "--draft-head",
+            &head,
+            "--draft-min-p",
+            "0",
+        ];
+        let (with, stats) = generate(&[&base[..], &head_args].concat());
         assert_eq!(none, with, "prompt {prompt:?}");
         assert_eq!(stats["method"], "head");
         assert!(stats["proposed"].as_u64().unwrap_or(0) > 0, "{stats}");
@@ -222,7 +235,10 @@ fn shipped_head_is_used_for_the_default_model_with_identical_greedy_output() {
         }
         base.push(text);
         let (none, _) = generate(&[&base[..], &["--draft", "none"]].concat());
-        let (head, stats) = generate(&[&base[..], &["--draft", "head"]].concat());
+        // min_p 0: the head proposes at every pass, so its acceptance is measured on all
+        // steps (the CPU default proposes only when confident).
+        let always = ["--draft", "head", "--draft-min-p", "0"];
+        let (head, stats) = generate(&[&base[..], &always].concat());
         assert_eq!(none, head, "{text:?}");
         assert_eq!(stats["method"], "head");
         proposed += stats["proposed"].as_u64().unwrap_or(0);
@@ -232,10 +248,11 @@ fn shipped_head_is_used_for_the_default_model_with_identical_greedy_output() {
         assert_eq!(none, auto);
         assert_eq!(stats["method"], "head");
     }
-    // The shipped head is a real head, not a placeholder: at least 10% (chance over 4096
-    // tokens is ~0; measured ~20% on these prompts).
+    // The shipped head is a real head, not a placeholder: at least 25% (chance over 4096
+    // tokens is ~0; the first head measured ~20% on the held-out prompts, the shipped one
+    // 35-38% on all 24).
     assert!(
-        proposed > 0 && accepted * 10 >= proposed,
+        proposed > 0 && accepted * 4 >= proposed,
         "{accepted}/{proposed} accepted"
     );
 }

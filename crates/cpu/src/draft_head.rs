@@ -151,6 +151,9 @@ pub struct HeadCache<R> {
     /// `[B, D]`: `h + W2 · s`.
     pub z: Vec<R>,
     pub norm: RmsNormCache<R>,
+    /// `[B, D]`: `rms_norm(z) * g`, the head's stand-in for the model's next hidden state
+    /// (what a chained proposal starts from).
+    pub n: Vec<R>,
 }
 
 /// The head's logits over the reduced vocabulary for a batch. Shapes: `h, e: [B, D]` (hidden
@@ -183,13 +186,26 @@ pub fn head_logits<R: Real>(
     // n = rms_norm(z) * g; logits = n outᵀ: [B, V]
     let (n, norm) = rms_norm(&z, &p.norm, eps);
     let logits = linear(&n, out, d, vocab);
-    (logits, HeadCache { x, a, s, z, norm })
+    (
+        logits,
+        HeadCache {
+            x,
+            a,
+            s,
+            z,
+            norm,
+            n,
+        },
+    )
 }
 
 /// Backward of [`head_logits`]: adds the gradients of `W1`, `W2` and `g` into `grads` given
-/// `dlogits: [B, V]`. The hidden states, embeddings and output rows are frozen (no gradient).
+/// `dlogits: [B, V]` and, when a loss also reads the normalized state `n` (a feature
+/// regression towards the model's next hidden state), its gradient `dn: [B, D]`. The hidden
+/// states, embeddings and output rows are frozen (no gradient).
 pub fn head_logits_backward<R: Real>(
     dlogits: &[R],
+    dn_extra: Option<&[R]>,
     p: &HeadParams<R>,
     out: &[R],
     cache: &HeadCache<R>,
@@ -215,6 +231,10 @@ pub fn head_logits_backward<R: Real>(
         out,
         (d, 1),
     );
+    if let Some(extra) = dn_extra {
+        assert_eq!(extra.len(), dn.len(), "head_logits_backward: dn shape");
+        dn.iter_mut().zip(extra).for_each(|(a, &b)| *a += b);
+    }
     // n = rms_norm(z) * g
     let dz = rms_norm_backward(&dn, &cache.z, &p.norm, &cache.norm, &mut grads.norm);
     // z = h + s W2ᵀ (h is an input: its gradient is not needed)
@@ -685,7 +705,7 @@ mod tests {
         }
     }
 
-    /// Central finite differences in f64 of `L = Σ r ⊙ logits` (r random) against
+    /// Central finite differences in f64 of `L = Σ r ⊙ logits + Σ rn ⊙ n` (r, rn random) against
     /// [`head_logits_backward`], for every parameter of W1, W2 and g.
     #[test]
     fn backward_matches_finite_differences() {
@@ -698,13 +718,16 @@ mod tests {
             random(v * d, 1.0, &mut rng),
         );
         let r = random(b * v, 1.0, &mut rng);
+        let rn = random(b * d, 1.0, &mut rng);
+        // L = Σ r ⊙ logits + Σ rn ⊙ n: the logits and the normalized state both read.
         let loss = |p: &HeadParams<f64>| -> f64 {
-            let (l, _) = head_logits(p, &h, &e, &out, 1e-5);
-            l.iter().zip(&r).map(|(a, b)| a * b).sum()
+            let (l, c) = head_logits(p, &h, &e, &out, 1e-5);
+            let on_n: f64 = c.n.iter().zip(&rn).map(|(a, b)| a * b).sum();
+            l.iter().zip(&r).map(|(a, b)| a * b).sum::<f64>() + on_n
         };
         let (_, cache) = head_logits(&p, &h, &e, &out, 1e-5);
         let mut grads = HeadParams::<f64>::zeros(d, hid);
-        head_logits_backward(&r, &p, &out, &cache, &mut grads);
+        head_logits_backward(&r, Some(&rn), &p, &out, &cache, &mut grads);
         let step = 1e-6;
         let mut worst = 0f64;
         let mut check = |which: usize, n: usize| {

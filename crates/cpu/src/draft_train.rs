@@ -274,6 +274,11 @@ pub struct HeadTrainOptions {
     pub val_fraction: f64,
     /// Worker threads of the products.
     pub threads: usize,
+    /// Weight of the feature regression: the mean squared distance of the head's normalized
+    /// state `n` from the model's next hidden state (relative to the hidden states' mean
+    /// square), so that the head applied to its own `n` (a chained proposal) sees what it
+    /// was trained on. 0 = cross-entropy only.
+    pub feature_weight: f64,
 }
 
 impl Default for HeadTrainOptions {
@@ -289,6 +294,7 @@ impl Default for HeadTrainOptions {
             seed: 0,
             val_fraction: 0.05,
             threads: 1,
+            feature_weight: 0.0,
         }
     }
 }
@@ -442,8 +448,10 @@ fn train_head_here(
                 why: format!("the loss is {loss} at step {step}"),
             });
         }
+        let dn = (opts.feature_weight > 0.0)
+            .then(|| feature_grad(data, &ids, &cache.n, opts.feature_weight / (rms * rms)));
         let mut grads = HeadParams::<f32>::zeros(d, opts.hidden);
-        head_logits_backward(&logits, &params, &out, &cache, &mut grads);
+        head_logits_backward(&logits, dn.as_deref(), &params, &out, &cache, &mut grads);
         let lr = learning_rate(
             Schedule::Cosine,
             opts.lr,
@@ -540,6 +548,76 @@ pub fn gated(judged: &[(f32, bool)], min_p: f32) -> (f64, f64) {
         proposed.len() as f64 / judged.len().max(1) as f64,
         hits as f64 / proposed.len().max(1) as f64,
     )
+}
+
+/// Whether triple `i + 1` continues triple `i`'s greedy chain (it feeds `i`'s target; true
+/// inside a prompt's continuation), so its hidden state is the model's state after `i`'s.
+fn continues(data: &DistillData, i: usize) -> bool {
+    i + 1 < data.len() && data.next[i + 1] == data.target[i]
+}
+
+/// Gradient of `weight · mean over rows r with a successor of |n_r - h_{i+1}|² / D` with
+/// respect to `n: [ids.len(), D]` (the feature regression of [`HeadTrainOptions`]).
+fn feature_grad(data: &DistillData, ids: &[usize], n: &[f32], weight: f64) -> Vec<f32> {
+    let d = data.dim;
+    let rows: Vec<(usize, usize)> = ids
+        .iter()
+        .enumerate()
+        .filter(|&(_, &i)| continues(data, i))
+        .map(|(r, &i)| (r, i))
+        .collect();
+    let k = (2.0 * weight / (rows.len().max(1) * d) as f64) as f32;
+    let mut dn = vec![0f32; n.len()];
+    for (r, i) in rows {
+        let next = &data.hidden[(i + 1) * d..(i + 2) * d];
+        for ((g, &nv), &hv) in dn[r * d..(r + 1) * d].iter_mut().zip(&n[r * d..]).zip(next) {
+            *g = k * (nv - hv);
+        }
+    }
+    dn
+}
+
+/// Chained proposals on `data`: over the triples whose successor continues their chain and
+/// whose own proposal the head gets right, how often the head applied to its own state `n`
+/// and that token proposes the successor's target. Returns (such triples, second hits).
+pub fn chain_judge(trained: &HeadTrained, data: &DistillData, w: &LlamaWeights) -> (usize, usize) {
+    let d = data.dim;
+    let out = gather_rows(&w.output, &trained.vocab);
+    let eps = trained.eps as f64;
+    let v = trained.vocab.len();
+    let ids: Vec<usize> = (0..data.len()).filter(|&i| continues(data, i)).collect();
+    let (mut firsts, mut seconds) = (0, 0);
+    for chunk in ids.chunks(256) {
+        let mut h = Vec::with_capacity(chunk.len() * d);
+        for &i in chunk {
+            h.extend_from_slice(&data.hidden[i * d..(i + 1) * d]);
+        }
+        let next: Vec<u32> = chunk.iter().map(|&i| data.next[i]).collect();
+        let e = gather_rows(&w.token_embd, &next);
+        let (logits, cache) = head_logits(&trained.params, &h, &e, &out, eps);
+        let hit: Vec<usize> = (0..chunk.len())
+            .filter(|&r| {
+                let best = engine::argmax(&logits[r * v..(r + 1) * v]) as usize;
+                trained.vocab[best] == data.target[chunk[r]]
+            })
+            .collect();
+        if hit.is_empty() {
+            continue;
+        }
+        let mut n2 = Vec::with_capacity(hit.len() * d);
+        for &r in &hit {
+            n2.extend_from_slice(&cache.n[r * d..(r + 1) * d]);
+        }
+        let t2: Vec<u32> = hit.iter().map(|&r| data.target[chunk[r]]).collect();
+        let e2 = gather_rows(&w.token_embd, &t2);
+        let (logits2, _) = head_logits(&trained.params, &n2, &e2, &out, eps);
+        firsts += hit.len();
+        for (k, &r) in hit.iter().enumerate() {
+            let best = engine::argmax(&logits2[k * v..(k + 1) * v]) as usize;
+            seconds += usize::from(trained.vocab[best] == data.target[chunk[r] + 1]);
+        }
+    }
+    (firsts, seconds)
 }
 
 #[cfg(test)]
