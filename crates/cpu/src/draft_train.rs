@@ -525,9 +525,9 @@ fn top1(judged: &[(f32, bool)]) -> f64 {
     judged.iter().filter(|j| j.1).count() as f64 / judged.len().max(1) as f64
 }
 
-/// [`judged`] for a trained head on every triple of `data` (triples of held-out prompts: the
-/// offline estimate of the head's acceptance on them, and how it depends on the head's
-/// confidence).
+/// For a trained head on every triple of `data`: the probability the head gives its first
+/// choice and whether that choice is the target (for triples of held-out prompts: the offline
+/// estimate of the head's acceptance on them, and how it depends on the head's confidence).
 pub fn judge(trained: &HeadTrained, data: &DistillData, w: &LlamaWeights) -> Vec<(f32, bool)> {
     let out = gather_rows(&w.output, &trained.vocab);
     let ids: Vec<usize> = (0..data.len()).collect();
