@@ -334,6 +334,18 @@ fn gather_rows(t: &model::Tensor, ids: &[u32]) -> Vec<f32> {
     out
 }
 
+/// The head's inputs for the triples `ids` of `data`: their hidden states and the embeddings
+/// of their fed tokens, both `[ids.len(), D]`.
+fn head_inputs(data: &DistillData, ids: &[usize], w: &LlamaWeights) -> (Vec<f32>, Vec<f32>) {
+    let d = data.dim;
+    let mut h = Vec::with_capacity(ids.len() * d);
+    for &i in ids {
+        h.extend_from_slice(&data.hidden[i * d..(i + 1) * d]);
+    }
+    let next: Vec<u32> = ids.iter().map(|&i| data.next[i]).collect();
+    (h, gather_rows(&w.token_embd, &next))
+}
+
 /// Train a head on `data` for the model `w` (deterministic given `opts.seed`).
 pub fn train_head(
     data: &DistillData,
@@ -409,12 +421,7 @@ fn train_head_here(
         OptimState::new(&optimizer, params.norm.len()),
     ];
     let batch_of = |ids: &[usize]| {
-        let mut h = Vec::with_capacity(ids.len() * d);
-        for &i in ids {
-            h.extend_from_slice(&data.hidden[i * d..(i + 1) * d]);
-        }
-        let next: Vec<u32> = ids.iter().map(|&i| data.next[i]).collect();
-        let e = gather_rows(&w.token_embd, &next);
+        let (h, e) = head_inputs(data, ids, w);
         let targets: Vec<u32> = ids.iter().map(|&i| reduced(data.target[i])).collect();
         (h, e, targets)
     };
@@ -501,15 +508,9 @@ fn judged(
     ids: &[usize],
     w: &LlamaWeights,
 ) -> Vec<(f32, bool)> {
-    let d = data.dim;
     let mut judged = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(256) {
-        let mut h = Vec::with_capacity(chunk.len() * d);
-        for &i in chunk {
-            h.extend_from_slice(&data.hidden[i * d..(i + 1) * d]);
-        }
-        let next: Vec<u32> = chunk.iter().map(|&i| data.next[i]).collect();
-        let e = gather_rows(&w.token_embd, &next);
+        let (h, e) = head_inputs(data, chunk, w);
         let (logits, _) = head_logits(params, &h, &e, out, eps);
         for (row, &i) in logits.chunks_exact(vocab.len()).zip(chunk) {
             let best = engine::argmax(row) as usize;
@@ -588,12 +589,7 @@ pub fn chain_judge(trained: &HeadTrained, data: &DistillData, w: &LlamaWeights) 
     let ids: Vec<usize> = (0..data.len()).filter(|&i| continues(data, i)).collect();
     let (mut firsts, mut seconds) = (0, 0);
     for chunk in ids.chunks(256) {
-        let mut h = Vec::with_capacity(chunk.len() * d);
-        for &i in chunk {
-            h.extend_from_slice(&data.hidden[i * d..(i + 1) * d]);
-        }
-        let next: Vec<u32> = chunk.iter().map(|&i| data.next[i]).collect();
-        let e = gather_rows(&w.token_embd, &next);
+        let (h, e) = head_inputs(data, chunk, w);
         let (logits, cache) = head_logits(&trained.params, &h, &e, &out, eps);
         let hit: Vec<usize> = (0..chunk.len())
             .filter(|&r| {
