@@ -900,6 +900,13 @@ pub mod avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// `(a0 + a1) + (a2 + a3)`, lane-wise.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn sum4(a: [__m256; 4]) -> __m256 {
+        _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))
+    }
+
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn hsum(v: __m256) -> f32 {
@@ -1157,13 +1164,25 @@ pub mod avx2 {
     pub unsafe fn dot_f32_bytes(row: &[u8], x: &[f32]) -> f32 {
         let n = x.len();
         let (pr, px) = (row.as_ptr() as *const f32, x.as_ptr());
-        let mut acc = _mm256_setzero_ps();
+        // Four accumulators: four independent FMA chains (one would wait on its own latency).
+        let mut acc = [_mm256_setzero_ps(); 4];
         let mut i = 0;
+        while i + 32 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let j = i + 8 * k;
+                *a = _mm256_fmadd_ps(_mm256_loadu_ps(pr.add(j)), _mm256_loadu_ps(px.add(j)), *a);
+            }
+            i += 32;
+        }
         while i + 8 <= n {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(pr.add(i)), _mm256_loadu_ps(px.add(i)), acc);
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pr.add(i)),
+                _mm256_loadu_ps(px.add(i)),
+                acc[0],
+            );
             i += 8;
         }
-        let mut s = hsum(acc);
+        let mut s = hsum(sum4(acc));
         while i < n {
             s += (pr.add(i)).read_unaligned() * x[i];
             i += 1;
@@ -1179,14 +1198,23 @@ pub mod avx2 {
     pub unsafe fn dot_f16_bytes(row: &[u8], x: &[f32]) -> f32 {
         let n = x.len();
         let (pr, px) = (row.as_ptr(), x.as_ptr());
-        let mut acc = _mm256_setzero_ps();
+        // Four accumulators: four independent FMA chains (one would wait on its own latency).
+        let mut acc = [_mm256_setzero_ps(); 4];
         let mut i = 0;
+        while i + 32 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let j = i + 8 * k;
+                let w = _mm256_cvtph_ps(_mm_loadu_si128(pr.add(2 * j) as *const __m128i));
+                *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(px.add(j)), *a);
+            }
+            i += 32;
+        }
         while i + 8 <= n {
             let w = _mm256_cvtph_ps(_mm_loadu_si128(pr.add(2 * i) as *const __m128i));
-            acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(px.add(i)), acc);
+            acc[0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(px.add(i)), acc[0]);
             i += 8;
         }
-        let mut s = hsum(acc);
+        let mut s = hsum(sum4(acc));
         while i < n {
             s += f16_ptr(pr.add(2 * i)) * x[i];
             i += 1;
