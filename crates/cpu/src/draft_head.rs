@@ -579,9 +579,12 @@ impl DraftHead {
         let (mut c, mut p) = (c, 1.0f32);
         while out.len() < max {
             self.step(c, &state);
-            p *= self.top_probability();
-            if self.min_p > 0.0 && p < self.min_p {
-                break;
+            // The softmax is needed only for a threshold (none on the ANE).
+            if self.min_p > 0.0 {
+                p *= self.top_probability();
+                if p < self.min_p {
+                    break;
+                }
             }
             c = self.vocab[engine::argmax(&self.logits) as usize];
             out.push(c);

@@ -194,9 +194,10 @@ fn gemm_panel(w: &Tensor, r0: usize, nr: usize, slabs: &[f32], n_tok: usize) -> 
     let cols = w.cols;
     // [nr][cols] f32: F32 rows are used where they are stored (when 4-byte aligned, as GGUF
     // data is); other types are converted.
-    let stored = w.row_data(r0);
+    let rb = w.row_bytes();
+    let stored = &w.data[r0 * rb..(r0 + nr) * rb];
     let in_place = w.ty == model::GgmlType::F32
-        && stored.len() >= nr * cols * 4
+        && stored.len() == nr * cols * 4
         && (stored.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>());
     let mut converted = Vec::new();
     let wf: *const f32 = if in_place {
