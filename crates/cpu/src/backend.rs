@@ -1,10 +1,11 @@
 //! [`CpuBackend`]: the Llama forward pass on the CPU, over weights kept in their stored types.
 
-use crate::matmul::{matmul, matmuls, Precision};
+use crate::matmul::{matmuls_packed, Precision};
 use crate::ops::{attention_head, rms_norm, rope_angles, rope_apply, swiglu};
+use crate::packed::{self, Packed};
 use engine::backend::check_slots;
 use engine::{Backend, BackendError, Feed, SlotInput};
-use model::{LlamaConfig, LlamaWeights, Tensor};
+use model::{LayerWeights, LlamaConfig, LlamaWeights, Tensor};
 use rayon::prelude::*;
 use rayon::ThreadPool;
 use std::sync::Arc;
@@ -79,9 +80,47 @@ struct Row {
     pos: usize,
 }
 
+/// One layer's weights repacked for the decode products ([`crate::packed`]), where this CPU
+/// has the packed kernel and the stored type has a packed form.
+struct LayerPacks {
+    wq: Option<Packed>,
+    wk: Option<Packed>,
+    wv: Option<Packed>,
+    wo: Option<Packed>,
+    w_gate: Option<Packed>,
+    w_up: Option<Packed>,
+    w_down: Option<Packed>,
+}
+
+/// `t` repacked for the decode products when `fast` and this CPU has the packed kernel.
+fn pack(t: &Tensor, fast: bool) -> Option<Packed> {
+    (fast && packed::available())
+        .then(|| Packed::new(t))
+        .flatten()
+}
+
+impl LayerPacks {
+    fn new(l: &LayerWeights, fast: bool) -> Self {
+        let pack = |t| pack(t, fast);
+        Self {
+            wq: pack(&l.wq),
+            wk: pack(&l.wk),
+            wv: pack(&l.wv),
+            wo: pack(&l.wo),
+            w_gate: pack(&l.w_gate),
+            w_up: pack(&l.w_up),
+            w_down: pack(&l.w_down),
+        }
+    }
+}
+
 /// A Llama-family model on the CPU. See the crate docs.
 pub struct CpuBackend<'a> {
     w: LlamaWeights<'a>,
+    /// `[n_layers]` packed decode weights (all `None` on the exact path or without the kernel).
+    packs: Vec<LayerPacks>,
+    /// The classifier, packed likewise.
+    output_pack: Option<Packed>,
     precision: Precision,
     /// Shared so a whole forward can run inside the pool (see [`CpuBackend::in_pool`]).
     pool: Arc<ThreadPool>,
@@ -110,7 +149,14 @@ impl<'a> CpuBackend<'a> {
             .map(|l| Ok((norm_f32(&l.attn_norm)?, norm_f32(&l.ffn_norm)?)))
             .collect::<Result<Vec<_>, CpuError>>()?;
         let output_norm = norm_f32(&weights.output_norm)?;
+        let packs = weights
+            .layers
+            .iter()
+            .map(|l| LayerPacks::new(l, !opts.exact))
+            .collect();
         Ok(Self {
+            packs,
+            output_pack: pack(&weights.output, !opts.exact),
             precision: if opts.exact {
                 Precision::Exact
             } else {
@@ -158,13 +204,30 @@ impl<'a> CpuBackend<'a> {
         }
     }
 
-    fn mm(&self, w: &Tensor, x: &[f32], n: usize, p: Precision, out: &mut [f32]) {
-        matmul(&self.pool, w, x, n, p, out);
+    fn mm(
+        &self,
+        w: (&Tensor, &Option<Packed>),
+        x: &[f32],
+        n: usize,
+        p: Precision,
+        out: &mut [f32],
+    ) {
+        self.mm_shared(&mut [(w.0, w.1, out)], x, n, p);
     }
 
     /// Products sharing the input `x` (Q/K/V, gate/up) in one parallel region.
-    fn mm_shared(&self, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32], n: usize, p: Precision) {
-        matmuls(&self.pool, jobs, x, n, p);
+    fn mm_shared(
+        &self,
+        jobs: &mut [(&Tensor, &Option<Packed>, &mut [f32])],
+        x: &[f32],
+        n: usize,
+        p: Precision,
+    ) {
+        let mut jobs: Vec<(&Tensor, Option<&Packed>, &mut [f32])> = jobs
+            .iter_mut()
+            .map(|(w, packed, out)| (*w, packed.as_ref(), &mut **out))
+            .collect();
+        matmuls_packed(&self.pool, &mut jobs, x, n, p);
     }
 
     /// Make slot `slot`'s cache hold at least `end` positions in every layer.
@@ -213,14 +276,18 @@ impl<'a> CpuBackend<'a> {
         let mut gate = vec![0f32; n * ffn];
         let mut up = vec![0f32; n * ffn];
         for l in 0..cfg.n_layers {
-            let lw = &self.w.layers[l];
+            let (lw, pk) = (&self.w.layers[l], &self.packs[l]);
             let (attn_norm, ffn_norm) = &self.norms[l];
             // --- attention ---
             for (o_t, x_t) in xb.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
                 rms_norm(o_t, x_t, attn_norm, cfg.rms_eps);
             }
             self.mm_shared(
-                &mut [(&lw.wq, &mut q), (&lw.wk, &mut k), (&lw.wv, &mut v)],
+                &mut [
+                    (&lw.wq, &pk.wq, &mut q),
+                    (&lw.wk, &pk.wk, &mut k),
+                    (&lw.wv, &pk.wv, &mut v),
+                ],
                 &xb,
                 n,
                 p,
@@ -250,20 +317,23 @@ impl<'a> CpuBackend<'a> {
                     attention_head(qh, kc, vc, kv, (h / group) * hd, &mut scores, out);
                 })
             });
-            self.mm(&lw.wo, &att, n, p, &mut o);
+            self.mm((&lw.wo, &pk.wo), &att, n, p, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             // --- SwiGLU feed-forward ---
             for (o_t, x_t) in xb.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
                 rms_norm(o_t, x_t, ffn_norm, cfg.rms_eps);
             }
             self.mm_shared(
-                &mut [(&lw.w_gate, &mut gate), (&lw.w_up, &mut up)],
+                &mut [
+                    (&lw.w_gate, &pk.w_gate, &mut gate),
+                    (&lw.w_up, &pk.w_up, &mut up),
+                ],
                 &xb,
                 n,
                 p,
             );
             swiglu(&mut gate, &up);
-            self.mm(&lw.w_down, &gate, n, p, &mut o);
+            self.mm((&lw.w_down, &pk.w_down), &gate, n, p, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         }
         for (o_t, x_t) in xb.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
@@ -293,7 +363,8 @@ impl<'a> CpuBackend<'a> {
     fn logits(&self, h: &[f32], prefill: bool) -> Vec<f32> {
         let n = h.len() / self.w.config.dim;
         let mut out = vec![0f32; n * self.w.config.vocab_size];
-        self.mm(&self.w.output, h, n, self.pass_precision(prefill), &mut out);
+        let p = self.pass_precision(prefill);
+        self.mm((&self.w.output, &self.output_pack), h, n, p, &mut out);
         out
     }
 }

@@ -4,8 +4,8 @@
 //! RoPE, softmax, SwiGLU, GQA attention), 8-bit activation quantization ([`quant`]), dot
 //! products on weights in their stored types with AVX2, AVX-512 VNNI, NEON (`neon`, aarch64)
 //! and portable versions ([`dot`]), the multi-threaded (batched) matrix products built on them
-//! ([`matmul`]; types without an integer kernel yet, the K-quants and Q5_0/Q5_1, are
-//! dequantized row by row there), and [`CpuBackend`], the
+//! ([`matmul`]), the decode weights repacked sixteen rows at a time for AVX-512 VNNI
+//! ([`packed`]: `Q4_0`, `Q4_1`, `Q8_0`), and [`CpuBackend`], the
 //! [`engine::Backend`] that runs a model with either the fast quantized path or the exact
 //! (dequantize-on-the-fly, f32) reference path.
 //!
@@ -26,6 +26,7 @@ pub mod matmul;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod ops;
+pub mod packed;
 pub mod quant;
 pub mod train;
 

@@ -13,8 +13,13 @@
 //!
 //! The K-quants (`Q4_K`, `Q5_K`, `Q6_K`: 256-element super-blocks) have integer kernels too,
 //! over the same 32-element activation blocks.
+//!
+//! A weight may come with a repacked copy ([`Packed`], sixteen rows interleaved); the fast
+//! path's products then use it ([`matmuls_packed`]), with the same arithmetic per output
+//! whatever the number of tokens.
 
 use crate::dot::{dequantize_row, dot_f32, dot_float_row, dot_q_rows};
+use crate::packed::{Packed, GROUP};
 use crate::quant::{quantize_q8, BlockQ8};
 use model::quant::QK;
 use model::Tensor;
@@ -60,9 +65,15 @@ fn is_float_type(w: &Tensor) -> bool {
     w.ty.block_elems() == 1
 }
 
-/// Rows per rayon task: enough tasks to balance `threads`, at least a few rows each.
-fn rows_per_task(rows: usize, threads: usize) -> usize {
-    rows.div_ceil(threads.max(1) * 8).max(4)
+/// Rows per rayon task: enough tasks to balance `threads`, at least a few rows each; whole
+/// groups of rows for a packed weight.
+fn task_rows(rows: usize, threads: usize, packed: bool) -> usize {
+    let n = rows.div_ceil(threads.max(1) * 8).max(4);
+    if packed {
+        n.next_multiple_of(GROUP)
+    } else {
+        n
+    }
 }
 
 /// `out[t][r] = sum_c W[r][c] * x[t][c]` for `t < n_tok`. See the module docs.
@@ -86,16 +97,36 @@ pub fn matmuls(
     n_tok: usize,
     precision: Precision,
 ) {
-    let Some(cols) = jobs.first().map(|(w, _)| w.cols) else {
+    let mut jobs: Vec<(&Tensor, Option<&Packed>, &mut [f32])> = jobs
+        .iter_mut()
+        .map(|(w, out)| (*w, None, &mut **out))
+        .collect();
+    matmuls_packed(pool, &mut jobs, x, n_tok, precision);
+}
+
+/// [`matmuls`] where a weight may also come repacked ([`Packed`]): on the fast path its
+/// products then go through the packed kernel (decode steps; prefill chunks keep the GEMM).
+pub fn matmuls_packed(
+    pool: &ThreadPool,
+    jobs: &mut [(&Tensor, Option<&Packed>, &mut [f32])],
+    x: &[f32],
+    n_tok: usize,
+    precision: Precision,
+) {
+    let Some(cols) = jobs.first().map(|(w, _, _)| w.cols) else {
         return;
     };
-    for (w, out) in jobs.iter() {
+    for (w, _, out) in jobs.iter() {
         assert_eq!(w.cols, cols, "matmuls {}: inputs differ", w.name);
         assert_eq!(x.len(), n_tok * cols, "matmul {}: input shape", w.name);
         assert_eq!(out.len(), n_tok * w.rows, "matmul {}: output shape", w.name);
     }
     if precision == Precision::FastChunk {
-        gemm_panels(pool, jobs, x, n_tok);
+        let mut plain: Vec<(&Tensor, &mut [f32])> = jobs
+            .iter_mut()
+            .map(|(w, _, out)| (*w, &mut **out))
+            .collect();
+        gemm_panels(pool, &mut plain, x, n_tok);
         return;
     }
     let precision = match precision {
@@ -105,7 +136,7 @@ pub fn matmuls(
     // xq: [n_tok][cols / 32], when some weight is block-quantized and we are on the fast path.
     let nb = cols / QK;
     let mut xq = Vec::new();
-    if precision == Precision::Fast && jobs.iter().any(|(w, _)| is_block_type(w)) {
+    if precision == Precision::Fast && jobs.iter().any(|(w, _, _)| is_block_type(w)) {
         xq.resize(n_tok * nb, BlockQ8::default());
         for (xs, qs) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
             quantize_q8(xs, qs);
@@ -117,23 +148,28 @@ pub fn matmuls(
         Vec::new()
     } else {
         jobs.iter()
-            .map(|(w, _)| vec![0f32; w.rows * n_tok])
+            .map(|(w, _, _)| vec![0f32; w.rows * n_tok])
             .collect()
     };
     let threads = pool.current_num_threads();
-    let mut tasks: Vec<(&Tensor, usize, &mut [f32])> = Vec::new();
+    // (weight, its packed form when the fast path uses it, first row, output rows)
+    type Task<'t> = (&'t Tensor<'t>, Option<&'t Packed>, usize, &'t mut [f32]);
+    let mut tasks: Vec<Task> = Vec::new();
+    let fast = precision == Precision::Fast;
     if n_tok == 1 {
-        for (w, out) in jobs.iter_mut() {
-            let chunk = rows_per_task(w.rows, threads);
+        for (w, packed, out) in jobs.iter_mut() {
+            let packed = packed.filter(|_| fast);
+            let chunk = task_rows(w.rows, threads, packed.is_some());
             for (ci, rt_c) in out.chunks_mut(chunk).enumerate() {
-                tasks.push((*w, ci * chunk, rt_c));
+                tasks.push((*w, packed, ci * chunk, rt_c));
             }
         }
     } else {
-        for ((w, _), rt) in jobs.iter().zip(rts.iter_mut()) {
-            let chunk = rows_per_task(w.rows, threads);
+        for ((w, packed, _), rt) in jobs.iter().zip(rts.iter_mut()) {
+            let packed = packed.filter(|_| fast);
+            let chunk = task_rows(w.rows, threads, packed.is_some());
             for (ci, rt_c) in rt.chunks_mut(chunk * n_tok).enumerate() {
-                tasks.push((*w, ci * chunk, rt_c));
+                tasks.push((*w, packed, ci * chunk, rt_c));
             }
         }
     }
@@ -141,9 +177,12 @@ pub fn matmuls(
     pool.install(|| {
         tasks
             .into_par_iter()
-            .for_each(|(w, r0, rt_c)| row_block(w, r0, rt_c, x, xq, n_tok, precision))
+            .for_each(|(w, packed, r0, rt_c)| match packed {
+                Some(p) => p.dot_rows(r0, &xq[..n_tok * (cols / QK)], n_tok, rt_c),
+                None => row_block(w, r0, rt_c, x, xq, n_tok, precision),
+            })
     });
-    for ((w, out), rt) in jobs.iter_mut().zip(&rts) {
+    for ((w, _, out), rt) in jobs.iter_mut().zip(&rts) {
         // transpose [rows][n_tok] -> [n_tok][rows]
         for (r, vals) in rt.chunks_exact(n_tok).enumerate() {
             for (t, &v) in vals.iter().enumerate() {

@@ -21,6 +21,8 @@ pub struct BlockQ8 {
     pub d: f32,
     /// `d * sum(qs)`, for the offset/bias term of `Q4_1` / `Q4_0` weights.
     pub s: f32,
+    /// `sum(qs)` itself (the packed `Q8_0` kernel's exact correction, see [`crate::packed`]).
+    pub sum: i32,
 }
 
 impl Default for BlockQ8 {
@@ -29,6 +31,7 @@ impl Default for BlockQ8 {
             qs: [0; QK],
             d: 0.0,
             s: 0.0,
+            sum: 0,
         }
     }
 }
@@ -47,6 +50,7 @@ pub fn quantize_q8(x: &[f32], out: &mut [BlockQ8]) {
         }
         blk.d = d;
         blk.s = d * sum as f32;
+        blk.sum = sum;
     }
 }
 
@@ -83,6 +87,7 @@ mod tests {
             assert!((b.d - amax / 127.0).abs() < 1e-7);
             let sum_q: i32 = b.qs.iter().map(|&v| v as i32).sum();
             assert_eq!(b.s, b.d * sum_q as f32);
+            assert_eq!(b.sum, sum_q);
             for (&qv, &v) in b.qs.iter().zip(xs) {
                 assert!((qv as f32 * b.d - v).abs() <= 0.5 * b.d + 1e-6);
             }
