@@ -32,8 +32,8 @@ pub enum Precision {
     /// Quantized rows against 8-bit activation blocks, float rows against f32 activations,
     /// one weight row at a time (each output is computed the same way whatever `n_tok` is).
     Fast,
-    /// For a prefill chunk: every weight matrix, quantized or float, goes through a packed,
-    /// cache-blocked f32 GEMM (the `gemm` crate) in panels of rows converted to f32 once per
+    /// For a prefill chunk: every weight matrix without a [`Packed`] form, quantized or
+    /// float, goes through a packed, cache-blocked f32 GEMM (the `gemm` crate) in panels of rows converted to f32 once per
     /// chunk, which for many tokens is faster than the integer kernels (SmolLM2 Q4_1 pp512:
     /// 518 vs 354 tok/s on 2 threads) and closer to the exact path (no 8-bit activations).
     FastChunk,
@@ -121,6 +121,14 @@ pub fn matmuls_packed(
         assert_eq!(x.len(), n_tok * cols, "matmul {}: input shape", w.name);
         assert_eq!(out.len(), n_tok * w.rows, "matmul {}: output shape", w.name);
     }
+    // Packed weights are faster through their kernel than through the GEMM at every chunk
+    // size measured (SmolLM2 Q4_1 on 2 threads: pp8 3.1x, pp16 2.0x, pp32 1.4x, pp64 1.03x,
+    // pp512 1.1x), so a chunk whose weights are all packed takes it: one arithmetic for
+    // prompts and decode steps, whatever the chunk.
+    let precision = match precision {
+        Precision::FastChunk if jobs.iter().all(|(_, p, _)| p.is_some()) => Precision::Fast,
+        p => p,
+    };
     if precision == Precision::FastChunk {
         let mut plain: Vec<(&Tensor, &mut [f32])> = jobs
             .iter_mut()
@@ -129,10 +137,6 @@ pub fn matmuls_packed(
         gemm_panels(pool, &mut plain, x, n_tok);
         return;
     }
-    let precision = match precision {
-        Precision::FastChunk => Precision::Fast,
-        p => p,
-    };
     // xq: [n_tok][cols / 32], when some weight is block-quantized and we are on the fast path.
     let nb = cols / QK;
     let mut xq = Vec::new();

@@ -296,19 +296,18 @@ mod avx512 {
         for blk in 0..nb {
             // SAFETY: block `blk` of the group is `block` bytes inside `group`.
             let base = p.add(blk * block);
-            let values =
-                |j: usize| _mm512_loadu_si512(base.add(VALUES + j * 4 * GROUP) as *const _);
+            let v = base.add(VALUES) as *const __m512i;
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
             let c = _mm512_cvtph_ps(_mm256_loadu_si256(base.add(2 * GROUP) as *const __m256i));
             // w[j]: the unsigned bytes of chunk j (elements 4j..4j+4) of the sixteen rows.
             let mut w = [_mm512_setzero_si512(); 8];
             if BYTES {
                 for (j, wj) in w.iter_mut().enumerate() {
-                    *wj = values(j);
+                    *wj = _mm512_loadu_si512(v.add(j) as *const _);
                 }
             } else {
                 for j in 0..4 {
-                    let raw = values(j);
+                    let raw = _mm512_loadu_si512(v.add(j) as *const _);
                     w[j] = _mm512_and_si512(raw, low);
                     w[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low);
                 }

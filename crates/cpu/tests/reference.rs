@@ -92,7 +92,7 @@ fn decoded_logits(be: &mut CpuBackend, p: &Prompt) -> Vec<f32> {
     let np = p.prompt_tokens.len();
     let mut out = be.forward(&p.prompt_tokens, 0).expect("prefill");
     for (i, &t) in p.greedy_tokens.iter().enumerate() {
-        out.extend(be.forward(&[t], np + i).expect("decode"));
+        out.extend(be.decode(&[t], np + i).expect("decode"));
     }
     out
 }
