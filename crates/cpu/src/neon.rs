@@ -6,8 +6,8 @@
 //! multiplies (`smull`) and pairwise adds, which every aarch64 CPU has; the per-block float
 //! arithmetic is exactly the portable kernels' (same expressions, same order), so these
 //! kernels give **bitwise** the portable results, and a batched pass gives bitwise what one
-//! token alone gets. (The `sdot` dot-product and `i8mm` instructions would be faster where
-//! present; their intrinsics are not in stable Rust yet.)
+//! token alone gets. (Where the `sdot` dot-product instruction is present, the CPU backend
+//! repacks `Q4_0`/`Q4_1`/`Q8_0` weights and uses it from inline assembly: [`crate::packed`].)
 //!
 //! The crate's tests of these kernels run under `qemu-aarch64 -cpu max` in CI (see
 //! `scripts/test`).
