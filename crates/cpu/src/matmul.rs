@@ -33,9 +33,10 @@ pub enum Precision {
     /// one weight row at a time (each output is computed the same way whatever `n_tok` is).
     Fast,
     /// For a prefill chunk: every weight matrix without a [`Packed`] form, quantized or
-    /// float, goes through a packed, cache-blocked f32 GEMM (the `gemm` crate) in panels of rows converted to f32 once per
-    /// chunk, which for many tokens is faster than the integer kernels (SmolLM2 Q4_1 pp512:
-    /// 518 vs 354 tok/s on 2 threads) and closer to the exact path (no 8-bit activations).
+    /// float, goes through a packed, cache-blocked f32 GEMM (the `gemm` crate) in panels of
+    /// rows converted to f32 once per chunk, which for many tokens is faster than the stored
+    /// layout's integer kernels (SmolLM2 Q4_1 pp512: 518 vs 354 tok/s on 2 threads) and closer
+    /// to the exact path (no 8-bit activations).
     FastChunk,
     /// Every row dequantized to f32 and dotted in f32: the reference path.
     Exact,
@@ -105,7 +106,7 @@ pub fn matmuls(
 }
 
 /// [`matmuls`] where a weight may also come repacked ([`Packed`]): on the fast path its
-/// products then go through the packed kernel (decode steps; prefill chunks keep the GEMM).
+/// products then go through the packed kernel, decode steps and prompt chunks alike.
 pub fn matmuls_packed(
     pool: &ThreadPool,
     jobs: &mut [(&Tensor, Option<&Packed>, &mut [f32])],

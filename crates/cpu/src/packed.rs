@@ -135,15 +135,6 @@ impl Packed {
         })
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Bytes of the packed matrix.
-    pub fn bytes(&self) -> usize {
-        self.lines.len() * 64
-    }
-
     fn block_bytes(&self) -> usize {
         if self.bytes {
             BYTE_BLOCK
@@ -178,40 +169,7 @@ impl Packed {
                     let t = t0 + t.min(nv - 1);
                     &xq[t * self.nb..(t + 1) * self.nb]
                 });
-                if simd {
-                    #[cfg(target_arch = "aarch64")]
-                    // SAFETY: `available()` checked NEON's dot-product instructions; the group
-                    // holds `nb` group blocks of its kind and every vector `nb` blocks.
-                    unsafe {
-                        use neon::group_dot as k;
-                        match (nv, self.bytes) {
-                            (4, false) => k::<4, false>(group, &xs, &mut tile),
-                            (3, false) => k::<3, false>(group, &xs, &mut tile),
-                            (2, false) => k::<2, false>(group, &xs, &mut tile),
-                            (_, false) => k::<1, false>(group, &xs, &mut tile),
-                            (4, true) => k::<4, true>(group, &xs, &mut tile),
-                            (3, true) => k::<3, true>(group, &xs, &mut tile),
-                            (2, true) => k::<2, true>(group, &xs, &mut tile),
-                            (_, true) => k::<1, true>(group, &xs, &mut tile),
-                        }
-                    }
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `available()` checked the kernel's instructions; the group
-                    // holds `nb` group blocks of its kind and every vector `nb` blocks.
-                    unsafe {
-                        use avx512::group_dot as k;
-                        match (nv, self.bytes) {
-                            (4, false) => k::<4, false>(group, &xs, &mut tile),
-                            (3, false) => k::<3, false>(group, &xs, &mut tile),
-                            (2, false) => k::<2, false>(group, &xs, &mut tile),
-                            (_, false) => k::<1, false>(group, &xs, &mut tile),
-                            (4, true) => k::<4, true>(group, &xs, &mut tile),
-                            (3, true) => k::<3, true>(group, &xs, &mut tile),
-                            (2, true) => k::<2, true>(group, &xs, &mut tile),
-                            (_, true) => k::<1, true>(group, &xs, &mut tile),
-                        }
-                    }
-                } else {
+                if !(simd && simd_group_dot(nv, self.bytes, group, &xs, &mut tile)) {
                     portable::group_dot(group, self.bytes, &xs[..nv], &mut tile);
                 }
                 // tile: [vector][lane] -> out[row][t0 + vector]
@@ -226,6 +184,48 @@ impl Packed {
                 }
             }
         }
+    }
+}
+
+/// The SIMD kernel for `nv` vectors of a group (`bytes`: `Q8_0`), if this target has one;
+/// false when it does not (the caller then runs the portable kernel). The caller checked
+/// [`available`].
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_variables)
+)]
+fn simd_group_dot(
+    nv: usize,
+    bytes: bool,
+    group: &[u8],
+    xs: &[&[BlockQ8]; MAX_VECTORS],
+    tile: &mut [f32; GROUP * MAX_VECTORS],
+) -> bool {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        #[cfg(target_arch = "x86_64")]
+        use avx512::group_dot as k;
+        #[cfg(target_arch = "aarch64")]
+        use neon::group_dot as k;
+        // SAFETY: the caller checked `available()` (this target's kernel instructions); the
+        // group holds as many group blocks of its kind as every vector has blocks.
+        unsafe {
+            match (nv, bytes) {
+                (4, false) => k::<4, false>(group, xs, tile),
+                (3, false) => k::<3, false>(group, xs, tile),
+                (2, false) => k::<2, false>(group, xs, tile),
+                (_, false) => k::<1, false>(group, xs, tile),
+                (4, true) => k::<4, true>(group, xs, tile),
+                (3, true) => k::<3, true>(group, xs, tile),
+                (2, true) => k::<2, true>(group, xs, tile),
+                (_, true) => k::<1, true>(group, xs, tile),
+            }
+        }
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
     }
 }
 
@@ -541,7 +541,8 @@ mod tests {
                 p.dot_rows(r0, &xq, n_tok, &mut out);
                 for r in 0..n {
                     for t in 0..n_tok {
-                        let want = dot_q(ty, w.row_data(r0 + r), &xq[t * 3..(t + 1) * 3]);
+                        let nb = cols / QK;
+                        let want = dot_q(ty, w.row_data(r0 + r), &xq[t * nb..(t + 1) * nb]);
                         let got = out[r * n_tok + t];
                         assert!(
                             (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
