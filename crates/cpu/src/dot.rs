@@ -280,15 +280,9 @@ pub fn dot_float_row(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
 }
 
 /// True when the 512-bit float row dots can run (AVX-512 F besides the AVX2 set).
+#[cfg(target_arch = "x86_64")]
 fn avx512_float_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        simd_available() && is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    simd_available() && is_x86_feature_detected!("avx512f")
 }
 
 /// `sum_i a[i] * b[i]` in f32.
