@@ -311,14 +311,14 @@ fn row_block(
     let cols = w.cols;
     let nb = cols / QK;
     match precision {
-        Precision::Fast | Precision::FastChunk if is_block_type(w) => {
+        Precision::Fast if is_block_type(w) => {
             // Each weight row's blocks are decoded once for up to four tokens.
             let n_rows = rt.len() / n_tok;
             let rb = w.row_data(0).len();
             let rows = &w.data[r0 * rb..(r0 + n_rows) * rb];
             dot_q_rows(w.ty, rows, &xq[..n_tok * nb], n_tok, rt);
         }
-        Precision::Fast | Precision::FastChunk if is_float_type(w) => {
+        Precision::Fast if is_float_type(w) => {
             for (i, o) in rt.chunks_exact_mut(n_tok).enumerate() {
                 let row = w.row_data(r0 + i);
                 for (t, o_t) in o.iter_mut().enumerate() {

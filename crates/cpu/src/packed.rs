@@ -70,6 +70,8 @@ struct Line([u8; 64]);
 pub struct Packed {
     /// `Q8_0` (bytes) rather than 4-bit values with offsets.
     bytes: bool,
+    /// This CPU has the SIMD kernel ([`available`], detected once at packing).
+    simd: bool,
     rows: usize,
     /// 32-element blocks per row.
     nb: usize,
@@ -129,6 +131,7 @@ impl Packed {
         }
         Some(Packed {
             bytes,
+            simd: available(),
             rows: w.rows,
             nb,
             lines,
@@ -159,7 +162,7 @@ impl Packed {
         assert_eq!(xq.len(), n_tok * self.nb, "packed: activation length");
         let n_rows = out.len() / n_tok.max(1);
         assert!(r0 + n_rows <= self.rows, "packed: rows out of range");
-        let simd = available();
+        let simd = self.simd;
         let mut tile = [0f32; GROUP * MAX_VECTORS];
         for g in r0 / GROUP..(r0 + n_rows).div_ceil(GROUP) {
             let group = self.group(g);
