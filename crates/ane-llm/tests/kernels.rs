@@ -305,6 +305,82 @@ fn head_matches_cpu_norm_classifier_and_max_over_chunks() {
     }
 }
 
+/// Outputs of `program` on `inputs` (declaration order), with and without lane sharing;
+/// asserts they are bitwise equal in every lane (idle ones included) and returns how many
+/// lanes the shared run computed.
+fn shared_equals_every_lane(program: &ane_sim::Program, inputs: &[Vec<f32>]) -> Option<usize> {
+    let tensors: Vec<ane_sim::Tensor> = program
+        .inputs()
+        .iter()
+        .zip(inputs)
+        .map(|(io, v)| ane_sim::Tensor::new(io.shape.clone(), v.clone()))
+        .collect();
+    let mut every = program.clone();
+    every.set_lane_sharing(false);
+    let shared = program.shared_lanes(&tensors);
+    let got = program.run(tensors.clone()).expect("shared run");
+    let want = every.run(tensors).expect("every-lane run");
+    assert_eq!(got.len(), want.len());
+    for (o, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(a.shape, b.shape, "output {o}");
+        let differ = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "output {o}: {differ} values differ with lanes shared"
+        );
+    }
+    shared
+}
+
+/// The simulator computes bitwise-identical lanes once ("lane sharing"); that is exact:
+/// every output lane, idle ones included, equals computing all lanes bit for bit — for a
+/// decode step (one live lane), a two-token verify pass (two), partial and full prefill
+/// chunks, two fused layers, the head, in f32 and fp16. Only the ops that mix lanes (the
+/// cache blends, which contract over lanes, and the one reduction across lanes) run at
+/// full size.
+#[test]
+fn lane_sharing_is_bitwise_computing_every_lane() {
+    for (io, precision) in [
+        (DType::Fp32, Precision::F32),
+        (DType::Fp16, Precision::Fp16),
+    ] {
+        let g = gqa_geometry(io);
+        let (d, kv, l, s) = (g.dim, g.kv_dim, g.lanes, g.max_seq);
+        let ws: Vec<LayerF32> = (0..2).map(|i| random_layer(&g, 60 + i)).collect();
+        let kernel = fused_layers(&g, 0, &ws).expect("generate");
+        let program = ane_sim::compile_program(&kernel.spec(), precision).expect("compile");
+        let unshared = program.unshared_ops();
+        assert_eq!(unshared.len(), 1 + 2 * ws.len(), "{unshared:?}");
+        for (pos, n) in [(5, 1), (9, 2), (3, 5), (0, l)] {
+            let xs: Vec<Vec<f32>> = (0..n).map(|t| rand(d, 300 + t as u64, 2.0)).collect();
+            let mut inputs = vec![lanes_of(&xs, d, l), position_input(&g, pos, n)];
+            for j in 0..ws.len() as u64 {
+                inputs.push(rand(kv * s, 500 + j, 1.0));
+                inputs.push(rand(kv * s, 600 + j, 1.0));
+            }
+            let shared = shared_equals_every_lane(&program, &inputs);
+            // Lanes n.. carry no token and are identical: one class for all of them.
+            let want = (n < l).then_some(n + 1);
+            assert_eq!(shared, want, "{io} pos {pos} n {n}");
+        }
+        let norm: Vec<f32> = rand(d, 3, 1.0)
+            .iter()
+            .map(|x| f16r(1.0 + 0.5 * x))
+            .collect();
+        let head_kernel = head(&g, &norm, &rand(g.vocab * d, 4, 0.2)).expect("head");
+        let program = ane_sim::compile_program(&head_kernel.spec(), precision).expect("compile");
+        assert_eq!(program.unshared_ops(), Vec::<&str>::new());
+        let xs: Vec<Vec<f32>> = (0..2).map(|t| rand(d, 50 + t, 3.0)).collect();
+        let shared = shared_equals_every_lane(&program, &[lanes_of(&xs, d, l)]);
+        assert_eq!(shared, Some(3), "{io} head");
+    }
+}
+
 // ---- structure: names, sizes, axes, for the two real model shapes ----
 
 /// Both kernels in both I/O types: the typed program prints, parses back to itself, passes

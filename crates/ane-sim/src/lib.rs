@@ -76,6 +76,9 @@ pub struct SimOptions {
     /// Accept surfaces larger than the declared tensor (Orion pads all I/O of a kernel to the
     /// largest size); by default sizes must match exactly, which catches host layout bugs.
     pub allow_padded_io: bool,
+    /// Compute lanes whose inputs are bitwise identical once (default on; exact — every
+    /// output lane holds what computing all lanes gives). Off computes every lane.
+    pub share_lanes: bool,
 }
 
 impl Default for SimOptions {
@@ -86,6 +89,7 @@ impl Default for SimOptions {
             budget: CompileBudget::default(),
             profile: ChipProfile::default(),
             allow_padded_io: false,
+            share_lanes: true,
         }
     }
 }
@@ -313,7 +317,8 @@ impl Device for SimDevice {
     fn compile(&mut self, spec: &KernelSpec) -> Result<KernelId, DeviceError> {
         spec.validate_arguments()?;
         self.opts.budget.check()?;
-        let program = compile_program(spec, self.opts.precision)?;
+        let mut program = compile_program(spec, self.opts.precision)?;
+        program.set_lane_sharing(self.opts.share_lanes);
         // Sizes are checked as a correct host computes them (sorted names) in every mode.
         let padding = if self.opts.allow_padded_io {
             Padding::Allowed

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use mil::ast::{Arg, DType, Function, Literal, Statement, TensorData, ValueType};
 
-use super::gemm::{gemm, MatRef};
+use super::gemm::{gemm, gemm_panels, MatRef, Panels, PANEL_MAX_N};
 use super::ops::{sigmoid, Binary, Unary};
 use super::tensor::{
     broadcast_map2, broadcast_map2_into, concat_interleave, concat_into, give_buf, numel, reduce,
@@ -23,7 +23,10 @@ use ane::blob;
 use ane::fp16::{round_f16, round_f16_slice};
 
 mod exec;
+mod lanes;
 mod lower;
+
+use lanes::LanePlan;
 
 pub use lower::WeightLookup;
 
@@ -56,9 +59,11 @@ impl IoTensor {
 enum Kind {
     Unary(Unary),
     Binary(Binary),
-    /// 1×1 convolution; inputs `[x, weight]` or `[x, weight, bias]`.
+    /// 1×1 convolution; inputs `[x, weight]` or `[x, weight, bias]`; `panels`: a constant
+    /// weight (groups = 1) packed for few lanes.
     Conv {
         groups: usize,
+        panels: Option<Arc<Panels>>,
     },
     /// Batched matmul; inputs `[x, y]`.
     Matmul {
@@ -129,6 +134,10 @@ pub struct Program {
     precision: Precision,
     flops: f64,
     weight_bytes: f64,
+    /// How lanes can be shared (`None`: the program gains nothing from it).
+    lanes: Option<LanePlan>,
+    /// Compute identical lanes once (default; see `lanes`).
+    share_lanes: bool,
 }
 
 impl Program {
@@ -154,6 +163,41 @@ impl Program {
     /// fp16 bytes of BLOBFILE weights.
     pub fn weight_bytes(&self) -> f64 {
         self.weight_bytes
+    }
+
+    /// Compute lanes whose inputs are bitwise identical once (on by default). Exact: every
+    /// output lane holds what computing all lanes gives; off computes every lane (the
+    /// reference the tests compare with).
+    pub fn set_lane_sharing(&mut self, on: bool) {
+        self.share_lanes = on;
+    }
+
+    /// Whether some ops of this program can run on shared lanes.
+    pub fn can_share_lanes(&self) -> bool {
+        self.lanes.is_some()
+    }
+
+    /// Labels of the ops that run at full size when lanes are shared (those that mix lanes,
+    /// or whose lanes the analysis cannot follow); empty if no op can share lanes.
+    pub fn unshared_ops(&self) -> Vec<&str> {
+        let Some(plan) = &self.lanes else {
+            return vec![];
+        };
+        self.steps
+            .iter()
+            .zip(&plan.modes)
+            .filter(|(_, &m)| m == lanes::Mode::Expanded)
+            .map(|(s, _)| s.label.as_str())
+            .collect()
+    }
+
+    /// How many lanes a run on `inputs` (declaration order) computes with lane sharing:
+    /// one per class of bitwise-identical lanes; `None` when it would compute every lane.
+    pub fn shared_lanes(&self, inputs: &[Tensor]) -> Option<usize> {
+        let plan = self.lanes.as_ref().filter(|_| self.share_lanes)?;
+        let keyed: Vec<(usize, &Tensor)> = self.input_values.iter().copied().zip(inputs).collect();
+        let n = plan.classes(&keyed).reps.len();
+        (n < plan.lanes).then_some(n)
     }
 
     /// Number of executable (non-const) ops.

@@ -23,11 +23,8 @@ impl Program {
                 self.inputs.len()
             ));
         }
-        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.n_values];
-        for (&(v, ref t), _) in self.consts.iter().zip(0..) {
-            values[v] = Some(t.clone());
-        }
-        for ((mut t, io), &v) in inputs.into_iter().zip(&self.inputs).zip(&self.input_values) {
+        let mut inputs = inputs;
+        for (t, io) in inputs.iter_mut().zip(&self.inputs) {
             if t.data.len() != numel(&io.shape) {
                 return Err(format!(
                     "input `{}` has {} values, expected {} ({:?})",
@@ -41,13 +38,68 @@ impl Program {
             if io.dtype == DType::Fp16 && !fp16_exact {
                 round_f16_slice(&mut t.data);
             }
+        }
+        // Lane sharing: only when some lanes are identical (see `lanes`).
+        let sharing = self
+            .lanes
+            .as_ref()
+            .filter(|_| self.share_lanes)
+            .and_then(|plan| {
+                let keyed: Vec<(usize, &Tensor)> =
+                    self.input_values.iter().copied().zip(&inputs).collect();
+                let classes = plan.classes(&keyed);
+                (classes.reps.len() < plan.lanes).then_some((plan, classes))
+            });
+        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.n_values];
+        for &(v, ref t) in &self.consts {
+            values[v] = Some(t.clone());
+        }
+        for (t, &v) in inputs.into_iter().zip(&self.input_values) {
+            let t = match &sharing {
+                Some((plan, cls)) => lanes::gather(&t, plan.values[v], plan.lanes, cls),
+                None => t,
+            };
             values[v] = Some(Arc::new(t));
         }
-        for step in &self.steps {
-            let n = numel(&step.shape);
+        for (si, step) in self.steps.iter().enumerate() {
+            // Shape and op of this step as it runs: on shared lanes the lane dimension holds
+            // one lane per class (a slice then takes that many).
+            let mode = sharing.as_ref().map(|(plan, _)| plan.modes[si]);
+            let (shape, kind) = match (&sharing, mode) {
+                (Some((plan, cls)), Some(lanes::Mode::Shared)) => {
+                    let n_shared = cls.reps.len();
+                    let shape = lanes::shared_shape(&step.shape, plan.values[step.out], n_shared);
+                    let kind = match &step.kind {
+                        Kind::Slice {
+                            begin,
+                            step: st,
+                            counts,
+                        } => Kind::Slice {
+                            begin: begin.clone(),
+                            step: st.clone(),
+                            counts: lanes::shared_shape(
+                                counts,
+                                plan.values[step.inputs[0]],
+                                n_shared,
+                            ),
+                        },
+                        k => k.clone(),
+                    };
+                    (
+                        std::borrow::Cow::Owned(shape),
+                        std::borrow::Cow::Owned(kind),
+                    )
+                }
+                _ => (
+                    std::borrow::Cow::Borrowed(&step.shape),
+                    std::borrow::Cow::Borrowed(&step.kind),
+                ),
+            };
+            let expanded = mode == Some(lanes::Mode::Expanded);
+            let n = numel(&shape);
             // reshape / cast of a value whose last use this is: move its buffer.
             let moved = match step.kind {
-                Kind::Reshape | Kind::Cast if step.free.contains(&step.inputs[0]) => {
+                Kind::Reshape | Kind::Cast if !expanded && step.free.contains(&step.inputs[0]) => {
                     match values[step.inputs[0]].take().map(Arc::try_unwrap) {
                         Some(Ok(t)) => Some(t.data),
                         Some(Err(shared)) => {
@@ -62,17 +114,39 @@ impl Program {
             let mut data = match moved {
                 Some(d) => d,
                 None => {
+                    // Operands of an expanded step with their lanes written back in full.
+                    let full: Vec<Option<Tensor>> = match (&sharing, expanded) {
+                        (Some((plan, cls)), true) => step
+                            .inputs
+                            .iter()
+                            .map(|&i| {
+                                let l = plan.values[i];
+                                let t = values[i].as_deref()?;
+                                matches!(l, lanes::Lanes::At { .. }).then(|| {
+                                    lanes::expand(
+                                        t,
+                                        &lanes::shared_shape(&t.shape, l, plan.lanes),
+                                        l,
+                                        cls,
+                                    )
+                                })
+                            })
+                            .collect(),
+                        _ => vec![],
+                    };
                     let args: Vec<&Tensor> = step
                         .inputs
                         .iter()
-                        .map(|&i| {
-                            values[i]
+                        .enumerate()
+                        .map(|(k, &i)| match full.get(k).and_then(Option::as_ref) {
+                            Some(t) => Ok(t),
+                            None => values[i]
                                 .as_deref()
-                                .ok_or_else(|| format!("{}: operand missing", step.label))
+                                .ok_or_else(|| format!("{}: operand missing", step.label)),
                         })
                         .collect::<Result<_, _>>()?;
                     let mut out = take_buf(n);
-                    self.exec(step, &args, &mut out);
+                    self.exec(&kind, &shape, &args, &mut out);
                     out
                 }
             };
@@ -82,7 +156,7 @@ impl Program {
             } else if step.dtype.is_int() || step.dtype == DType::Bool {
                 data.iter_mut().for_each(|x| *x = x.trunc());
             }
-            values[step.out] = Some(Arc::new(Tensor::new(step.shape.clone(), data)));
+            values[step.out] = Some(Arc::new(Tensor::new(shape.into_owned(), data)));
             for &f in &step.free {
                 if let Some(Ok(t)) = values[f].take().map(Arc::try_unwrap) {
                     give_buf(t.data);
@@ -96,26 +170,44 @@ impl Program {
             .collect();
         drop(values);
         outs.into_iter()
-            .map(|v| {
+            .zip(&self.output_values)
+            .map(|(v, &vi)| {
                 let v = v.ok_or_else(|| "output missing".to_string())?;
-                Ok(Arc::try_unwrap(v).unwrap_or_else(|shared| (*shared).clone()))
+                let t = Arc::try_unwrap(v).unwrap_or_else(|shared| (*shared).clone());
+                Ok(match &sharing {
+                    Some((plan, cls)) if matches!(plan.values[vi], lanes::Lanes::At { .. }) => {
+                        let full = lanes::shared_shape(&t.shape, plan.values[vi], plan.lanes);
+                        let e = lanes::expand(&t, &full, plan.values[vi], cls);
+                        give_buf(t.data);
+                        e
+                    }
+                    _ => t,
+                })
             })
             .collect()
     }
 
-    /// Compute `step` into the empty buffer `out` (leaves `numel(step.shape)` values).
-    fn exec(&self, step: &Step, a: &[&Tensor], out: &mut Vec<f32>) {
-        let n = numel(&step.shape);
-        match &step.kind {
+    /// Compute `step` into the empty buffer `out` (leaves `numel(shape)` values); `kind` and `shape` are
+    /// the step's, or their shared-lanes forms.
+    fn exec(&self, kind: &Kind, shape: &[usize], a: &[&Tensor], out: &mut Vec<f32>) {
+        let n = numel(shape);
+        match kind {
             Kind::Unary(u) => unary_into(*u, &a[0].data, out),
-            Kind::Binary(b) => binary_into(*b, a[0], a[1], &step.shape, out),
-            Kind::Conv { groups } => {
+            Kind::Binary(b) => binary_into(*b, a[0], a[1], shape, out),
+            Kind::Conv { groups, panels } => {
                 out.resize(n, 0.0);
-                conv1x1(a[0], a[1], a.get(2).copied(), *groups, out);
+                conv1x1(
+                    a[0],
+                    a[1],
+                    a.get(2).copied(),
+                    *groups,
+                    panels.as_deref(),
+                    out,
+                );
             }
             Kind::Matmul { tx, ty } => {
                 out.resize(n, 0.0);
-                batched_matmul(a[0], a[1], *tx, *ty, &step.shape, out);
+                batched_matmul(a[0], a[1], *tx, *ty, shape, out);
             }
             Kind::Linear => {
                 let (x, w) = (a[0], a[1]);
@@ -143,7 +235,7 @@ impl Program {
                 let x = a[0];
                 let st = strides(&x.shape);
                 let vs: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
-                strided_copy_into(&x.data, 0, &vs, &step.shape, out);
+                strided_copy_into(&x.data, 0, &vs, shape, out);
             }
             Kind::Slice {
                 begin,
@@ -158,9 +250,9 @@ impl Program {
             }
             Kind::Concat { axis, interleave } => {
                 if *interleave {
-                    replace(out, concat_interleave(a, *axis, &step.shape).data)
+                    replace(out, concat_interleave(a, *axis, shape).data)
                 } else {
-                    concat_into(a, *axis, &step.shape, out)
+                    concat_into(a, *axis, shape, out)
                 }
             }
             Kind::LayerNorm {
@@ -171,9 +263,9 @@ impl Program {
             } => replace(out, layer_norm(a, axes, *eps, *gamma, *beta)),
             Kind::Select => {
                 let none = Tensor::scalar(0.0);
-                let c = broadcast_map2(a[0], &none, &step.shape, |c, _| c);
-                let x = broadcast_map2(a[1], &none, &step.shape, |x, _| x);
-                let y = broadcast_map2(a[2], &none, &step.shape, |y, _| y);
+                let c = broadcast_map2(a[0], &none, shape, |c, _| c);
+                let x = broadcast_map2(a[1], &none, shape, |x, _| x);
+                let y = broadcast_map2(a[2], &none, shape, |y, _| y);
                 out.extend(
                     c.iter()
                         .zip(x.iter().zip(&y))
@@ -214,12 +306,29 @@ fn binary_into(b: Binary, x: &Tensor, y: &Tensor, shape: &[usize], out: &mut Vec
 }
 
 /// 1×1 convolution: per batch n and group g, `Y_g[Cout/g, H·W] = W_g[Cout/g, Cin/g] · X_g`.
-fn conv1x1(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, groups: usize, out: &mut [f32]) {
+/// With `panels` (the weight packed for few lanes) and at most [`PANEL_MAX_N`] positions,
+/// the panel kernel runs: bitwise the same products.
+fn conv1x1(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    groups: usize,
+    panels: Option<&Panels>,
+    out: &mut [f32],
+) {
     let (n, cin, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
     let cout = w.shape[0];
     let (cin_g, cout_g) = (cin / groups, cout / groups);
     debug_assert_eq!(out.len(), n * cout * hw);
+    let panels = panels.filter(|p| {
+        groups == 1 && (1..=PANEL_MAX_N).contains(&hw) && p.rows() == cout && p.cols() == cin
+    });
     for b in 0..n {
+        if let Some(p) = panels {
+            let xb = &x.data[b * cin * hw..(b + 1) * cin * hw];
+            gemm_panels(p, xb, hw, &mut out[b * cout * hw..(b + 1) * cout * hw]);
+            continue;
+        }
         for g in 0..groups {
             let wg = &w.data[g * cout_g * cin_g..(g + 1) * cout_g * cin_g];
             let x0 = (b * cin + g * cin_g) * hw;

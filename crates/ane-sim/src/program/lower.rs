@@ -29,6 +29,8 @@ struct Builder<'a> {
     const_values: HashMap<&'a str, usize>,
     steps: Vec<Step>,
     weight_bytes: f64,
+    /// const value index → its few-lane packing (`None`: not packable).
+    panels: HashMap<usize, Option<Arc<Panels>>>,
 }
 
 type R<T> = Result<T, ShapeError>;
@@ -329,8 +331,27 @@ impl<'a> Builder<'a> {
         let mut inputs = vec![x, w];
         inputs.extend(self.optional_operand(cx, st, "bias")?);
         let flops = 2.0 * numel(out.shape()) as f64 * ws[1] as f64;
-        self.push(st, out, Kind::Conv { groups }, inputs, flops);
+        let panels = if groups == 1 { self.panels(w) } else { None };
+        self.push(st, out, Kind::Conv { groups, panels }, inputs, flops);
         Ok(())
+    }
+
+    /// The few-lane packing of a constant weight `[cout, cin, 1, 1]` (once per constant).
+    fn panels(&mut self, w: usize) -> Option<Arc<Panels>> {
+        if let Some(p) = self.panels.get(&w) {
+            return p.clone();
+        }
+        let t = self
+            .consts
+            .iter()
+            .find(|(v, _)| *v == w)
+            .map(|(_, t)| t.clone());
+        let p = t.and_then(|t| {
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            Panels::pack(MatRef::row_major(&t.data, rows, cols)).map(Arc::new)
+        });
+        self.panels.insert(w, p.clone());
+        p
     }
 
     fn layer_norm(&mut self, cx: &OpContext, st: &'a Statement, out: &ValueType) -> R<()> {
@@ -437,6 +458,7 @@ impl Program {
             const_values: HashMap::new(),
             steps: vec![],
             weight_bytes: 0.0,
+            panels: HashMap::new(),
         };
         let mut errors = vec![];
         let mut inputs = vec![];
@@ -501,6 +523,8 @@ impl Program {
         let mut steps = b.steps;
         plan_frees(&mut steps, &output_values);
         let flops = steps.iter().map(|s| s.flops).sum();
+        let shapes: Vec<Vec<usize>> = b.types.into_iter().map(|(s, _)| s).collect();
+        let lanes = LanePlan::analyse(&steps, &shapes, &input_values);
         Ok(Program {
             inputs,
             outputs,
@@ -508,10 +532,12 @@ impl Program {
             output_values,
             consts: b.consts,
             steps,
-            n_values: b.types.len(),
+            n_values: shapes.len(),
             precision,
             flops,
             weight_bytes: b.weight_bytes,
+            lanes,
+            share_lanes: true,
         })
     }
 }
