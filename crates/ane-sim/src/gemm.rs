@@ -58,7 +58,7 @@ impl<'a> MatRef<'a> {
 }
 
 /// Work (m·n·k) below which one thread is used.
-const PARALLEL_MIN_WORK: usize = 1 << 18;
+pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// `c` (row-major `[a.rows, b.cols]`) = `a · b`.
 ///
@@ -439,159 +439,6 @@ unsafe fn few_k_rows_avx512(
     }
 }
 
-/// Rows in one panel of [`Panels`].
-const PANEL: usize = 16;
-
-/// Widest lane count [`gemm_panels`] takes.
-pub const PANEL_MAX_N: usize = 8;
-
-/// A weight matrix packed for products with few lanes (decode steps on shared lanes):
-/// sixteen rows per panel, each panel k-major (`data[(p·k + i)·16 + r]` = row `16p + r`,
-/// column `i`; rows past the end are zero), stored as fp16 bits. Built only from
-/// fp16-exact values, so the fp16 storage is exact and streams half the bytes of f32.
-#[derive(Clone)]
-pub struct Panels {
-    rows: usize,
-    cols: usize,
-    data: Vec<u16>,
-}
-
-impl std::fmt::Debug for Panels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Panels({}x{})", self.rows, self.cols)
-    }
-}
-
-impl Panels {
-    /// Pack `w` (`[rows, cols]`, column stride 1) when [`gemm_panels`] has a kernel for this
-    /// CPU and every value is exactly an fp16 value; otherwise `None`.
-    pub fn pack(w: MatRef<'_>) -> Option<Self> {
-        if !panels_available() || w.col_stride != 1 || !w.fits() {
-            return None;
-        }
-        let (rows, cols) = (w.rows, w.cols);
-        let n_panels = rows.div_ceil(PANEL);
-        let mut data = vec![0u16; n_panels * cols * PANEL];
-        for r in 0..rows {
-            let (p, lane) = (r / PANEL, r % PANEL);
-            let row = &w.data[r * w.row_stride..][..cols];
-            for (i, &v) in row.iter().enumerate() {
-                let h = half::f16::from_f32(v);
-                if h.to_f32().to_bits() != v.to_bits() {
-                    return None;
-                }
-                data[(p * cols + i) * PANEL + lane] = h.to_bits();
-            }
-        }
-        Some(Self { rows, cols, data })
-    }
-
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-}
-
-/// Whether this CPU has the panel kernel (x86-64 with AVX-512F).
-fn panels_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// `c` (row-major `[rows, n]`) = `W · x` for `x` row-major `[cols, n]`, 1 ≤ n ≤
-/// [`PANEL_MAX_N`]: bitwise what [`gemm`] gives with `W` as f32 (every output is
-/// `fma(w[i], x[i, j], acc)` over i = 0..k in order from zero, as in the streaming kernel),
-/// with one fp16 weight vector of sixteen rows per `i` instead of one broadcast per weight.
-pub fn gemm_panels(p: &Panels, x: &[f32], n: usize, c: &mut [f32]) {
-    assert!((1..=PANEL_MAX_N).contains(&n), "gemm_panels: n = {n}");
-    assert!(
-        x.len() >= p.cols * n && c.len() == p.rows * n,
-        "gemm_panels sizes"
-    );
-    let n_panels = p.rows.div_ceil(PANEL);
-    let threads = rayon::current_num_threads().max(1);
-    let run = |p0: usize, c_blk: &mut [f32]| {
-        for (q, c_p) in c_blk.chunks_mut(PANEL * n).enumerate() {
-            panel_product(p, p0 + q, x, n, c_p);
-        }
-    };
-    if p.rows * n * p.cols < PARALLEL_MIN_WORK || threads == 1 || n_panels < 2 {
-        run(0, c);
-        return;
-    }
-    let per = n_panels.div_ceil(threads * 2);
-    c.par_chunks_mut(per * PANEL * n)
-        .enumerate()
-        .for_each(|(blk, c_blk)| run(blk * per, c_blk));
-}
-
-/// Panel `panel` of `p · x` into `c` (`[rows of this panel, n]`).
-fn panel_product(p: &Panels, panel: usize, x: &[f32], n: usize, c: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: `Panels` exist only where AVX-512F is available (`Panels::pack`);
-        // `gemm_panels` checked `x` holds cols·n values and `c` this panel's rows·n.
-        unsafe {
-            match n {
-                1 => panel_avx512::<1>(p, panel, x, c),
-                2 => panel_avx512::<2>(p, panel, x, c),
-                3 => panel_avx512::<3>(p, panel, x, c),
-                4 => panel_avx512::<4>(p, panel, x, c),
-                5 => panel_avx512::<5>(p, panel, x, c),
-                6 => panel_avx512::<6>(p, panel, x, c),
-                7 => panel_avx512::<7>(p, panel, x, c),
-                _ => panel_avx512::<8>(p, panel, x, c),
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (p, panel, x, n, c);
-        unreachable!("Panels are only built on x86-64 with AVX-512F");
-    }
-}
-
-/// Sixteen rows × `N` lanes: one accumulator vector (sixteen rows) per lane.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn panel_avx512<const N: usize>(p: &Panels, panel: usize, x: &[f32], c: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let k = p.cols;
-    let rows = c.len() / N;
-    debug_assert!(rows <= PANEL && x.len() >= k * N);
-    let mut out = [[0f32; PANEL]; N];
-    // SAFETY: panel `panel` holds k·16 values from (panel·k)·16 (`pack` sized the data for
-    // every panel); `x` holds k·N values (checked by `gemm_panels`).
-    unsafe {
-        let wp = p.data.as_ptr().add(panel * k * PANEL);
-        let xp = x.as_ptr();
-        let mut acc = [_mm512_setzero_ps(); N];
-        for i in 0..k {
-            let w = _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(i * PANEL) as *const __m256i));
-            for (j, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_fmadd_ps(w, _mm512_set1_ps(*xp.add(i * N + j)), *a);
-            }
-        }
-        for (o, a) in out.iter_mut().zip(&acc) {
-            _mm512_storeu_ps(o.as_mut_ptr(), *a);
-        }
-    }
-    for r in 0..rows {
-        for j in 0..N {
-            c[r * N + j] = out[j][r];
-        }
-    }
-}
-
 /// Rows `r0 .. r0 + rows` of `a · b` into `c` (row-major `[rows, b.cols]`).
 fn gemm_block(a: MatRef<'_>, r0: usize, rows: usize, b: MatRef<'_>, c: &mut [f32]) {
     let (k, n) = (a.cols, b.cols);
@@ -717,42 +564,6 @@ mod tests {
                 "{m}x{k}x{n}"
             );
         }
-    }
-
-    #[test]
-    fn panel_kernel_is_bit_identical_to_the_streaming_one() {
-        let fp16 = |v: Vec<f32>| -> Vec<f32> {
-            v.into_iter()
-                .map(|x| half::f16::from_f32(x).to_f32())
-                .collect()
-        };
-        for &(m, k, n) in &[
-            (1, 5, 1),
-            (16, 37, 2),
-            (17, 64, 3),
-            (45, 96, 8),
-            (300, 250, 5),
-        ] {
-            let w = fp16(lcg(m * k, 5));
-            let x = lcg(k * n, 6);
-            let a = MatRef::row_major(&w, m, k);
-            let Some(p) = Panels::pack(a) else {
-                assert!(!panels_available(), "fp16 values must pack");
-                return;
-            };
-            let mut got = vec![f32::NAN; m * n];
-            gemm_panels(&p, &x, n, &mut got);
-            let mut want = vec![f32::NAN; m * n];
-            gemm(a, MatRef::row_major(&x, k, n), &mut want);
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "{m}x{k}x{n}"
-            );
-        }
-        // A value fp16 cannot hold exactly: no panels (the f32 kernels run).
-        let w = vec![0.1f32; 32];
-        assert!(Panels::pack(MatRef::row_major(&w, 2, 16)).is_none());
     }
 
     /// The short-contraction kernel drops exactly the terms that cannot change a sum:

@@ -17,6 +17,7 @@
 
 pub mod gemm;
 pub mod ops;
+pub mod panels;
 pub mod program;
 pub mod tensor;
 

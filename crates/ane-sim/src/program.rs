@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use mil::ast::{Arg, DType, Function, Literal, Statement, TensorData, ValueType};
 
-use super::gemm::{gemm, gemm_panels, MatRef, Panels, PANEL_MAX_N};
+use super::gemm::{gemm, MatRef};
 use super::ops::{sigmoid, Binary, Unary};
+use super::panels::{gemm_panels, Panels, PANEL_MAX_N};
 use super::tensor::{
     broadcast_map2, broadcast_map2_into, concat_interleave, concat_into, give_buf, numel, reduce,
     softmax_into, strided_copy_into, strides, take_buf, ReduceKind, Tensor,
