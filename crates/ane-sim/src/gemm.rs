@@ -85,7 +85,7 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32]) {
     // Short contractions over many columns (attention scores over the cache, the cache
     // blend over lanes): one FMA chain per output over the terms that can change it.
     let few_k = (!streaming && k <= FEW_K && b.col_stride == 1 && few_k_available())
-        .then(|| live_terms(a, b));
+        .then(|| live_terms(a, b, (0..k).map(|p| (p, p))));
     let block = |r0: usize, rows: usize, c_blk: &mut [f32]| {
         if streaming {
             small_n_rows(a, r0, rows, b.data, n, c_blk);
@@ -326,9 +326,9 @@ fn stream_rows<const FMA: bool>(
 }
 
 /// Longest contraction [`few_k_rows`] takes.
-const FEW_K: usize = 64;
+pub(crate) const FEW_K: usize = 64;
 
-fn few_k_available() -> bool {
+pub(crate) fn few_k_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -339,36 +339,88 @@ fn few_k_available() -> bool {
     }
 }
 
-/// The terms `p` of `Σ_p a[i,p]·b[p,j]` that can change a sum: all but those whose row of
-/// `b` is entirely +0.0 while column `p` of `a` is finite. Dropping such a term is exact:
+/// Whether the term `a[:, ai] · b[bi, :]` can change a sum: all can but those whose row of
+/// `b` is entirely +0.0 while the column of `a` is finite. Dropping such a term is exact:
 /// it adds `a·(+0) = ±0` to the running sum, which leaves a nonzero sum unchanged, and a
 /// sum that starts at +0 and is rounded to nearest is never −0, so a zero sum stays +0.
 /// (A one-hot scatter over lanes, the cache blend, keeps one term per written slot.)
-fn live_terms(a: MatRef<'_>, b: MatRef<'_>) -> Vec<usize> {
-    (0..a.cols)
-        .filter(|&p| {
-            let b_zero =
-                (0..b.cols).all(|j| b.data[p * b.row_stride + j * b.col_stride].to_bits() == 0);
-            let a_finite =
-                (0..a.rows).all(|i| a.data[i * a.row_stride + p * a.col_stride].is_finite());
-            !(b_zero && a_finite)
+fn term_is_live(a: MatRef<'_>, b: MatRef<'_>, ai: usize, bi: usize) -> bool {
+    let b_zero = (0..b.cols).all(|j| b.data[bi * b.row_stride + j * b.col_stride].to_bits() == 0);
+    let a_finite = (0..a.rows).all(|i| a.data[i * a.row_stride + ai * a.col_stride].is_finite());
+    !(b_zero && a_finite)
+}
+
+/// The live ones of `terms` (pairs `(column of a, row of b)`, in summation order).
+fn live_terms(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    terms: impl Iterator<Item = (usize, usize)>,
+) -> Vec<(usize, usize)> {
+    let mut known: Vec<((usize, usize), bool)> = Vec::new();
+    terms
+        .filter(|&t| match known.iter().find(|(k, _)| *k == t) {
+            Some(&(_, live)) => live,
+            None => {
+                let live = term_is_live(a, b, t.0, t.1);
+                known.push((t, live));
+                live
+            }
         })
         .collect()
 }
 
-/// Rows `r0 .. r0 + rows` of `a · b` for a short contraction (`k ≤ FEW_K`, `b` with column
-/// stride 1): every output is `fma(a[i,p], b[p,j], acc)` from +0 over the `live` terms in
-/// order.
-fn few_k_rows(a: MatRef<'_>, r0: usize, rows: usize, b: MatRef<'_>, live: &[usize], c: &mut [f32]) {
+/// `c` (row-major `[a.rows, b.cols]`) = `Σ_t a[:, ai_t] · b[bi_t, :]` over `terms` in order,
+/// dropping those that cannot change a sum ([`term_is_live`]): a contraction whose terms
+/// repeat columns and rows (lanes shared by [`crate::program`]). `None` where the
+/// short-contraction kernel does not exist ([`few_k_available`]) or `b` is not row-major.
+pub(crate) fn gemm_terms(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    terms: &[(usize, usize)],
+    c: &mut [f32],
+) -> Option<()> {
+    if !few_k_available() || b.col_stride != 1 || terms.len() > FEW_K {
+        return None;
+    }
+    assert!(
+        a.fits() && b.fits() && c.len() == a.rows * b.cols,
+        "gemm_terms sizes"
+    );
+    assert!(terms.iter().all(|&(ai, bi)| ai < a.cols && bi < b.rows));
+    let live = live_terms(a, b, terms.iter().copied());
+    let (m, n) = (a.rows, b.cols);
+    let threads = rayon::current_num_threads().max(1);
+    if m * n * live.len() < PARALLEL_MIN_WORK || threads == 1 || m < 2 {
+        few_k_rows(a, 0, m, b, &live, c);
+        return Some(());
+    }
+    let rows_per = m.div_ceil(threads * 2).max(16);
+    c.par_chunks_mut(rows_per * n)
+        .enumerate()
+        .for_each(|(blk, c_blk)| few_k_rows(a, blk * rows_per, c_blk.len() / n, b, &live, c_blk));
+    Some(())
+}
+
+/// Rows `r0 .. r0 + rows` of `Σ_t a[:, ai_t] · b[bi_t, :]` (`b` with column stride 1):
+/// every output is `fma(a[i, ai], b[bi, j], acc)` from +0 over the `terms` in order.
+fn few_k_rows(
+    a: MatRef<'_>,
+    r0: usize,
+    rows: usize,
+    b: MatRef<'_>,
+    terms: &[(usize, usize)],
+    c: &mut [f32],
+) {
     assert!(b.col_stride == 1 && c.len() == rows * b.cols);
     #[cfg(target_arch = "x86_64")]
     if few_k_available() {
-        // SAFETY: AVX-512F is available (checked); `gemm` checked both views lie inside
-        // their slices, rows r0..r0+rows of `a` exist and `c` holds rows × b.cols values.
-        unsafe { few_k_rows_avx512(a, r0, rows, b, live, c) };
+        // SAFETY: AVX-512F is available (checked); the callers checked both views lie
+        // inside their slices, rows r0..r0+rows of `a` exist, every term indexes a column
+        // of `a` and a row of `b`, and `c` holds rows × b.cols values.
+        unsafe { few_k_rows_avx512(a, r0, rows, b, terms, c) };
         return;
     }
-    few_k_rows_portable(a, r0, rows, b, live, c);
+    few_k_rows_portable(a, r0, rows, b, terms, c);
 }
 
 /// [`few_k_rows`] without SIMD: the same FMA chains.
@@ -377,15 +429,15 @@ fn few_k_rows_portable(
     r0: usize,
     rows: usize,
     b: MatRef<'_>,
-    live: &[usize],
+    terms: &[(usize, usize)],
     c: &mut [f32],
 ) {
     let n = b.cols;
     for (i, c_row) in c.chunks_exact_mut(n.max(1)).enumerate().take(rows) {
         c_row.fill(0.0);
-        for &p in live {
-            let av = a.data[(r0 + i) * a.row_stride + p * a.col_stride];
-            let b_row = &b.data[p * b.row_stride..][..n];
+        for &(ai, bi) in terms {
+            let av = a.data[(r0 + i) * a.row_stride + ai * a.col_stride];
+            let b_row = &b.data[bi * b.row_stride..][..n];
             c_row
                 .iter_mut()
                 .zip(b_row)
@@ -401,7 +453,7 @@ unsafe fn few_k_rows_avx512(
     r0: usize,
     rows: usize,
     b: MatRef<'_>,
-    live: &[usize],
+    terms: &[(usize, usize)],
     c: &mut [f32],
 ) {
     use std::arch::x86_64::*;
@@ -418,13 +470,13 @@ unsafe fn few_k_rows_avx512(
                 let w = (width - v * 16).min(16);
                 *m = if w == 16 { u16::MAX } else { (1u16 << w) - 1 };
             }
-            // SAFETY: p < a.cols and (r0 + i) < a.rows index inside `a`; b row p, columns
+            // SAFETY: ai < a.cols and (r0 + i) < a.rows index inside `a`; b row bi, columns
             // j0 .. j0 + width (masked) inside `b`; c row i, same columns, inside `c`.
             unsafe {
                 let mut acc = [_mm512_setzero_ps(); 4];
-                for &p in live {
-                    let av = _mm512_set1_ps(*a.data.get_unchecked(arow + p * a.col_stride));
-                    let brow = bp.add(p * b.row_stride + j0);
+                for &(ai, bi) in terms {
+                    let av = _mm512_set1_ps(*a.data.get_unchecked(arow + ai * a.col_stride));
+                    let brow = bp.add(bi * b.row_stride + j0);
                     for v in 0..nv {
                         let bv = _mm512_maskz_loadu_ps(masks[v], brow.add(v * 16));
                         acc[v] = _mm512_fmadd_ps(av, bv, acc[v]);
@@ -583,11 +635,11 @@ mod tests {
             MatRef::row_major(&a_data, m, k),
             MatRef::row_major(&b_data, k, n),
         );
-        let live = live_terms(a, b);
-        assert_eq!(live, vec![3, 10, 20]);
+        let live = live_terms(a, b, (0..k).map(|p| (p, p)));
+        assert_eq!(live, vec![(3, 3), (10, 10), (20, 20)]);
         let mut sparse = vec![f32::NAN; m * n];
         few_k_rows(a, 0, m, b, &live, &mut sparse);
-        let all: Vec<usize> = (0..k).collect();
+        let all: Vec<(usize, usize)> = (0..k).map(|p| (p, p)).collect();
         let mut dense = vec![f32::NAN; m * n];
         few_k_rows_portable(a, 0, m, b, &all, &mut dense);
         assert_eq!(
@@ -600,9 +652,10 @@ mod tests {
         let mut a_inf = a_data.clone();
         a_inf[4 * k + 30] = f32::INFINITY;
         let a2 = MatRef::row_major(&a_inf, m, k);
-        assert_eq!(live_terms(a2, b), vec![3, 10, 20, 30]);
+        let live2 = live_terms(a2, b, (0..k).map(|p| (p, p)));
+        assert_eq!(live2, vec![(3, 3), (10, 10), (20, 20), (30, 30)]);
         let mut c = vec![0f32; m * n];
-        few_k_rows(a2, 0, m, b, &live_terms(a2, b), &mut c);
+        few_k_rows(a2, 0, m, b, &live2, &mut c);
         assert!(c[4 * n].is_nan() && !c[5 * n].is_nan());
     }
 

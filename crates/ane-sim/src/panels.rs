@@ -20,6 +20,7 @@
 //! are x86-64 AVX-512F; elsewhere nothing is packed.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::gemm::{MatRef, PARALLEL_MIN_WORK};
@@ -77,19 +78,34 @@ fn fit_affine4(w: &[f32; BLOCK]) -> Option<(f32, f32, [u8; BLOCK])> {
     }
     let lo = w.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // The values' fp16 bits (exact: `pack` checked every value is an fp16 value).
+    let mut bits = [f16::ZERO; BLOCK];
+    bits.convert_from_f32_slice(w);
     let fit = |d: f32, m: f32| -> Option<[u8; BLOCK]> {
         let mut q = [0u8; BLOCK];
         for (qi, &v) in q.iter_mut().zip(w) {
-            let guess = if d == 0.0 {
+            // Nearest level (truncation of a non-negative value + 0.5), checked below.
+            *qi = if d == 0.0 {
                 0
             } else {
-                ((v - m) / d).round().clamp(0.0, 15.0) as i32
+                ((v - m) / d + 0.5).clamp(0.0, 15.0) as u8
             };
-            *qi = [guess, guess - 1, guess + 1]
-                .into_iter()
-                .filter(|c| (0..16).contains(c))
-                .map(|c| c as u8)
-                .find(|&c| affine_value(c, d, m).to_bits() == v.to_bits())?;
+        }
+        let mut t = [0f32; BLOCK];
+        for (ti, &qi) in t.iter_mut().zip(&q) {
+            *ti = f32::from(qi) * d + m;
+        }
+        let mut got = [f16::ZERO; BLOCK];
+        got.convert_from_f32_slice(&t);
+        for i in 0..BLOCK {
+            if got[i].to_bits() != bits[i].to_bits() {
+                // The rounding of the largest values can put the nearest level one off.
+                let g = q[i];
+                q[i] = [g.wrapping_sub(1), g + 1]
+                    .into_iter()
+                    .filter(|&c| c < 16)
+                    .find(|&c| affine_value(c, d, m).to_bits() == w[i].to_bits())?;
+            }
         }
         Some(q)
     };
@@ -168,9 +184,12 @@ impl Panels {
             return None;
         }
         let exact = (0..w.rows).into_par_iter().all(|r| {
-            row(r)
-                .iter()
-                .all(|&v| f16::from_f32(v).to_f32().to_bits() == v.to_bits())
+            let (vals, mut h, mut back) = (row(r), vec![f16::ZERO; w.cols], vec![0f32; w.cols]);
+            h.convert_from_f32_slice(vals);
+            h.convert_to_f32_slice(&mut back);
+            vals.iter()
+                .zip(&back)
+                .all(|(v, b)| v.to_bits() == b.to_bits())
         });
         if !exact {
             return None;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use mil::ast::{Arg, DType, Function, Literal, Statement, TensorData, ValueType};
 
-use super::gemm::{gemm, MatRef};
+use super::gemm::{gemm, gemm_terms, MatRef};
 use super::ops::{sigmoid, Binary, Unary};
 use super::panels::{gemm_panels, Panels, PANEL_MAX_N};
 use super::tensor::{

@@ -95,8 +95,16 @@ impl Program {
                     std::borrow::Cow::Borrowed(&step.kind),
                 ),
             };
-            let expanded = mode == Some(lanes::Mode::Expanded);
             let n = numel(&shape);
+            // A matmul over the lanes, from the shared lanes (else it runs expanded).
+            let contracted = match (&sharing, mode) {
+                (Some((plan, cls)), Some(lanes::Mode::Contract)) => {
+                    contract_lanes(step, &values, plan, cls, n)
+                }
+                _ => None,
+            };
+            let expanded = mode == Some(lanes::Mode::Expanded)
+                || (mode == Some(lanes::Mode::Contract) && contracted.is_none());
             // reshape / cast of a value whose last use this is: move its buffer.
             let moved = match step.kind {
                 Kind::Reshape | Kind::Cast if !expanded && step.free.contains(&step.inputs[0]) => {
@@ -111,7 +119,7 @@ impl Program {
                 }
                 _ => None,
             };
-            let mut data = match moved {
+            let mut data = match moved.or(contracted) {
                 Some(d) => d,
                 None => {
                     // Operands of an expanded step with their lanes written back in full.
@@ -273,6 +281,51 @@ impl Program {
                 );
             }
         }
+    }
+}
+
+/// A batch-1 matmul contracting over the lanes, on shared lanes: term `t` of the sum over
+/// all `L` lanes reads lane `t`'s class from each lane-carrying operand (see
+/// `lanes::Mode::Contract`). `None` if the short-contraction kernel cannot take it.
+fn contract_lanes(
+    step: &Step,
+    values: &[Option<Arc<Tensor>>],
+    plan: &lanes::LanePlan,
+    cls: &lanes::LaneClasses,
+    n: usize,
+) -> Option<Vec<f32>> {
+    let Kind::Matmul { tx, ty } = step.kind else {
+        return None;
+    };
+    let (xi, yi) = (step.inputs[0], step.inputs[1]);
+    let (x, y) = (values[xi].as_deref()?, values[yi].as_deref()?);
+    let (a, b) = (last_two(x, tx), last_two(y, ty));
+    let lane = |v: usize, t: usize| match plan.values[v] {
+        lanes::Lanes::At { .. } => cls.class_of[t],
+        _ => t,
+    };
+    let terms: Vec<(usize, usize)> = (0..plan.lanes)
+        .map(|t| (lane(xi, t), lane(yi, t)))
+        .collect();
+    let mut out = take_buf(n);
+    out.resize(n, 0.0);
+    match gemm_terms(a, b, &terms, &mut out) {
+        Some(()) => Some(out),
+        None => {
+            give_buf(out);
+            None
+        }
+    }
+}
+
+/// The last two axes of `t` as a matrix (transposed if asked).
+fn last_two(t: &Tensor, transposed: bool) -> MatRef<'_> {
+    let r = t.shape.len();
+    let m = MatRef::row_major(&t.data, t.shape[r - 2], t.shape[r - 1]);
+    if transposed {
+        m.t()
+    } else {
+        m
     }
 }
 

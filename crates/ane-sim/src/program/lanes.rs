@@ -22,13 +22,15 @@
 //! ([`Lanes::Full`]). Lane-wise ops (elementwise with broadcasting, 1×1 conv, linear,
 //! matmul rows/columns, softmax and reductions over other axes, slices that keep every
 //! lane, reshapes and transposes that keep the lane factor in one dimension, concat along
-//! another axis) run on the shared lanes. Every other op — one that mixes lanes, such as a
-//! matmul contracting over them or a reduction across them — runs at full size on its
+//! another axis) run on the shared lanes. A matmul contracting over the lanes (the cache
+//! blend) sums its `L` terms with each term read from its class ([`Mode::Contract`]).
+//! Every other op that mixes lanes (a reduction across them) runs at full size on its
 //! operands expanded back to `L` lanes; its result has no lane axis (a contraction or a
 //! reduction over the whole lane dimension) or stays at full size from then on.
 
 use super::{Kind, Step};
-use crate::tensor::{numel, Tensor};
+use crate::gemm::{few_k_available, FEW_K};
+use crate::tensor::{numel, take_buf, Tensor};
 
 /// Where a value keeps its lanes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,9 @@ pub(super) enum Mode {
     Shared,
     /// At full size, on operands expanded back to `L` lanes.
     Expanded,
+    /// A matmul contracting over the lanes, computed from the shared lanes: the sum over
+    /// all `L` lanes, each term read from its class (`gemm::gemm_terms`).
+    Contract,
 }
 
 /// The lane analysis of a program.
@@ -197,6 +202,26 @@ impl LanePlan {
     }
 }
 
+/// `[before, from, after]` → `[before, idx.len(), after]`: element `(b, i, a)` is
+/// `src[b, idx[i], a]` (a pooled buffer).
+fn pick(src: &[f32], from: usize, before: usize, after: usize, idx: &[usize]) -> Vec<f32> {
+    let mut data = take_buf(before * idx.len() * after);
+    if after == 1 {
+        // Lanes last (activation surfaces): one value per lane.
+        for row in src.chunks_exact(from).take(before) {
+            data.extend(idx.iter().map(|&i| row[i]));
+        }
+        return data;
+    }
+    for b in 0..before {
+        for &i in idx {
+            let at = (b * from + i) * after;
+            data.extend_from_slice(&src[at..at + after]);
+        }
+    }
+    data
+}
+
 /// The representative lanes of `t` (full size, lanes `At`): `[before, L, after]` →
 /// `[before, L', after]`.
 pub(super) fn gather(t: &Tensor, lanes: Lanes, l: usize, cls: &LaneClasses) -> Tensor {
@@ -204,13 +229,7 @@ pub(super) fn gather(t: &Tensor, lanes: Lanes, l: usize, cls: &LaneClasses) -> T
         return t.clone();
     };
     let (before, after) = split(&t.shape, dim, outer, inner);
-    let mut data = Vec::with_capacity(before * cls.reps.len() * after);
-    for b in 0..before {
-        for &r in &cls.reps {
-            let at = (b * l + r) * after;
-            data.extend_from_slice(&t.data[at..at + after]);
-        }
-    }
+    let data = pick(&t.data, l, before, after, &cls.reps);
     Tensor::new(shared_shape(&t.shape, lanes, cls.reps.len()), data)
 }
 
@@ -221,14 +240,7 @@ pub(super) fn expand(t: &Tensor, full_shape: &[usize], lanes: Lanes, cls: &LaneC
         return t.clone();
     };
     let (before, after) = split(full_shape, dim, outer, inner);
-    let shared = cls.reps.len();
-    let mut data = Vec::with_capacity(before * cls.class_of.len() * after);
-    for b in 0..before {
-        for &c in &cls.class_of {
-            let at = (b * shared + c) * after;
-            data.extend_from_slice(&t.data[at..at + after]);
-        }
-    }
+    let data = pick(&t.data, cls.reps.len(), before, after, &cls.class_of);
     Tensor::new(full_shape.to_vec(), data)
 }
 
@@ -263,7 +275,7 @@ fn rule(kind: &Kind, ins: &[(Lanes, &[usize])], out: &[usize], l: usize) -> (Mod
                 _ => EXPANDED_FULL,
             }
         }
-        Kind::Matmul { tx, ty } => matmul(ins, *tx, *ty, out.len()),
+        Kind::Matmul { tx, ty } => matmul(ins, *tx, *ty, out.len(), l),
         Kind::Softmax { axis } => match ins[0].0 {
             Lanes::At { dim, .. } if dim != *axis => shared(ins[0].0),
             _ => EXPANDED_FULL,
@@ -371,7 +383,7 @@ fn broadcast(ins: &[(Lanes, &[usize])], out: &[usize]) -> Option<Lanes> {
 /// of `y` (the other operand lane-free) stay where they are; lanes in the contracted
 /// dimension are summed out (run expanded, result lane-free); lanes in batch dimensions or
 /// on both sides are not followed.
-fn matmul(ins: &[(Lanes, &[usize])], tx: bool, ty: bool, rank: usize) -> (Mode, Lanes) {
+fn matmul(ins: &[(Lanes, &[usize])], tx: bool, ty: bool, rank: usize, l: usize) -> (Mode, Lanes) {
     let ((xs, xshape), (ys, yshape)) = (ins[0], ins[1]);
     let (rx, ry) = (xshape.len(), yshape.len());
     let (x_rows, x_inner) = if tx {
@@ -389,7 +401,24 @@ fn matmul(ins: &[(Lanes, &[usize])], tx: bool, ty: bool, rank: usize) -> (Mode, 
         _ => true,
     };
     if contracted(xs, x_inner) && contracted(ys, y_inner) {
-        return (Mode::Expanded, Lanes::Free);
+        // From the shared lanes where the short-contraction kernel computes it — the one
+        // `gemm` itself uses for it (or the streaming kernel, the same FMA chains): exactly
+        // `L` terms, one matrix, `y` row-major.
+        let whole = |s: Lanes| match s {
+            Lanes::At { outer, inner, .. } => outer == 1 && inner == 1,
+            _ => true,
+        };
+        let single = xshape[..rx - 2]
+            .iter()
+            .chain(&yshape[..ry - 2])
+            .all(|&d| d == 1);
+        let by_terms = whole(xs) && whole(ys) && single && !ty && l <= FEW_K && few_k_available();
+        let mode = if by_terms {
+            Mode::Contract
+        } else {
+            Mode::Expanded
+        };
+        return (mode, Lanes::Free);
     }
     match (xs, ys) {
         (Lanes::At { dim, outer, inner }, Lanes::Free) if dim == x_rows => (
