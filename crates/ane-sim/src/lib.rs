@@ -23,6 +23,7 @@ pub mod tensor;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mil::ast::DType;
@@ -111,6 +112,8 @@ pub struct SimDevice {
     opts: SimOptions,
     kernels: HashMap<u64, SimKernel>,
     surfaces: HashMap<u64, Vec<u8>>,
+    /// Input surfaces as last decoded (see [`decode_cached`]).
+    decoded: HashMap<u64, Decoded>,
     next_id: u64,
     stats: DeviceStats,
     last_prediction: Option<Prediction>,
@@ -139,6 +142,69 @@ pub fn compile_program(spec: &KernelSpec, precision: Precision) -> Result<Progra
     }
 }
 
+/// An input surface as last decoded: its bytes then and their values.
+#[derive(Debug)]
+struct Decoded {
+    dtype: DType,
+    bytes: Vec<u8>,
+    values: Arc<Tensor>,
+}
+
+/// Bytes compared (and decoded again when they differ) at a time by [`decode_cached`].
+const DECODE_CHUNK: usize = 256;
+
+/// The values of input surface `sid` (holding `io` in its first bytes): decoded once, then
+/// only the chunks whose bytes changed since — a K/V cache surface gains a row or two per
+/// step, and its other rows are not decoded again.
+fn decode_cached(
+    cache: &mut HashMap<u64, Decoded>,
+    sid: SurfaceId,
+    io: &IoTensor,
+    bytes: &[u8],
+) -> Result<Arc<Tensor>, DeviceError> {
+    let bytes = &bytes[..io.bytes()];
+    let esz = io.dtype.size_bytes().unwrap_or(1).max(1);
+    match cache.get_mut(&sid.0) {
+        Some(d)
+            if d.dtype == io.dtype
+                && d.bytes.len() == bytes.len()
+                && d.values.shape == io.shape =>
+        {
+            let mut changed = d
+                .bytes
+                .chunks_mut(DECODE_CHUNK)
+                .zip(bytes.chunks(DECODE_CHUNK))
+                .enumerate()
+                .filter(|(_, (old, new))| old != new)
+                .peekable();
+            if changed.peek().is_some() {
+                // A copy only if a finished run still held these values (it does not).
+                let values = Arc::make_mut(&mut d.values);
+                for (c, (old, new)) in changed {
+                    let at = c * DECODE_CHUNK / esz;
+                    ane::surface::decode_into(
+                        io.dtype,
+                        new,
+                        &mut values.data[at..at + new.len() / esz],
+                    )?;
+                    old.copy_from_slice(new);
+                }
+            }
+            Ok(d.values.clone())
+        }
+        _ => {
+            let values = Arc::new(Tensor::new(io.shape.clone(), decode(io, bytes)?));
+            let entry = Decoded {
+                dtype: io.dtype,
+                bytes: bytes.to_vec(),
+                values: values.clone(),
+            };
+            cache.insert(sid.0, entry);
+            Ok(values)
+        }
+    }
+}
+
 /// Decode a surface prefix holding `io` into f32 values (pooled buffer; `ane::surface`'s codec).
 fn decode(io: &IoTensor, bytes: &[u8]) -> Result<Vec<f32>, DeviceError> {
     let n = numel_of(io);
@@ -159,6 +225,7 @@ impl SimDevice {
             opts,
             kernels: HashMap::new(),
             surfaces: HashMap::new(),
+            decoded: HashMap::new(),
             next_id: 1,
             stats,
             last_prediction: None,
@@ -389,6 +456,7 @@ impl Device for SimDevice {
     }
 
     fn free_surface(&mut self, surface: SurfaceId) -> Result<(), DeviceError> {
+        self.decoded.remove(&surface.0);
         self.surfaces
             .remove(&surface.0)
             .map(|_| ())
@@ -442,10 +510,13 @@ impl Device for SimDevice {
                 outputs.len()
             )));
         }
-        let mut tensors: Vec<Option<Tensor>> = vec![None; inputs.len()];
+        let mut tensors: Vec<Option<Arc<Tensor>>> = vec![None; inputs.len()];
         for (slot, &sid) in inputs.iter().enumerate() {
             let io = &p.inputs()[k.in_route[slot]];
-            let bytes = self.surface(sid)?;
+            let bytes = self
+                .surfaces
+                .get(&sid.0)
+                .ok_or(DeviceError::UnknownSurface(sid))?;
             if bytes.len() < io.bytes() {
                 return Err(DeviceError::Eval(format!(
                     "input surface {slot} has {} bytes, bound tensor `{}` needs {} \
@@ -455,7 +526,7 @@ impl Device for SimDevice {
                     io.bytes()
                 )));
             }
-            tensors[k.in_route[slot]] = Some(Tensor::new(io.shape.clone(), decode(io, bytes)?));
+            tensors[k.in_route[slot]] = Some(decode_cached(&mut self.decoded, sid, io, bytes)?);
         }
         for (slot, &sid) in outputs.iter().enumerate() {
             let io = &p.outputs()[k.out_route[slot]];
@@ -469,7 +540,7 @@ impl Device for SimDevice {
                 )));
             }
         }
-        let tensors: Vec<Tensor> = tensors.into_iter().flatten().collect();
+        let tensors: Vec<Arc<Tensor>> = tensors.into_iter().flatten().collect();
         let results = p.run_decoded(tensors).map_err(DeviceError::Eval)?;
         let routes: Vec<(usize, DType)> = k
             .out_route

@@ -6,47 +6,73 @@ impl Program {
     /// Run with `inputs` in declaration order (element counts must match); returns outputs in
     /// return order. fp16 inputs are rounded to fp16 first (a surface cannot hold more).
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
-        self.run_inner(inputs, false)
+        self.check_inputs(inputs.len(), inputs.iter().map(|t| t.data.len()))?;
+        let inputs = inputs
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(mut t, io)| {
+                t.shape.clone_from(&io.shape);
+                if io.dtype == DType::Fp16 {
+                    round_f16_slice(&mut t.data);
+                }
+                Arc::new(t)
+            })
+            .collect();
+        self.run_inner(inputs)
     }
 
-    /// [`Program::run`] for inputs decoded from their declared surface dtypes: fp16 inputs
-    /// are already fp16 values, so the input rounding pass is skipped.
-    pub(crate) fn run_decoded(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
-        self.run_inner(inputs, true)
-    }
-
-    fn run_inner(&self, inputs: Vec<Tensor>, fp16_exact: bool) -> Result<Vec<Tensor>, String> {
-        if inputs.len() != self.inputs.len() {
+    /// [`Program::run`] for inputs decoded from their declared surface dtypes, with their
+    /// declared shapes: fp16 inputs are already fp16 values, so there is no rounding pass,
+    /// and they are shared, not copied (the device keeps them between evaluations).
+    pub(crate) fn run_decoded(&self, inputs: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>, String> {
+        self.check_inputs(inputs.len(), inputs.iter().map(|t| t.data.len()))?;
+        if let Some((t, io)) = inputs
+            .iter()
+            .zip(&self.inputs)
+            .find(|(t, io)| t.shape != io.shape)
+        {
             return Err(format!(
-                "{} inputs given, program has {}",
-                inputs.len(),
+                "input `{}` has shape {:?}, expected {:?}",
+                io.name, t.shape, io.shape
+            ));
+        }
+        self.run_inner(inputs)
+    }
+
+    /// `count` inputs with these element counts fit the declared inputs.
+    fn check_inputs(&self, count: usize, lens: impl Iterator<Item = usize>) -> Result<(), String> {
+        if count != self.inputs.len() {
+            return Err(format!(
+                "{count} inputs given, program has {}",
                 self.inputs.len()
             ));
         }
-        let mut inputs = inputs;
-        for (t, io) in inputs.iter_mut().zip(&self.inputs) {
-            if t.data.len() != numel(&io.shape) {
+        for (len, io) in lens.zip(&self.inputs) {
+            if len != numel(&io.shape) {
                 return Err(format!(
-                    "input `{}` has {} values, expected {} ({:?})",
+                    "input `{}` has {len} values, expected {} ({:?})",
                     io.name,
-                    t.data.len(),
                     numel(&io.shape),
                     io.shape
                 ));
             }
-            t.shape.clone_from(&io.shape);
-            if io.dtype == DType::Fp16 && !fp16_exact {
-                round_f16_slice(&mut t.data);
-            }
         }
+        Ok(())
+    }
+
+    fn run_inner(&self, inputs: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>, String> {
         // Lane sharing: only when some lanes are identical (see `lanes`).
         let sharing = self
             .lanes
             .as_ref()
             .filter(|_| self.share_lanes)
             .and_then(|plan| {
-                let keyed: Vec<(usize, &Tensor)> =
-                    self.input_values.iter().copied().zip(&inputs).collect();
+                let keyed: Vec<(usize, &Tensor)> = self
+                    .input_values
+                    .iter()
+                    .copied()
+                    .zip(inputs.iter().map(|t| &**t))
+                    .collect();
                 let classes = plan.classes(&keyed);
                 (classes.reps.len() < plan.lanes).then_some((plan, classes))
             });
@@ -56,10 +82,12 @@ impl Program {
         }
         for (t, &v) in inputs.into_iter().zip(&self.input_values) {
             let t = match &sharing {
-                Some((plan, cls)) => lanes::gather(&t, plan.values[v], plan.lanes, cls),
-                None => t,
+                Some((plan, cls)) if matches!(plan.values[v], lanes::Lanes::At { .. }) => {
+                    Arc::new(lanes::gather(&t, plan.values[v], plan.lanes, cls))
+                }
+                _ => t,
             };
-            values[v] = Some(Arc::new(t));
+            values[v] = Some(t);
         }
         for (si, step) in self.steps.iter().enumerate() {
             // Shape and op of this step as it runs: on shared lanes the lane dimension holds
