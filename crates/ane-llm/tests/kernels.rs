@@ -345,11 +345,18 @@ fn shared_equals_every_lane(program: &ane_sim::Program, inputs: &[Vec<f32>]) -> 
 /// at full size.
 #[test]
 fn lane_sharing_is_bitwise_computing_every_lane() {
-    for (io, precision) in [
-        (DType::Fp32, Precision::F32),
-        (DType::Fp16, Precision::Fp16),
-    ] {
-        let g = gqa_geometry(io);
+    // A cache of 32 slots (attention over the cache in the streaming kernel) and of 128
+    // (the short-contraction and blocked kernels).
+    let cases = [
+        (DType::Fp32, Precision::F32, 32),
+        (DType::Fp16, Precision::Fp16, 32),
+        (DType::Fp16, Precision::Fp16, 128),
+    ];
+    for (io, precision, max_seq) in cases {
+        let g = Geometry {
+            max_seq,
+            ..gqa_geometry(io)
+        };
         let (d, kv, l, s) = (g.dim, g.kv_dim, g.lanes, g.max_seq);
         let ws: Vec<LayerF32> = (0..2).map(|i| random_layer(&g, 60 + i)).collect();
         let kernel = fused_layers(&g, 0, &ws).expect("generate");
@@ -357,7 +364,7 @@ fn lane_sharing_is_bitwise_computing_every_lane() {
         let unshared = program.unshared_ops();
         assert_eq!(unshared.len(), 1, "{unshared:?}");
         assert!(unshared[0].contains("reduce_sum"), "{unshared:?}");
-        for (pos, n) in [(5, 1), (9, 2), (3, 5), (0, l)] {
+        for (pos, n) in [(5, 1), (9, 2), (3, 5), (0, l), (s - 2, 2)] {
             let xs: Vec<Vec<f32>> = (0..n).map(|t| rand(d, 300 + t as u64, 2.0)).collect();
             let mut inputs = vec![lanes_of(&xs, d, l), position_input(&g, pos, n)];
             for j in 0..ws.len() as u64 {

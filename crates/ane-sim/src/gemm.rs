@@ -111,7 +111,7 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32]) {
 }
 
 /// Widest `n` handled by the streaming kernel.
-const SMALL_N: usize = 64;
+pub(crate) const SMALL_N: usize = 64;
 
 /// Rows `r0 .. r0 + rows` of `a · x` for a row-major `x` `[k, n]` with n ≤ [`SMALL_N`].
 fn small_n_rows(a: MatRef<'_>, r0: usize, rows: usize, x: &[f32], n: usize, c: &mut [f32]) {

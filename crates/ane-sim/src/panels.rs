@@ -36,6 +36,7 @@ const BLOCK: usize = 32;
 const BLOCK_BYTES: usize = 2 * PANEL * 4 + BLOCK * PANEL / 2;
 
 /// Bytes ahead the kernels ask the cache for.
+#[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD: usize = 8192;
 
 /// Widest lane count [`gemm_panels`] takes.

@@ -11,7 +11,8 @@
 //! `lane_sharing_is_bitwise_computing_every_lane` and the kernel tests in `ane-llm` check
 //! it bit for bit.
 //!
-//! **Which inputs carry lanes**: the first input's last axis is the lane axis; every input
+//! **Which inputs carry lanes**: the first input's last axis is the lane axis (2 to 64
+//! lanes: the ANE's decode widths; wider kernels compute every lane); every input
 //! whose last axis has that size carries lanes (a K/V cache whose length happens to equal
 //! `L` is then treated as lane-carrying too: its slots differ, so sharing simply finds
 //! fewer identical lanes — never a wrong answer).
@@ -29,7 +30,7 @@
 //! reduction over the whole lane dimension) or stays at full size from then on.
 
 use super::{Kind, Step};
-use crate::gemm::{few_k_available, FEW_K};
+use crate::gemm::{few_k_available, FEW_K, SMALL_N};
 use crate::tensor::{numel, take_buf, Tensor};
 
 /// Where a value keeps its lanes.
@@ -129,7 +130,10 @@ impl LanePlan {
     /// index of each program input. `None` when nothing could run on shared lanes.
     pub fn analyse(steps: &[Step], shapes: &[Vec<usize>], inputs: &[usize]) -> Option<Self> {
         let lanes = *shapes[*inputs.first()?].last()?;
-        if lanes < 2 {
+        // Up to SMALL_N lanes every product over lanes runs the streaming kernel whatever
+        // the lane count, so shared lanes compute exactly what all lanes do; above it the
+        // full product would take the blocked GEMM (another summation order).
+        if !(2..=SMALL_N).contains(&lanes) {
             return None;
         }
         let mut values = vec![Lanes::Free; shapes.len()];
