@@ -307,7 +307,8 @@ pub fn gemm_panels(p: &Panels, x: &[f32], n: usize, c: &mut [f32]) {
         run(0, c);
         return;
     }
-    let per = n_panels.div_ceil(threads * 2);
+    // Blocks of whole groups: a lone panel would run one latency-bound chain per lane.
+    let per = n_panels.div_ceil(threads * 2).next_multiple_of(group);
     c.par_chunks_mut(per * PANEL * n)
         .enumerate()
         .for_each(|(blk, c_blk)| run(blk * per, c_blk));
