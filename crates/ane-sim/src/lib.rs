@@ -6,8 +6,14 @@
 //! the compile with the diagnostics), lowers the main function with every type from
 //! `mil::shape` and every op from `mil::Op` (every BLOBFILE must be among the provided weights)
 //! and checks the requested surface sizes with `ane::binding`'s one rule. Eval decodes the
-//! bound input surfaces, runs the program with ANE-like numerics (see [`Precision`]) and
-//! encodes the outputs. Every eval adds the cost model's predicted ANE time to the stats.
+//! bound input surfaces (again only where their bytes changed since the last eval), runs the
+//! program with ANE-like numerics (see [`Precision`]) and encodes the outputs. Every eval adds
+//! the cost model's predicted ANE time to the stats.
+//!
+//! Speed without changing a bit: lanes with identical inputs are computed once
+//! ([`program`]'s lane sharing, [`SimOptions::share_lanes`]), constant conv weights are packed
+//! losslessly for few-lane products ([`panels`]), and the GEMMs ([`gemm`]) pick kernels whose
+//! per-output arithmetic does not depend on how many lanes they are given.
 //!
 //! Binding: [`Binding::Alphabetical`] (default) binds surface i to the i-th MIL name in
 //! byte-wise sorted order, as the hardware does (reference §3.6). [`Binding::DeclarationOrder`]

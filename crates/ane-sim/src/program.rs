@@ -6,7 +6,9 @@
 //! FLOPs and weight bytes for the cost model. The op vocabulary is `mil::Op`: every op of
 //! the table lowers to a step. Running walks the steps in order; with [`Precision::Fp16`] every fp16-typed result
 //! is rounded to fp16 (round-to-nearest-even) after its op, while conv/matmul/reductions
-//! accumulate in f32 — the ANE's numerics as far as they are public.
+//! accumulate in f32 — the ANE's numerics as far as they are public. Lanes whose inputs are
+//! bitwise identical are computed once (`lanes`: exact, on by default; see
+//! [`Program::set_lane_sharing`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
