@@ -522,7 +522,7 @@ fn gemm_block(a: MatRef<'_>, r0: usize, rows: usize, b: MatRef<'_>, c: &mut [f32
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn naive(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
@@ -540,7 +540,8 @@ mod tests {
         c
     }
 
-    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+    /// Deterministic values in [−0.5, 0.5).
+    pub(crate) fn lcg(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {
@@ -620,8 +621,7 @@ mod tests {
 
     /// The short-contraction kernel drops exactly the terms that cannot change a sum:
     /// bitwise equal with and without the dropping (and SIMD equal to portable), close to
-    /// the f64 product, and a
-    /// non-finite factor in a zero row is kept (it makes NaN).
+    /// the f64 product, and a non-finite factor in a zero row is kept (it makes NaN).
     #[test]
     fn few_k_kernel_drops_only_terms_that_cannot_change_a_sum() {
         let (m, k, n) = (37, 64, 300);

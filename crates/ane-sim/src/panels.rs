@@ -490,18 +490,7 @@ unsafe fn affine4_avx512<const P: usize, const N: usize>(
 mod tests {
     use super::*;
     use crate::gemm::gemm;
-
-    fn lcg(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::gemm::tests::lcg;
 
     fn fp16(v: Vec<f32>) -> Vec<f32> {
         v.into_iter().map(|x| f16::from_f32(x).to_f32()).collect()

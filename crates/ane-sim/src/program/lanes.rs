@@ -390,6 +390,9 @@ fn broadcast(ins: &[(Lanes, &[usize])], out: &[usize]) -> Option<Lanes> {
 fn matmul(ins: &[(Lanes, &[usize])], tx: bool, ty: bool, rank: usize, l: usize) -> (Mode, Lanes) {
     let ((xs, xshape), (ys, yshape)) = (ins[0], ins[1]);
     let (rx, ry) = (xshape.len(), yshape.len());
+    if rx < 2 || ry < 2 {
+        return EXPANDED_FULL;
+    }
     let (x_rows, x_inner) = if tx {
         (rx - 1, rx - 2)
     } else {
