@@ -31,8 +31,8 @@ const PANEL: usize = 16;
 /// Values of a row per affine block.
 const BLOCK: usize = 32;
 
-/// Bytes of one affine block of a panel: `d[16]`, `m[16]` (f32), then for each of the 32
-/// inputs eight bytes of nibbles (rows 2i, 2i+1 in byte i).
+/// Bytes of one affine block of a panel: `d[16]`, `m[16]` (f32), then for each pair of
+/// inputs (2i, 2i+1) sixteen bytes, byte r holding row r's two nibbles (input 2i low).
 const BLOCK_BYTES: usize = 2 * PANEL * 4 + BLOCK * PANEL / 2;
 
 /// Bytes ahead the kernels ask the cache for.
@@ -268,8 +268,8 @@ fn pack_affine4(w: MatRef<'_>) -> Option<Vec<u8>> {
                     blk[lane * 4..lane * 4 + 4].copy_from_slice(&d.to_le_bytes());
                     blk[64 + lane * 4..64 + lane * 4 + 4].copy_from_slice(&m.to_le_bytes());
                     for (i, &qi) in fit.q.iter().enumerate() {
-                        let byte = &mut blk[128 + i * PANEL / 2 + lane / 2];
-                        *byte |= if lane % 2 == 0 { qi } else { qi << 4 };
+                        let byte = &mut blk[128 + (i / 2) * PANEL + lane];
+                        *byte |= if i % 2 == 0 { qi } else { qi << 4 };
                     }
                 }
             }
@@ -462,22 +462,29 @@ unsafe fn affine4_avx512<const P: usize, const N: usize>(
                 d[q] = _mm512_castsi512_ps(_mm512_andnot_si512(sign_bit, d_signed));
                 m[q] = _mm512_loadu_ps(blk.add(64) as *const f32);
             }
-            for i in 0..BLOCK.min(k - b * BLOCK) {
-                let xi = xp.add((b * BLOCK + i) * N);
+            let kb = BLOCK.min(k - b * BLOCK);
+            for i in (0..kb).step_by(2) {
                 for (q, acc_q) in acc.iter_mut().enumerate() {
-                    let nib = base.add((q * blocks + b) * BLOCK_BYTES + 128 + i * PANEL / 2);
-                    let v = _mm_loadl_epi64(nib as *const __m128i);
-                    let lo = _mm_and_si128(v, low);
-                    let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), low);
-                    let qv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
-                    // fp16(q·d + m): f32 multiply, f32 add, round to nearest even fp16.
-                    let t = _mm512_add_ps(_mm512_mul_ps(qv, d[q]), m[q]);
-                    let w = _mm512_cvtph_ps(_mm512_cvtps_ph::<
-                        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-                    >(t));
-                    let w = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(w), sign[q]));
-                    for (j, a) in acc_q.iter_mut().enumerate() {
-                        *a = _mm512_fmadd_ps(w, _mm512_set1_ps(*xi.add(j)), *a);
+                    let nib = base.add((q * blocks + b) * BLOCK_BYTES + 128 + (i / 2) * PANEL);
+                    let v = _mm_loadu_si128(nib as *const __m128i);
+                    // Input i in the low nibbles, input i + 1 in the high ones.
+                    let pair = [
+                        _mm_and_si128(v, low),
+                        _mm_and_si128(_mm_srli_epi16::<4>(v), low),
+                    ];
+                    for (h, &bytes) in pair.iter().enumerate().take(kb - i) {
+                        let qv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+                        // fp16(q·d + m): f32 multiply, f32 add, round to nearest even fp16.
+                        let t = _mm512_add_ps(_mm512_mul_ps(qv, d[q]), m[q]);
+                        let w = _mm512_cvtph_ps(_mm512_cvtps_ph::<
+                            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                        >(t));
+                        let w =
+                            _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(w), sign[q]));
+                        let xi = xp.add((b * BLOCK + i + h) * N);
+                        for (j, a) in acc_q.iter_mut().enumerate() {
+                            *a = _mm512_fmadd_ps(w, _mm512_set1_ps(*xi.add(j)), *a);
+                        }
                     }
                 }
             }
