@@ -718,3 +718,57 @@ fn predicted_step_equals_the_simulators_accounting_of_a_real_step() {
     );
     assert!((charged - prediction.ane_ms).abs() <= 1e-9 * charged.max(1.0));
 }
+
+/// Lane sharing in the simulator is exact for the training kernels too: with some positions
+/// (lanes) identical in every lane-carrying input, each kernel's outputs are bitwise those of
+/// computing every lane, and at least one kernel does compute fewer lanes.
+#[test]
+fn training_kernels_share_identical_lanes_exactly() {
+    let g = geometry(Precision::Fp16);
+    let kernels = [
+        kernels::layer_forward(&g),
+        kernels::ffn_backward(&g),
+        kernels::attention_backward(&g),
+        kernels::qkv_backward(&g),
+    ];
+    let mut shared_somewhere = false;
+    for (ki, k) in kernels.into_iter().enumerate() {
+        let k = k.expect("generate");
+        let program = ane_sim::compile_program(&k.spec(), Precision::Fp16).expect("compile");
+        let lanes = *program.inputs()[0].shape.last().expect("rank ≥ 1");
+        let inputs: Vec<ane_sim::Tensor> = program
+            .inputs()
+            .iter()
+            .enumerate()
+            .map(|(i, io)| {
+                let n: usize = io.shape.iter().product();
+                let mut v = values(900 + 10 * ki as u64 + i as u64, n, 0.5);
+                if io.shape.last() == Some(&lanes) {
+                    // Positions 3, 7 and 11 repeat position 1 in every lane-carrying input.
+                    for row in v.chunks_exact_mut(lanes) {
+                        for t in [3, 7, 11] {
+                            row[t] = row[1];
+                        }
+                    }
+                }
+                ane_sim::Tensor::new(io.shape.clone(), v)
+            })
+            .collect();
+        let mut every = program.clone();
+        every.set_lane_sharing(false);
+        let shared = program.shared_lanes(&inputs);
+        shared_somewhere |= shared.is_some();
+        let got = program.run(inputs.clone()).expect("shared run");
+        let want = every.run(inputs).expect("every-lane run");
+        for (o, (a, b)) in got.iter().zip(&want).enumerate() {
+            let same = a
+                .data
+                .iter()
+                .zip(&b.data)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same && a.shape == b.shape, "kernel {ki} output {o} differs");
+        }
+        eprintln!("training kernel {ki}: {lanes} lanes, computed {shared:?}");
+    }
+    assert!(shared_somewhere, "no training kernel shared lanes");
+}
