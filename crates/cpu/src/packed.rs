@@ -306,6 +306,9 @@ mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// Bytes ahead the kernel asks the cache for (about ten blocks of a group).
+    const PREFETCH_AHEAD: usize = 4096;
+
     /// [`portable::group_dot`] for `N` vectors with sixteen rows per vector operation
     /// (`BYTES`: a `Q8_0` group).
     ///
@@ -329,6 +332,12 @@ mod avx512 {
         for blk in 0..nb {
             // SAFETY: block `blk` of the group is `block` bytes inside `group`.
             let base = p.add(blk * block);
+            // The group's blocks lie one after the other: ask for a few blocks ahead (a
+            // wrapping pointer, never dereferenced).
+            let ahead = (base as *const i8).wrapping_add(PREFETCH_AHEAD);
+            for line in 0..block.div_ceil(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
             let v = base.add(VALUES) as *const __m512i;
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
             let c = _mm512_cvtph_ps(_mm256_loadu_si256(base.add(2 * GROUP) as *const __m256i));
