@@ -84,7 +84,7 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32]) {
         && a.row_stride >= k;
     // Short contractions over many columns (attention scores over the cache, the cache
     // blend over lanes): one FMA chain per output over the terms that can change it.
-    let few_k = (!streaming && k <= FEW_K && b.col_stride == 1 && few_k_available())
+    let few_k = (!streaming && k <= FEW_K && b.col_stride == 1 && avx512f_available())
         .then(|| live_terms(a, b, (0..k).map(|p| (p, p))));
     let block = |r0: usize, rows: usize, c_blk: &mut [f32]| {
         if streaming {
@@ -328,7 +328,9 @@ fn stream_rows<const FMA: bool>(
 /// Longest contraction [`few_k_rows`] takes.
 pub(crate) const FEW_K: usize = 64;
 
-pub(crate) fn few_k_available() -> bool {
+/// Whether this CPU has AVX-512F: the short-contraction kernel here and the few-lane panel
+/// kernels (`crate::panels`) need it.
+pub(crate) fn avx512f_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -372,14 +374,14 @@ fn live_terms(
 /// `c` (row-major `[a.rows, b.cols]`) = `Σ_t a[:, ai_t] · b[bi_t, :]` over `terms` in order,
 /// dropping those that cannot change a sum ([`term_is_live`]): a contraction whose terms
 /// repeat columns and rows (lanes shared by [`crate::program`]). `None` where the
-/// short-contraction kernel does not exist ([`few_k_available`]) or `b` is not row-major.
+/// short-contraction kernel does not exist ([`avx512f_available`]) or `b` is not row-major.
 pub(crate) fn gemm_terms(
     a: MatRef<'_>,
     b: MatRef<'_>,
     terms: &[(usize, usize)],
     c: &mut [f32],
 ) -> Option<()> {
-    if !few_k_available() || b.col_stride != 1 || terms.len() > FEW_K {
+    if !avx512f_available() || b.col_stride != 1 || terms.len() > FEW_K {
         return None;
     }
     assert!(
@@ -413,7 +415,7 @@ fn few_k_rows(
 ) {
     assert!(b.col_stride == 1 && c.len() == rows * b.cols);
     #[cfg(target_arch = "x86_64")]
-    if few_k_available() {
+    if avx512f_available() {
         // SAFETY: AVX-512F is available (checked); the callers checked both views lie
         // inside their slices, rows r0..r0+rows of `a` exist, every term indexes a column
         // of `a` and a row of `b`, and `c` holds rows × b.cols values.

@@ -23,7 +23,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use crate::gemm::{MatRef, PARALLEL_MIN_WORK};
+use crate::gemm::{avx512f_available, MatRef, PARALLEL_MIN_WORK};
 
 /// Rows in one panel.
 const PANEL: usize = 16;
@@ -79,9 +79,14 @@ fn fit_affine4(w: &[f32; BLOCK]) -> Option<(f32, f32, [u8; BLOCK])> {
     }
     let lo = w.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    // The values' fp16 bits (exact: `pack` checked every value is an fp16 value).
+    // The values' fp16 bits; a value fp16 cannot hold exactly fits no block.
     let mut bits = [f16::ZERO; BLOCK];
     bits.convert_from_f32_slice(w);
+    let mut back = [0f32; BLOCK];
+    bits.convert_to_f32_slice(&mut back);
+    if back.iter().zip(w).any(|(b, v)| b.to_bits() != v.to_bits()) {
+        return None;
+    }
     let fit = |d: f32, m: f32| -> Option<[u8; BLOCK]> {
         let mut q = [0u8; BLOCK];
         for (qi, &v) in q.iter_mut().zip(w) {
@@ -161,41 +166,21 @@ impl AffineBlock {
     }
 }
 
-/// Whether this CPU has the panel kernels (x86-64 with AVX-512F).
-pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 impl Panels {
     /// Pack `w` (`[rows, cols]`, column stride 1) when this CPU has the kernels and every
     /// value is an fp16 value: affine 4-bit if every block fits exactly, else fp16.
     pub fn pack(w: MatRef<'_>) -> Option<Self> {
-        if !available() || w.col_stride != 1 || w.rows == 0 || w.cols == 0 {
+        if !avx512f_available() || w.col_stride != 1 || w.rows == 0 || w.cols == 0 {
             return None;
         }
-        let row = |r: usize| &w.data[r * w.row_stride..][..w.cols];
         if w.rows.checked_sub(1)? * w.row_stride + w.cols > w.data.len() {
             return None;
         }
-        let exact = (0..w.rows).into_par_iter().all(|r| {
-            let (vals, mut h, mut back) = (row(r), vec![f16::ZERO; w.cols], vec![0f32; w.cols]);
-            h.convert_from_f32_slice(vals);
-            h.convert_to_f32_slice(&mut back);
-            vals.iter()
-                .zip(&back)
-                .all(|(v, b)| v.to_bits() == b.to_bits())
-        });
-        if !exact {
-            return None;
-        }
-        let storage = pack_affine4(w).map_or_else(|| Storage::F16(pack_f16(w)), Storage::Affine4);
+        // An affine fit proves every value is an fp16 value; the fp16 packing checks it.
+        let storage = match pack_affine4(w) {
+            Some(data) => Storage::Affine4(data),
+            None => Storage::F16(pack_f16(w)?),
+        };
         Some(Self {
             rows: w.rows,
             cols: w.cols,
@@ -228,20 +213,27 @@ impl Panels {
     }
 }
 
-fn pack_f16(w: MatRef<'_>) -> Vec<u16> {
+/// The fp16 packing, if every value is exactly an fp16 value.
+fn pack_f16(w: MatRef<'_>) -> Option<Vec<u16>> {
     let (rows, cols) = (w.rows, w.cols);
     let mut data = vec![0u16; rows.div_ceil(PANEL) * cols * PANEL];
-    data.par_chunks_mut(cols * PANEL)
+    let exact = data
+        .par_chunks_mut(cols * PANEL)
         .enumerate()
-        .for_each(|(p, panel)| {
+        .all(|(p, panel)| {
             for lane in 0..PANEL.min(rows - p * PANEL) {
                 let row = &w.data[(p * PANEL + lane) * w.row_stride..][..cols];
                 for (i, &v) in row.iter().enumerate() {
-                    panel[i * PANEL + lane] = f16::from_f32(v).to_bits();
+                    let h = f16::from_f32(v);
+                    if h.to_f32().to_bits() != v.to_bits() {
+                        return false;
+                    }
+                    panel[i * PANEL + lane] = h.to_bits();
                 }
             }
+            true
         });
-    data
+    exact.then_some(data)
 }
 
 /// The affine 4-bit packing, if every block of every row fits.
@@ -551,7 +543,7 @@ mod tests {
     /// a short last block and 1–8 lanes; Q4_1-like rows are stored affine, others fp16.
     #[test]
     fn panel_kernels_are_bit_identical_to_the_gemm() {
-        if !available() {
+        if !avx512f_available() {
             assert!(Panels::pack(MatRef::row_major(&[1.0; 4], 2, 2)).is_none());
             eprintln!("no AVX-512F: nothing is packed, the f32 kernels run (checked)");
             return;

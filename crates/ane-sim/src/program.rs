@@ -197,10 +197,20 @@ impl Program {
     /// How many lanes a run on `inputs` (declaration order) computes with lane sharing:
     /// one per class of bitwise-identical lanes; `None` when it would compute every lane.
     pub fn shared_lanes(&self, inputs: &[Tensor]) -> Option<usize> {
+        self.lane_classes(inputs.iter())
+            .map(|(_, classes)| classes.reps.len())
+    }
+
+    /// The lane plan and the classes of identical lanes for `inputs` (declaration order),
+    /// when sharing is on and some lanes are identical.
+    fn lane_classes<'t>(
+        &self,
+        inputs: impl Iterator<Item = &'t Tensor>,
+    ) -> Option<(&LanePlan, lanes::LaneClasses)> {
         let plan = self.lanes.as_ref().filter(|_| self.share_lanes)?;
         let keyed: Vec<(usize, &Tensor)> = self.input_values.iter().copied().zip(inputs).collect();
-        let n = plan.classes(&keyed).reps.len();
-        (n < plan.lanes).then_some(n)
+        let classes = plan.classes(&keyed);
+        (classes.reps.len() < plan.lanes).then_some((plan, classes))
     }
 
     /// Number of executable (non-const) ops.

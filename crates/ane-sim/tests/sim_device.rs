@@ -18,6 +18,18 @@ fn unsorted_io_program() -> String {
     )
 }
 
+/// The unsorted program as a kernel spec, and its surfaces' byte size.
+fn unsorted_spec() -> (KernelSpec, usize) {
+    let bytes = 4 * S * 2;
+    let spec = KernelSpec {
+        program: mil::parse(&unsorted_io_program()).expect("test program parses"),
+        weights: vec![],
+        input_bytes: vec![bytes, bytes],
+        output_bytes: vec![bytes, bytes],
+    };
+    (spec, bytes)
+}
+
 fn sim(binding: Binding) -> Box<dyn Device> {
     Box::new(SimDevice::new(SimOptions {
         binding,
@@ -28,13 +40,7 @@ fn sim(binding: Binding) -> Box<dyn Device> {
 /// Compile the unsorted program, bind surface 0 := `first`, 1 := `second`, return the two
 /// output surfaces' contents (slot order).
 fn eval_unsorted(dev: &mut dyn Device, first: &[f32], second: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let bytes = 4 * S * 2;
-    let spec = KernelSpec {
-        program: mil::parse(&unsorted_io_program()).expect("test program parses"),
-        weights: vec![],
-        input_bytes: vec![bytes, bytes],
-        output_bytes: vec![bytes, bytes],
-    };
+    let (spec, bytes) = unsorted_spec();
     let k = dev.compile(&spec).expect("compiles");
     let ins = [
         dev.new_surface(bytes).unwrap(),
@@ -382,13 +388,7 @@ fn stats_accumulate_the_cost_model_prediction() {
 /// whole rewrite, the same bytes again — every result equals a fresh device's.
 #[test]
 fn changed_input_bytes_are_decoded_again_and_only_they_matter() {
-    let bytes = 4 * S * 2;
-    let spec = KernelSpec {
-        program: mil::parse(&unsorted_io_program()).expect("test program parses"),
-        weights: vec![],
-        input_bytes: vec![bytes, bytes],
-        output_bytes: vec![bytes, bytes],
-    };
+    let (spec, bytes) = unsorted_spec();
     let mut dev = SimDevice::new(SimOptions::default());
     let k = dev.compile(&spec).expect("compiles");
     let ins = [

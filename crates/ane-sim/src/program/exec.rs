@@ -62,20 +62,7 @@ impl Program {
 
     fn run_inner(&self, inputs: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>, String> {
         // Lane sharing: only when some lanes are identical (see `lanes`).
-        let sharing = self
-            .lanes
-            .as_ref()
-            .filter(|_| self.share_lanes)
-            .and_then(|plan| {
-                let keyed: Vec<(usize, &Tensor)> = self
-                    .input_values
-                    .iter()
-                    .copied()
-                    .zip(inputs.iter().map(|t| &**t))
-                    .collect();
-                let classes = plan.classes(&keyed);
-                (classes.reps.len() < plan.lanes).then_some((plan, classes))
-            });
+        let sharing = self.lane_classes(inputs.iter().map(|t| &**t));
         let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.n_values];
         for &(v, ref t) in &self.consts {
             values[v] = Some(t.clone());

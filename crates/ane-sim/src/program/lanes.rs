@@ -30,7 +30,7 @@
 //! reduction over the whole lane dimension) or stays at full size from then on.
 
 use super::{Kind, Step};
-use crate::gemm::{few_k_available, FEW_K, SMALL_N};
+use crate::gemm::{avx512f_available, FEW_K, SMALL_N};
 use crate::tensor::{numel, take_buf, Tensor};
 
 /// Where a value keeps its lanes.
@@ -419,7 +419,7 @@ fn matmul(ins: &[(Lanes, &[usize])], tx: bool, ty: bool, rank: usize, l: usize) 
             .iter()
             .chain(&yshape[..ry - 2])
             .all(|&d| d == 1);
-        let by_terms = whole(xs) && whole(ys) && single && !ty && l <= FEW_K && few_k_available();
+        let by_terms = whole(xs) && whole(ys) && single && !ty && l <= FEW_K && avx512f_available();
         let mode = if by_terms {
             Mode::Contract
         } else {
