@@ -5,8 +5,8 @@
 //! products on weights in their stored types with AVX2, AVX-512 VNNI, NEON (`neon`, aarch64)
 //! and portable versions ([`dot`]), the multi-threaded (batched) matrix products built on them
 //! ([`matmul`]), the decode weights repacked sixteen rows at a time for AVX-512 VNNI
-//! ([`packed`]: `Q4_0`, `Q4_1`, `Q8_0`), and [`CpuBackend`], the
-//! [`engine::Backend`] that runs a model with either the fast quantized path or the exact
+//! ([`packed`]: `Q4_0`, `Q4_1`, `Q8_0`), the tiled f32 kernel of prompt chunks ([`tiles`]),
+//! and [`CpuBackend`], the [`engine::Backend`] that runs a model with either the fast quantized path or the exact
 //! (dequantize-on-the-fly, f32) reference path.
 //!
 //! [`train`] holds the training math: each op's forward over a sequence and its hand-written
@@ -28,6 +28,7 @@ pub mod neon;
 pub mod ops;
 pub mod packed;
 pub mod quant;
+pub mod tiles;
 pub mod train;
 
 pub use backend::{CpuBackend, CpuError, CpuOptions, PREFILL_CHUNK};

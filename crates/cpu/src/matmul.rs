@@ -21,6 +21,7 @@
 use crate::dot::{dequantize_row, dot_f32, dot_float_row, dot_q_rows};
 use crate::packed::{Packed, GROUP};
 use crate::quant::{quantize_q8, BlockQ8};
+use crate::tiles;
 use model::quant::QK;
 use model::Tensor;
 use rayon::prelude::*;
@@ -33,10 +34,13 @@ pub enum Precision {
     /// one weight row at a time (each output is computed the same way whatever `n_tok` is).
     Fast,
     /// For a prefill chunk: every weight matrix without a [`Packed`] form, quantized or
-    /// float, goes through a packed, cache-blocked f32 GEMM (the `gemm` crate) in panels of
-    /// rows converted to f32 once per chunk, which for many tokens is faster than the stored
-    /// layout's integer kernels (SmolLM2 Q4_1 pp512: 518 vs 354 tok/s on 2 threads) and closer
-    /// to the exact path (no 8-bit activations).
+    /// float, is multiplied in f32 with rows converted to f32 once per chunk, which for many
+    /// tokens is faster than the stored layout's integer kernels (SmolLM2 Q4_1 pp512: 518 vs
+    /// 354 tok/s on 2 threads) and closer to the exact path (no 8-bit activations). With
+    /// AVX-512 the products run in our tiled kernel ([`tiles`]: F32 rows read where they are
+    /// stored; seed shape pp64 on 2 threads: F16 ~1.3x, F32 ~1.15x the `gemm` crate path),
+    /// elsewhere through the `gemm` crate's packed, cache-blocked GEMM. Either way a token's
+    /// result does not depend on the chunk it is part of.
     FastChunk,
     /// Every row dequantized to f32 and dotted in f32: the reference path.
     Exact,
@@ -44,6 +48,16 @@ pub enum Precision {
 
 /// Weight rows per GEMM task of [`Precision::FastChunk`] (converted to f32 per task).
 const GEMM_PANEL: usize = 128;
+
+/// Weight rows per task of [`Precision::FastChunk`] with the tiled kernel ([`tiles`]).
+const TILE_TASK_ROWS: usize = 48;
+
+thread_local! {
+    /// A pool thread's buffers for the tiled kernel's tasks (rows in f32, their products),
+    /// kept between tasks so that a prompt chunk does not allocate and zero them per task.
+    static TILE_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
 
 /// Most tokens per GEMM call of [`Precision::FastChunk`].
 const GEMM_TOKENS: usize = 64;
@@ -135,7 +149,11 @@ pub fn matmuls_packed(
             .iter_mut()
             .map(|(w, _, out)| (*w, &mut **out))
             .collect();
-        gemm_panels(pool, &mut plain, x, n_tok);
+        if tiles::available() {
+            tiled_panels(pool, &mut plain, x, n_tok);
+        } else {
+            gemm_panels(pool, &mut plain, x, n_tok);
+        }
         return;
     }
     // xq: [n_tok][cols / 32], when some weight is block-quantized and we are on the fast path.
@@ -188,16 +206,89 @@ pub fn matmuls_packed(
             })
     });
     for ((w, _, out), rt) in jobs.iter_mut().zip(&rts) {
-        // transpose [rows][n_tok] -> [n_tok][rows]
-        for (r, vals) in rt.chunks_exact(n_tok).enumerate() {
-            for (t, &v) in vals.iter().enumerate() {
-                out[t * w.rows + r] = v;
+        // transpose [rows][n_tok] -> [n_tok][rows], 16 rows at a time
+        for r0 in (0..w.rows).step_by(16) {
+            let r1 = (r0 + 16).min(w.rows);
+            for (t, o) in out.chunks_exact_mut(w.rows).enumerate() {
+                for (r, o_r) in o[r0..r1].iter_mut().enumerate() {
+                    *o_r = rt[(r0 + r) * n_tok + t];
+                }
             }
         }
     }
 }
 
-/// [`Precision::FastChunk`]: every job's rows in panels of [`GEMM_PANEL`],
+/// [`Precision::FastChunk`] on CPUs with the tiled kernel: the tokens laid out once, every
+/// job's rows in tasks of [`TILE_TASK_ROWS`] on the pool, each converting its rows to f32,
+/// multiplying them with all tokens ([`tiles::products`]) and turning its results to
+/// `[n_tok][rows]`; they are then put in place.
+fn tiled_panels(pool: &ThreadPool, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32], n_tok: usize) {
+    // (job, first row, rows)
+    let tasks: Vec<(usize, usize, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, (w, _))| {
+            (0..w.rows)
+                .step_by(TILE_TASK_ROWS)
+                .map(move |r0| (j, r0, TILE_TASK_ROWS.min(w.rows - r0)))
+        })
+        .collect();
+    let weights: Vec<&Tensor> = jobs.iter().map(|(w, _)| *w).collect();
+    let cols = weights[0].cols;
+    let xt = tiles::Tokens::new(x, cols, n_tok);
+    let results: Vec<Vec<f32>> = pool.install(|| {
+        tasks
+            .par_iter()
+            .map(|&(j, r0, nr)| {
+                let w = weights[j];
+                TILE_SCRATCH.with_borrow_mut(|(scratch, rt)| {
+                    // wf: [nr][cols] the rows in f32 (F32 rows where they are stored, when
+                    // aligned, as GGUF data is); rt: [nr][n_tok] their products
+                    let rb = w.row_bytes();
+                    let stored = &w.data[r0 * rb..(r0 + nr) * rb];
+                    let in_place = match w.ty {
+                        model::GgmlType::F32 => bytemuck::try_cast_slice::<u8, f32>(stored).ok(),
+                        _ => None,
+                    };
+                    let wf = match in_place {
+                        Some(rows) => rows,
+                        None => {
+                            scratch.resize(nr * cols, 0.0);
+                            let wf = &mut scratch[..nr * cols];
+                            for (i, row) in wf.chunks_exact_mut(cols).enumerate() {
+                                dequantize_row(w.ty, w.row_data(r0 + i), row);
+                            }
+                            wf
+                        }
+                    };
+                    rt.resize(nr * n_tok, 0.0);
+                    let rt = &mut rt[..nr * n_tok];
+                    // The rows after these, which this thread likely converts next.
+                    let next = w.data.get((r0 + nr) * rb..).unwrap_or(&[]);
+                    let ahead = match in_place {
+                        Some(_) => &[],
+                        None => &next[..next.len().min(nr * rb)],
+                    };
+                    tiles::products(wf, &xt, rt, ahead, in_place.is_some());
+                    // [n_tok][nr]
+                    let mut res = Vec::with_capacity(n_tok * nr);
+                    for t in 0..n_tok {
+                        res.extend((0..nr).map(|i| rt[i * n_tok + t]));
+                    }
+                    res
+                })
+            })
+            .collect()
+    });
+    for (&(j, r0, nr), res) in tasks.iter().zip(&results) {
+        let (w, out) = &mut jobs[j];
+        for (t, vals) in res.chunks_exact(nr).enumerate() {
+            out[t * w.rows + r0..t * w.rows + r0 + nr].copy_from_slice(vals);
+        }
+    }
+}
+
+/// [`Precision::FastChunk`] elsewhere: every job's rows in panels of [`GEMM_PANEL`],
 /// one task per panel on the pool, each converting its rows to f32 and multiplying them with
 /// all tokens in one single-threaded packed GEMM; the panels' results are then put in place.
 fn gemm_panels(pool: &ThreadPool, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32], n_tok: usize) {
