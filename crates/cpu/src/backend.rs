@@ -332,7 +332,11 @@ impl<'a> CpuBackend<'a> {
                 n,
                 p,
             );
-            swiglu(&mut gate, &up);
+            // Per token, on the pool when there are several (its exp calls are a few
+            // percent of a prompt chunk).
+            let ffn_rows = gate.par_chunks_mut(ffn).zip(up.par_chunks(ffn));
+            self.pool
+                .install(|| ffn_rows.for_each(|(g, u)| swiglu(g, u)));
             self.mm((&lw.w_down, &pk.w_down), &gate, n, p, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         }

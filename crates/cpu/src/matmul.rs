@@ -235,7 +235,7 @@ fn tiled_panels(pool: &ThreadPool, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32]
         .collect();
     let weights: Vec<&Tensor> = jobs.iter().map(|(w, _)| *w).collect();
     let cols = weights[0].cols;
-    let xt = tiles::Tokens::new(x, cols, n_tok);
+    let xt = pool.install(|| tiles::Tokens::new(x, cols, n_tok));
     let results: Vec<Vec<f32>> = pool.install(|| {
         tasks
             .par_iter()
@@ -270,22 +270,28 @@ fn tiled_panels(pool: &ThreadPool, jobs: &mut [(&Tensor, &mut [f32])], x: &[f32]
                         None => &next[..next.len().min(nr * rb)],
                     };
                     tiles::products(wf, &xt, rt, ahead, in_place.is_some());
-                    // [n_tok][nr]
-                    let mut res = Vec::with_capacity(n_tok * nr);
-                    for t in 0..n_tok {
-                        res.extend((0..nr).map(|i| rt[i * n_tok + t]));
+                    let mut res = vec![0f32; n_tok * nr]; // [n_tok][nr]
+                    for (i, vals) in rt.chunks_exact(n_tok).enumerate() {
+                        for (t, &v) in vals.iter().enumerate() {
+                            res[t * nr + i] = v;
+                        }
                     }
                     res
                 })
             })
             .collect()
     });
-    for (&(j, r0, nr), res) in tasks.iter().zip(&results) {
-        let (w, out) = &mut jobs[j];
-        for (t, vals) in res.chunks_exact(nr).enumerate() {
-            out[t * w.rows + r0..t * w.rows + r0 + nr].copy_from_slice(vals);
+    // Put in place on the pool, a token's outputs per job at a time.
+    pool.install(|| {
+        for (j, (w, out)) in jobs.iter_mut().enumerate() {
+            let rows = w.rows;
+            out.par_chunks_mut(rows).enumerate().for_each(|(t, o)| {
+                for (&(_, r0, nr), res) in tasks.iter().zip(&results).filter(|(k, _)| k.0 == j) {
+                    o[r0..r0 + nr].copy_from_slice(&res[t * nr..(t + 1) * nr]);
+                }
+            });
         }
-    }
+    });
 }
 
 /// [`Precision::FastChunk`] elsewhere: every job's rows in panels of [`GEMM_PANEL`],

@@ -47,24 +47,28 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// Lay out `x: [n_tok][cols]`.
+    /// Lay out `x: [n_tok][cols]` (in parallel on the current rayon pool, sixteen columns
+    /// per task).
     pub fn new(x: &[f32], cols: usize, n_tok: usize) -> Self {
+        use rayon::prelude::*;
         assert_eq!(x.len(), n_tok * cols, "tiles::Tokens: shape");
         let mut data = vec![0f32; n_tok.next_multiple_of(LANES) * cols];
         for s in 0..n_tok.div_ceil(SLAB) {
             let (t0, width) = Self::slab(s, n_tok);
             let n = SLAB.min(n_tok - t0);
             let slab = &mut data[t0 * cols..(t0 + width) * cols];
-            // Sixteen columns at a time: the reads stay in sixteen lines per token and the
-            // writes go in order.
-            for c0 in (0..cols).step_by(16) {
-                let c1 = (c0 + 16).min(cols);
-                for (t, xt) in x[t0 * cols..].chunks_exact(cols).take(n).enumerate() {
-                    for (c, &v) in (c0..c1).zip(&xt[c0..c1]) {
-                        slab[c * width + t] = v;
+            // Each task: columns c0..c0 + 16, `[16][width]`; its reads stay in sixteen
+            // lines per token and its writes go in order.
+            slab.par_chunks_mut(16 * width)
+                .enumerate()
+                .for_each(|(b, block)| {
+                    let c0 = 16 * b;
+                    for (t, xt) in x[t0 * cols..].chunks_exact(cols).take(n).enumerate() {
+                        for (c, &v) in xt[c0..].iter().take(16).enumerate() {
+                            block[c * width + t] = v;
+                        }
                     }
-                }
-            }
+                });
         }
         Self { data, cols, n_tok }
     }
