@@ -216,6 +216,15 @@ impl Loaded {
         })
     }
 
+    /// [`Loaded::open`] for running the model: its bytes held in memory on huge pages where
+    /// the OS offers them ([`GgufFile::make_resident`]), so that streaming the weights every
+    /// step does not walk the page tables every 4 KB.
+    pub fn open_resident(path: Option<&Path>) -> Result<Self> {
+        let mut loaded = Self::open(path)?;
+        loaded.gguf.make_resident()?;
+        Ok(loaded)
+    }
+
     /// Prompt token ids of a conversation in the model's chat template, ready for the
     /// assistant's turn. Message contents are tokenized as plain text: only the template's own
     /// text becomes special tokens ([`model::chat::encode_chat`]).

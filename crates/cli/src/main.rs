@@ -454,7 +454,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     // Bad settings are reported before the model is loaded.
     opts.sampler.validate()?;
     a.draft.check()?;
-    let loaded = Loaded::open(a.model.model.as_deref())?;
+    let loaded = Loaded::open_resident(a.model.model.as_deref())?;
     let mut backend = loaded.backend(a.model.spec())?;
     let mut drafter = load::drafter(
         a.draft.draft,
@@ -504,7 +504,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 fn cmd_chat(a: ChatArgs) -> Result<()> {
     a.sampling.options().sampler.validate()?;
     a.draft.check()?;
-    let loaded = Loaded::open(a.model.model.as_deref())?;
+    let loaded = Loaded::open_resident(a.model.model.as_deref())?;
     let backend = loaded.backend(a.model.spec())?;
     let drafter = load::drafter(
         a.draft.draft,
@@ -577,7 +577,7 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
         bail!("--api-key is empty");
     }
     a.draft.check()?;
-    let loaded = Loaded::open(a.model.model.as_deref())?;
+    let loaded = Loaded::open_resident(a.model.model.as_deref())?;
     let model_ctx = model::LlamaWeights::from_gguf(&loaded.gguf)?
         .config
         .context_length;
@@ -726,6 +726,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                 (gguf, name, None)
             }
         };
+        let mut gguf = gguf;
+        gguf.make_resident()?;
         let weights = model::LlamaWeights::from_gguf(&gguf)?;
         let size = ModelSize::of(&weights);
         let mut backend = load::make_backend(weights, spec)?;

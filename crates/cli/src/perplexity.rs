@@ -88,7 +88,7 @@ pub fn run(a: PerplexityArgs) -> Result<()> {
     if text.trim().is_empty() {
         bail!("{} has no text", a.data.display());
     }
-    let loaded = Loaded::open(a.model.model.as_deref())?;
+    let loaded = Loaded::open_resident(a.model.model.as_deref())?;
     let max = model::LlamaConfig::from_gguf(&loaded.gguf)?.context_length;
     if a.ctx > max {
         bail!(
