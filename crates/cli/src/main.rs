@@ -727,7 +727,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             }
         };
         let mut gguf = gguf;
-        gguf.make_resident()?;
+        load::hold_for_streaming(&mut gguf)?;
         let weights = model::LlamaWeights::from_gguf(&gguf)?;
         let size = ModelSize::of(&weights);
         let mut backend = load::make_backend(weights, spec)?;

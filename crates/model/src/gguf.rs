@@ -259,9 +259,9 @@ impl GgufFile {
     /// where the kernel offers them for memory that asks) instead of reading them through the
     /// file mapping. Every decode step streams all the weights; through the 4 KB pages of a
     /// file mapping that is a page walk per 4 KB (seed shape F32, 268 MB per token: decode
-    /// ~15-17 -> ~13-14 ms/token on 2 threads, alternating). Reads the whole file now; the
-    /// memory is the process's own, as with a mapping that has been read once. Does nothing
-    /// elsewhere, or for a file already held in memory.
+    /// ~15-17 -> ~13-14 ms/token on 2 threads, alternating). Reads the whole file now (and
+    /// the kernel zeroes the pages first); the memory is the process's own, as with a mapping
+    /// that has been read once. Does nothing elsewhere, or for a file already held in memory.
     pub fn make_resident(&mut self) -> Result<(), GgufError> {
         #[cfg(target_os = "linux")]
         if let Bytes::Mapped(mapped) = &self.mmap {
